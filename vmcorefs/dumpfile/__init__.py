@@ -1,0 +1,1 @@
+"""Dump containers: each yields a :class:`~vmcorefs.dumpfile.source.PhysicalSource`."""

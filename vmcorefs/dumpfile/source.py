@@ -1,0 +1,177 @@
+"""The interface every dump container offers: physical memory, notes and VMCOREINFO.
+
+Each container (ELF, kdump-compressed, flattened, split) is a :class:`PhysicalSource`. Layers
+above use nothing else, so a new format needs no change outside ``dumpfile/``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import DumpError
+
+# ELF note types (include/uapi/linux/elf.h) that the layers above look for.
+NT_PRSTATUS = 1
+NT_PRFPREG = 2
+NT_PRPSINFO = 3
+NT_TASKSTRUCT = 4
+NT_AUXV = 6
+#: At most this many notes are parsed from one notes area: a corrupt size cannot make us loop.
+MAX_NOTES = 65536
+
+
+@dataclass(frozen=True)
+class Note:
+    """One ELF note: ``name`` without its NUL ("CORE", "QEMU", "VMCOREINFO"), type, payload."""
+
+    name: str
+    type: int
+    desc: bytes
+
+
+@dataclass
+class SourceInfo:
+    """What a container says about itself; shown in ``summary`` and ``README``."""
+
+    format: str  #: e.g. "ELF64 core", "kdump-compressed", "flattened (kdump-compressed)"
+    compression: str = "none"  #: "none", "zlib", "lzo", "snappy", "zstd" or "mixed"
+    dump_level: int | None = None  #: makedumpfile's -d level, where the container records it
+    crashed_cpu: int | None = None  #: kdump header's current_cpu, where recorded
+    nr_cpus: int | None = None
+    page_size: int | None = None  #: the container's page (block) size, where it has one
+    extra: dict[str, str] = field(default_factory=dict)  #: further "key: value" facts
+
+
+class PhysicalSource(ABC):
+    """Physical memory as one dump container holds it.
+
+    ``read`` follows the project's one rule: it returns the bytes held from ``paddr`` on, in
+    order, stopping at the first byte not held (``b""`` when ``paddr`` itself is absent). Absence
+    is never an exception here: holes, excluded pages, lost pages and pages that fail to
+    decompress are all simply not held. Reads are thread-safe (``os.pread``, locked caches).
+    """
+
+    #: Paths of the files this source reads (for messages).
+    paths: Sequence[str]
+    info: SourceInfo
+    #: End of the highest physical range the container describes: the size of ``phys``.
+    phys_end: int
+
+    @abstractmethod
+    def read(self, paddr: int, size: int) -> bytes:
+        """Bytes held from ``paddr``, at most ``size``, stopping at the first absent byte."""
+
+    @abstractmethod
+    def absent_until(self, paddr: int, limit: int) -> int:
+        """End of the absent run that starts at ``paddr``, searched no further than ``limit``.
+
+        Only called where ``read(paddr, ...)`` returned nothing; used by ``--zero-fill``.
+        """
+
+    @abstractmethod
+    def ranges(self) -> Sequence[tuple[int, int]]:
+        """The ``[start, end)`` physical ranges the container describes (RAM), sorted."""
+
+    @abstractmethod
+    def notes(self) -> Sequence[Note]:
+        """The ELF notes the dump carries, in file order (PRSTATUS, QEMU, VMCOREINFO, ...)."""
+
+    def vmcoreinfo_raw(self) -> bytes | None:
+        """The VMCOREINFO text as stored (trailing NULs dropped), or None."""
+        for note in self.notes():
+            if note.name == "VMCOREINFO":
+                return note.desc.rstrip(b"\0")
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release file descriptors."""
+
+
+class DumpFile:
+    """A read-only file read with ``os.pread``: thread-safe, no shared file position.
+
+    Every size read from a dump is checked against :attr:`size` before it is trusted; a read
+    past the end raises :class:`DumpError` (the file was truncated or replaced under us).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise DumpError(path, "no such file") from None
+        except IsADirectoryError:
+            raise DumpError(path, "is a directory") from None
+        except PermissionError:
+            raise DumpError(path, "permission denied") from None
+        except OSError as exc:
+            raise DumpError(path, exc.strerror or str(exc)) from None
+        st = os.fstat(self.fd)
+        import stat as _stat
+
+        if _stat.S_ISDIR(st.st_mode):
+            os.close(self.fd)
+            raise DumpError(path, "is a directory")
+        self.size = st.st_size
+        self._lock = threading.Lock()
+
+    def pread(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``; short only at the end of the file."""
+        if size <= 0 or offset >= self.size:
+            return b""
+        try:
+            return os.pread(self.fd, size, offset)
+        except OSError as exc:
+            raise DumpError(
+                self.path, f"read error at offset {offset:#x}: {exc.strerror}"
+            ) from None
+
+    def pread_exact(self, offset: int, size: int, what: str = "data") -> bytes:
+        """Exactly ``size`` bytes at ``offset`` or :class:`DumpError` naming ``what``."""
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise DumpError(
+                self.path,
+                f"truncated: {what} at offset {offset:#x} (+{size:#x}) is past the end of the "
+                f"file ({self.size:#x} bytes)",
+            )
+        data = self.pread(offset, size)
+        if len(data) != size:
+            raise DumpError(self.path, f"truncated: short read of {what} at offset {offset:#x}")
+        return data
+
+    def close(self) -> None:
+        with self._lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+
+
+def parse_notes(data: bytes, *, big_endian: bool = False, align: int = 4) -> Iterator[Note]:
+    """Parse an ELF notes area (``Elf64_Nhdr`` records, 4-byte aligned as Linux writes them).
+
+    Bounded: stops at the end of ``data``, at a record that does not fit, or after
+    :data:`MAX_NOTES` records. A zero-filled tail (kdump pads the area) ends the list.
+    """
+    fmt = ">III" if big_endian else "<III"
+    pos = 0
+    end = len(data)
+    for _ in range(MAX_NOTES):
+        if pos + 12 > end:
+            return
+        namesz, descsz, ntype = struct.unpack_from(fmt, data, pos)
+        if namesz == 0 and descsz == 0 and ntype == 0:
+            return
+        pos += 12
+        name_end = pos + namesz
+        desc_start = pos + ((namesz + align - 1) & ~(align - 1))
+        desc_end = desc_start + descsz
+        if name_end > end or desc_end > end:
+            return
+        name = data[pos:name_end].split(b"\0", 1)[0].decode("ascii", "replace")
+        yield Note(name, ntype, bytes(data[desc_start:desc_end]))
+        pos = desc_start + ((descsz + align - 1) & ~(align - 1))

@@ -1,0 +1,1 @@
+"""What the kernel's data means: each module reads through ``vmcorefs.memory`` only."""

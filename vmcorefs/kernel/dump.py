@@ -1,0 +1,73 @@
+"""The library entry point: :func:`open_dump` → :class:`Dump`, everything below FUSE.
+
+A ``Dump`` ties a container (``dumpfile``), its VMCOREINFO and the two address spaces
+(``memory``) together, and builds each kernel view lazily, once, on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..dumpfile.detect import open_source
+from ..dumpfile.source import PhysicalSource
+from ..errors import DumpError
+from ..memory.physical import PhysicalMemory
+from ..memory.x86_64 import KernelVirtualMemory
+from ..vmcoreinfo import VmcoreInfo
+from .lazy import lazy  # noqa: F401 - used by the views added below
+
+
+@dataclass
+class DumpOptions:
+    zero_fill: bool = False
+    cache_size_mib: int = 64
+    vmlinux: str | None = None
+    system_map: str | None = None
+
+
+class Dump:
+    """An opened crash dump: ``vmcoreinfo``, ``phys``, ``kvirt`` and the kernel views."""
+
+    def __init__(self, source: PhysicalSource, options: DumpOptions | None = None) -> None:
+        self.source = source
+        self.options = options or DumpOptions()
+        raw = source.vmcoreinfo_raw()
+        if not raw:
+            raise DumpError(
+                source.paths[0],
+                "no VMCOREINFO note: not a Linux kernel crash dump this tool can read",
+            )
+        self.vmcoreinfo = VmcoreInfo(raw)
+        self.phys = PhysicalMemory(source, zero_fill=self.options.zero_fill)
+        self.kvirt = KernelVirtualMemory(
+            self.phys, self.vmcoreinfo, cache_size_mib=self.options.cache_size_mib
+        )
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> Dump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Kernel views, each built on first use -----------------------------------------------
+    # (symbols, dmesg, cpus, uts, mm, btf, tasks, modules are added here by their modules.)
+
+
+def open_dump(paths: Sequence[str] | str, **options) -> Dump:
+    """Open a dump (one file, or every part of a split dump) as a :class:`Dump`.
+
+    Raises :class:`~vmcorefs.errors.DumpError` for anything that makes the dump unusable.
+    """
+    if isinstance(paths, str):
+        paths = [paths]
+    opts = DumpOptions(**options)
+    source = open_source(list(paths), cache_size_mib=opts.cache_size_mib)
+    try:
+        return Dump(source, opts)
+    except BaseException:
+        source.close()
+        raise

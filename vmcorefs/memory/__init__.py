@@ -1,0 +1,1 @@
+"""Physical and kernel virtual memory over a dump container."""

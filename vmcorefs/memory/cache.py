@@ -1,0 +1,49 @@
+"""A thread-safe LRU cache: FUSE calls arrive on several threads at once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from cachetools import LRUCache
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+_MISSING = object()
+
+
+class LockedLRU(Generic[K, V]):
+    """``cachetools.LRUCache`` behind a lock; ``maxsize`` counts entries."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = max(1, int(maxsize))
+        self._cache: LRUCache = LRUCache(maxsize=self.maxsize)
+        self._lock = threading.Lock()
+
+    def get(self, key: K, default=None):
+        with self._lock:
+            return self._cache.get(key, default)
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._cache[key] = value
+
+    def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
+        """The cached value, else ``compute()`` (run outside the lock), stored and returned."""
+        with self._lock:
+            value = self._cache.get(key, _MISSING)
+        if value is not _MISSING:
+            return value  # type: ignore[return-value]
+        value = compute()
+        with self._lock:
+            self._cache[key] = value
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)

@@ -1,0 +1,217 @@
+"""x86_64 kernel virtual memory, translated through the dump's own page tables.
+
+Everything comes from VMCOREINFO and the dump: the root table is ``SYMBOL(init_top_pgt)``
+(older kernels: ``swapper_pg_dir``) − ``__START_KERNEL_map`` + ``NUMBER(phys_base)``; five levels
+when ``NUMBER(pgtable_l5_enabled)`` is 1. No region base (direct map, vmalloc, vmemmap,
+modules) is assumed: every address goes through the tables.
+
+Translations are cached per 2 MiB chunk of virtual space (``PMD_SIZE``): a chunk is either inside
+one large page (2 MiB or 1 GiB: one linear mapping), or mapped by one page-table page of 512
+entries, or not mapped at all. So a 1 MiB read of the direct map or the kernel image costs one
+cache lookup, and the kernel image's fast path is the same mechanism, verified entry by entry.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from ..errors import DumpError, FaultError
+from ..vmcoreinfo import VmcoreInfo
+from .cache import LockedLRU
+from .physical import PhysicalMemory
+from .space import AddressSpace
+
+# arch/x86/include/asm/page_64_types.h, pgtable_types.h
+#: __START_KERNEL_map (the leading underscores would be name-mangled inside classes)
+START_KERNEL_map = 0xFFFFFFFF80000000
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PMD_SHIFT = 21
+PMD_SIZE = 1 << PMD_SHIFT
+PUD_SHIFT = 30
+PTRS_PER_TABLE = 512
+_PAGE_PRESENT = 1 << 0
+_PAGE_PSE = 1 << 7  # PS: a large page at PUD (1 GiB) and PMD (2 MiB) level; PAT at PTE level
+#: Physical address bits 12–51 of an entry (NX bit 63 and protection keys 59–62 are ignored).
+PTE_PFN_MASK = 0x000F_FFFF_FFFF_F000
+ADDRESS_SPACE_END = 1 << 64
+
+_ENTRY = struct.Struct("<Q")
+_TABLE = struct.Struct("<512Q")
+
+
+@dataclass(frozen=True)
+class _Linear:
+    """A chunk inside one large page: ``paddr = pbase + (vaddr - vbase)`` up to ``vend``."""
+
+    vbase: int
+    vend: int
+    pbase: int
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A chunk mapped by a last-level page table: its 512 entries, already masked (0 = absent)."""
+
+    frames: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Unmapped:
+    """A chunk that no entry maps; ``reason`` says at which level the walk stopped."""
+
+    reason: str
+
+
+class X86_64Translator:
+    """Walks 4- and 5-level page tables; caches table pages and per-chunk translations."""
+
+    def __init__(
+        self, phys: PhysicalMemory, vmcoreinfo: VmcoreInfo, *, cache_size_mib: int = 64
+    ) -> None:
+        self.phys = phys
+        root_sym = vmcoreinfo.symbol("init_top_pgt")
+        if root_sym is None:
+            root_sym = vmcoreinfo.symbol("swapper_pg_dir")
+        if root_sym is None:
+            raise DumpError(
+                "VMCOREINFO", "has neither SYMBOL(init_top_pgt) nor SYMBOL(swapper_pg_dir)"
+            )
+        self.phys_base = vmcoreinfo.number("phys_base") or 0
+        self.root = root_sym - START_KERNEL_map + self.phys_base
+        self.levels = 5 if vmcoreinfo.number("pgtable_l5_enabled") == 1 else 4
+        self.va_bits = 57 if self.levels == 5 else 48
+        sme_mask = vmcoreinfo.number("sme_mask") or 0
+        self.entry_mask = PTE_PFN_MASK & ~(sme_mask & 0xFFFF_FFFF_FFFF_FFFF)
+        # Budget: a quarter of the cache for table pages, the rest for chunk translations
+        # (a _Table chunk holds 512 ints: about 20 KiB of Python objects).
+        budget = max(1, cache_size_mib) << 20
+        self._tables: LockedLRU[int, tuple[int, ...] | None] = LockedLRU(budget // 4 // 8192)
+        self._chunks: LockedLRU[int, _Linear | _Table | _Unmapped] = LockedLRU(
+            max(64, (budget * 3 // 4) // 20480)
+        )
+
+    # -- walking ---------------------------------------------------------------------------
+    def canonical(self, vaddr: int) -> bool:
+        top = vaddr >> (self.va_bits - 1)
+        return top == 0 or top == (1 << (65 - self.va_bits)) - 1
+
+    def _table(self, paddr: int) -> tuple[int, ...] | None:
+        """The 512 raw entries of the table page at ``paddr``, or None when it is absent."""
+
+        def load() -> tuple[int, ...] | None:
+            data = self.phys.read(paddr, PAGE_SIZE)
+            if len(data) != PAGE_SIZE:
+                return None
+            return _TABLE.unpack(data)
+
+        return self._tables.get_or_compute(paddr, load)
+
+    def _walk_chunk(self, vaddr: int) -> _Linear | _Table | _Unmapped:
+        """Translate the 2 MiB chunk holding ``vaddr`` (walk from the root; fixed depth)."""
+        table = self.root
+        shift = 39 + 9 * (self.levels - 4)  # PGD index shift: 48 (5-level) or 39 (4-level)
+        level = self.levels
+        names = {5: "PGD", 4: "P4D" if self.levels == 5 else "PGD", 3: "PUD", 2: "PMD"}
+        while level >= 2:
+            entries = self._table(table)
+            name = names[level]
+            if entries is None:
+                return _Unmapped(f"{name} table page at {table:#x} is absent from the dump")
+            entry = entries[(vaddr >> shift) & (PTRS_PER_TABLE - 1)]
+            if not entry & _PAGE_PRESENT:
+                return _Unmapped(f"{name} entry not present")
+            if entry & _PAGE_PSE:
+                if level in (3, 2):  # 1 GiB at PUD, 2 MiB at PMD
+                    size = 1 << shift
+                    vbase = vaddr & ~(size - 1)
+                    pbase = entry & self.entry_mask & ~(size - 1)
+                    return _Linear(vbase, vbase + size, pbase)
+                return _Unmapped(f"{name} entry has the reserved PS bit")
+            table = entry & self.entry_mask
+            shift -= 9
+            level -= 1
+        # ``table`` is now the last-level page table (PTEs) of this 2 MiB chunk.
+        entries = self._table(table)
+        if entries is None:
+            return _Unmapped(f"page table page at {table:#x} is absent from the dump")
+        mask = self.entry_mask
+        frames = tuple((e & mask) | 1 if e & _PAGE_PRESENT else 0 for e in entries)
+        return _Table(frames)
+
+    def chunk(self, vaddr: int) -> _Linear | _Table | _Unmapped:
+        key = vaddr >> PMD_SHIFT
+        return self._chunks.get_or_compute(key, lambda: self._walk_chunk(vaddr))
+
+    # -- translating -----------------------------------------------------------------------
+    def translate_run(self, vaddr: int, limit: int) -> tuple[int, int]:
+        """``(paddr, n)``: ``vaddr`` maps to ``paddr`` and the next ``n`` bytes (``n ≤ limit``,
+        ``n ≥ 1``) are physically contiguous. Raises FaultError where ``vaddr`` is unmapped."""
+        if not self.canonical(vaddr):
+            raise FaultError("kvirt", vaddr, "non-canonical address")
+        c = self.chunk(vaddr)
+        if isinstance(c, _Linear):
+            return c.pbase + (vaddr - c.vbase), min(limit, c.vend - vaddr)
+        if isinstance(c, _Unmapped):
+            raise FaultError("kvirt", vaddr, c.reason)
+        frames = c.frames
+        i = (vaddr >> PAGE_SHIFT) & (PTRS_PER_TABLE - 1)
+        frame = frames[i]
+        if not frame:
+            raise FaultError("kvirt", vaddr, "PTE not present")
+        offset = vaddr & (PAGE_SIZE - 1)
+        n = PAGE_SIZE - offset
+        # Extend over following pages of the same table while they are physically contiguous.
+        while n < limit and i + 1 < PTRS_PER_TABLE and frames[i + 1] == frame + PAGE_SIZE:
+            i += 1
+            frame += PAGE_SIZE
+            n += PAGE_SIZE
+        return (frames[(vaddr >> PAGE_SHIFT) & 511] & ~1) + offset, min(n, limit)
+
+    def translate(self, vaddr: int) -> int:
+        """The physical address of ``vaddr``, or FaultError."""
+        return self.translate_run(vaddr, 1)[0]
+
+
+class KernelVirtualMemory(AddressSpace):
+    """The kernel's virtual address space (addresses as the kernel sees them)."""
+
+    name = "kvirt"
+
+    def __init__(
+        self, phys: PhysicalMemory, vmcoreinfo: VmcoreInfo, *, cache_size_mib: int = 64
+    ) -> None:
+        self.phys = phys
+        self.translator = X86_64Translator(phys, vmcoreinfo, cache_size_mib=cache_size_mib)
+
+    def translate(self, vaddr: int) -> int:
+        return self.translator.translate(vaddr)
+
+    def read(self, addr: int, size: int) -> bytes:
+        end = min(addr + size, ADDRESS_SPACE_END)
+        if addr < 0 or addr >= end:
+            return b""
+        translate_run = self.translator.translate_run
+        parts: list[bytes] = []
+        pos = addr
+        while pos < end:
+            try:
+                paddr, n = translate_run(pos, end - pos)
+            except FaultError:
+                break
+            # Merge the following runs while they continue physically (chunk boundaries).
+            while pos + n < end:
+                try:
+                    nxt, m = translate_run(pos + n, end - pos - n)
+                except FaultError:
+                    break
+                if nxt != paddr + n:
+                    break
+                n += m
+            data = self.phys.read(paddr, n)
+            parts.append(data)
+            pos += len(data)
+            if len(data) < n:
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -1,0 +1,196 @@
+"""The mounted tree: paths → nodes. Pure Python, no FUSE: tests drive it directly.
+
+Nodes are built lazily: a directory's entries are computed on first listing or lookup, a text
+file's content on first ``getattr``/``read``. Each section of the tree (``info/``, ``sym/``,
+``dmesg`` ...) is made by one small ``_section_*`` function below, over a
+:class:`~vmcorefs.kernel.dump.Dump`.
+"""
+
+from __future__ import annotations
+
+import stat
+import threading
+from collections.abc import Callable, Mapping
+
+from .errors import FaultError, Unavailable, VmcorefsError
+from .memory.space import AddressSpace
+
+FILE_MODE = stat.S_IFREG | 0o444
+DIR_MODE = stat.S_IFDIR | 0o555
+KVIRT_BASE = 1 << 63
+
+
+class NotFound(VmcorefsError):
+    """No node at that path (ENOENT)."""
+
+
+class Node:
+    mode: int = FILE_MODE
+
+
+class File(Node):
+    """A read-only file. ``read`` raises :class:`FaultError` where bytes are absent (EIO)."""
+
+    mode = FILE_MODE
+    #: Serve through the kernel's page cache (False: every read reaches us, short reads kept).
+    direct_io = False
+
+    def size(self) -> int:
+        raise NotImplementedError
+
+    def read(self, offset: int, size: int) -> bytes:
+        raise NotImplementedError
+
+    def open_direct_io(self) -> bool:
+        """Whether this open should use ``direct_io`` (decided per open; see ``SymbolFile``)."""
+        return self.direct_io
+
+
+class BytesFile(File):
+    """A file whose whole content is computed once, on first use, and kept."""
+
+    def __init__(self, compute: Callable[[], bytes | str]) -> None:
+        self._compute = compute
+        self._content: bytes | None = None
+        self._lock = threading.Lock()
+
+    def content(self) -> bytes:
+        if self._content is None:
+            with self._lock:
+                if self._content is None:
+                    try:
+                        value = self._compute()
+                    except Unavailable as exc:
+                        value = f"unavailable: {exc.reason}\n"
+                    except FaultError as exc:
+                        value = f"unavailable: {exc}\n"
+                    self._content = value.encode() if isinstance(value, str) else bytes(value)
+        return self._content
+
+    def size(self) -> int:
+        return len(self.content())
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.content()[offset : offset + size]
+
+
+def text(value: str) -> BytesFile:
+    """A small constant text file."""
+    return BytesFile(lambda: value)
+
+
+class WindowFile(File):
+    """A window onto an address space: file offset ``o`` is address ``base + o``.
+
+    Served with ``direct_io`` so that a short read at absent memory reaches the reader (the page
+    cache would pad it with zeros and hide the EIO that follows).
+    """
+
+    direct_io = True
+
+    def __init__(self, space: AddressSpace, base: int, length: int) -> None:
+        self.space = space
+        self.base = base
+        self.length = length
+
+    def size(self) -> int:
+        return self.length
+
+    def read(self, offset: int, size: int) -> bytes:
+        if offset >= self.length or size <= 0:
+            return b""
+        size = min(size, self.length - offset)
+        data = self.space.read(self.base + offset, size)
+        if not data:
+            raise FaultError(self.space.name, self.base + offset)
+        return data
+
+
+class Directory(Node):
+    """A directory whose entries are built once, on first use."""
+
+    mode = DIR_MODE
+
+    def __init__(self, entries: Mapping[str, Node] | Callable[[], Mapping[str, Node]]) -> None:
+        self._source = entries
+        self._entries: Mapping[str, Node] | None = None
+        self._lock = threading.Lock()
+
+    def entries(self) -> Mapping[str, Node]:
+        if self._entries is None:
+            with self._lock:
+                if self._entries is None:
+                    src = self._source
+                    try:
+                        self._entries = src() if callable(src) else src
+                    except Unavailable as exc:
+                        self._entries = {"unavailable": text(f"unavailable: {exc.reason}\n")}
+        return self._entries
+
+
+class Tree:
+    """Path lookup over a root directory."""
+
+    def __init__(self, root: Directory) -> None:
+        self.root = root
+
+    def lookup(self, path: str) -> Node:
+        node: Node = self.root
+        for part in path.split("/"):
+            if not part:
+                continue
+            if not isinstance(node, Directory):
+                raise NotFound(path)
+            child = node.entries().get(part)
+            if child is None:
+                raise NotFound(path)
+            node = child
+        return node
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+def info_key_filename(key: str) -> str:
+    """``info/`` file name for a VMCOREINFO key: verbatim, ``/`` written ``%2F``."""
+    return key.replace("%", "%25").replace("/", "%2F") if "/" in key else key
+
+
+def _section_info(dump) -> Directory:
+    vi = dump.vmcoreinfo
+    return Directory(lambda: {info_key_filename(k): text(v + "\n") for k, v in vi.items()})
+
+
+def readme_text(dump) -> str:
+    """The ``README`` at the top of the mount: what each entry is, for this dump."""
+    info = dump.source.info
+    return (
+        "vmcorefs: a Linux kernel crash dump as files (see vmcorefs(1)).\n"
+        f"dump: {', '.join(dump.source.paths)}\n"
+        f"format: {info.format}, compression: {info.compression}\n"
+        f"release: {dump.vmcoreinfo.osrelease or 'unknown'}\n"
+        "\n"
+        "vmcoreinfo   the VMCOREINFO note, as in the dump\n"
+        "info/KEY     one file per VMCOREINFO key: its value\n"
+        "phys         physical memory: file offset = physical address\n"
+        "kvirt        kernel virtual memory: file offset = address - 2**63\n"
+        "             (= address & 0x7fffffffffffffff), e.g.\n"
+        "             dd if=kvirt bs=64 count=1 iflag=skip_bytes \\\n"
+        "                skip=$((0xffffffff81000000 & 0x7fffffffffffffff)) | hexdump -C\n"
+        "\n"
+        "Absent memory (holes, pages the dump left out, unmapped addresses) reads as an\n"
+        "I/O error (EIO); a read that reaches it stops short first. --zero-fill reads absent\n"
+        "physical memory as zeros instead.\n"
+    )
+
+
+def build_tree(dump) -> Tree:
+    """The whole mounted tree of ``dump`` (a :class:`~vmcorefs.kernel.dump.Dump`)."""
+    entries: dict[str, Node] = {
+        "README": BytesFile(lambda: readme_text(dump)),
+        "vmcoreinfo": BytesFile(lambda: dump.vmcoreinfo.raw),
+        "info": _section_info(dump),
+        "phys": WindowFile(dump.phys, 0, dump.phys.size),
+        "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1),
+    }
+    return Tree(Directory(entries))
