@@ -39,7 +39,9 @@ class Dump:
                 "no VMCOREINFO note: not a Linux kernel crash dump this tool can read",
             )
         self.vmcoreinfo = VmcoreInfo(raw)
-        self.phys = PhysicalMemory(source, zero_fill=self.options.zero_fill)
+        self.phys = PhysicalMemory(
+            source, zero_fill=self.options.zero_fill, cache_size_mib=self.options.cache_size_mib
+        )
         self.kvirt = KernelVirtualMemory(
             self.phys, self.vmcoreinfo, cache_size_mib=self.options.cache_size_mib
         )
