@@ -12,9 +12,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from .errors import DumpError, FaultError, VmcorefsError
-from .tree import Directory, File, NotFound, Tree
+from .tree import Directory, NotFound, Tree
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 import mfusepy  # noqa: E402 - after choosing the library
@@ -43,7 +44,7 @@ class VmcoreOperations(mfusepy.Operations):
         self.uid = os.getuid()
         self.gid = os.getgid()
         self.time_ns = mtime_ns if mtime_ns is not None else time.time_ns()
-        self._handles: dict[int, File] = {}
+        self._handles: dict[int, Callable[[int, int], bytes]] = {}  # fh -> node.read
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -119,16 +120,17 @@ class VmcoreOperations(mfusepy.Operations):
         fi.keep_cache = 0 if direct else 1
         with self._lock:
             fh = next(self._next_fh)
-            self._handles[fh] = node
+            self._handles[fh] = node.read
         fi.fh = fh
         return 0
 
     def read(self, path: str, size: int, offset: int, fi) -> bytes:
-        node = self._handles.get(fi.fh)
-        if node is None:
-            node = self._node(path)
         try:
-            return node.read(offset, size)
+            reader = self._handles[fi.fh]
+        except KeyError:
+            reader = self._node(path).read
+        try:
+            return reader(offset, size)
         except FaultError:
             raise _fail(errno.EIO) from None
         except DumpError as exc:

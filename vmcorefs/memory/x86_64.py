@@ -193,6 +193,12 @@ class KernelVirtualMemory(AddressSpace):
         if addr < 0 or addr >= end:
             return b""
         translate_run = self.translator.translate_run
+        try:
+            paddr, n = translate_run(addr, end - addr)
+        except FaultError:
+            return b""
+        if n == end - addr:  # the common case: one physically contiguous run
+            return self.phys.read(paddr, n)
         parts: list[bytes] = []
         pos = addr
         while pos < end:
