@@ -58,8 +58,10 @@ def main() -> None:
     for name in ("phys", "kvirt"):
         v, n = best(rnd[name]), best(rnd["null"])
         print(f"random 4 KiB /{name:<10}{v:>10.0f} op/s {n:>8.0f} op/s{v / n:>8.2f}")
-    print(f"mount (command returns): median {statistics.median(mount_times):.3f} s, "
-          f"max {max(mount_times):.3f} s over {len(mount_times)}")
+    print(
+        f"mount (command returns): median {statistics.median(mount_times):.3f} s, "
+        f"max {max(mount_times):.3f} s over {len(mount_times)}"
+    )
 
 
 if __name__ == "__main__":

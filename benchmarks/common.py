@@ -50,8 +50,9 @@ def vmcorefs_mount(dumps: list[str], *options: str) -> Iterator[tuple[str, float
     mnt = tempfile.mkdtemp(prefix="vmcorefs-bench-")
     try:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "vmcorefs", *options, *dumps, mnt], check=True,
-                       env=env())
+        subprocess.run(
+            [sys.executable, "-m", "vmcorefs", *options, *dumps, mnt], check=True, env=env()
+        )
         took = time.perf_counter() - t0
         wait_mounted(mnt)
         yield mnt, took
@@ -63,8 +64,9 @@ def vmcorefs_mount(dumps: list[str], *options: str) -> Iterator[tuple[str, float
 @contextlib.contextmanager
 def nullfs_mount(size: int = 1 << 40) -> Iterator[str]:
     mnt = tempfile.mkdtemp(prefix="nullfs-bench-")
-    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "nullfs.py"), mnt,
-                             str(size)], env=env())
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "benchmarks" / "nullfs.py"), mnt, str(size)], env=env()
+    )
     try:
         wait_mounted(mnt)
         yield mnt
@@ -90,8 +92,9 @@ def sequential(path: str, start: int, length: int, block: int = MiB) -> float:
         os.close(fd)
 
 
-def random_reads(path: str, ranges: list[tuple[int, int]], count: int, seed: int = 1,
-                 size: int = 4096) -> float:
+def random_reads(
+    path: str, ranges: list[tuple[int, int]], count: int, seed: int = 1, size: int = 4096
+) -> float:
     """4 KiB preads per second at page-aligned random offsets inside ``ranges``."""
     rng = random.Random(seed)
     offsets = []
@@ -109,6 +112,10 @@ def random_reads(path: str, ranges: list[tuple[int, int]], count: int, seed: int
 
 
 def dumps_dir() -> Path:
-    out = subprocess.run([str(REPO.parent / "shared" / "dumps" / "unpack")], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(REPO.parent / "shared" / "dumps" / "unpack")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return Path(out.stdout.strip().splitlines()[-1])

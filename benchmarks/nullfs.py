@@ -59,8 +59,15 @@ class NullFS(mfusepy.Operations):
 def main() -> None:
     mnt = sys.argv[1]
     size = int(sys.argv[2]) if len(sys.argv) > 2 else 1 << 40
-    mfusepy.FUSE(NullFS(size), mnt, raw_fi=True, foreground=True, ro=True, fsname="nullfs",
-                 max_read=str(MAX_READ))
+    mfusepy.FUSE(
+        NullFS(size),
+        mnt,
+        raw_fi=True,
+        foreground=True,
+        ro=True,
+        fsname="nullfs",
+        max_read=str(MAX_READ),
+    )
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ class VmcoreOperations(mfusepy.Operations):
         self._handles: dict[int, Callable[[int, int], bytes]] = {}  # fh -> node.read
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
+        self.mounted = False  #: set once the kernel has talked to us (FUSE init)
 
     # -- lookups ---------------------------------------------------------------------------
     def _node(self, path: str):
@@ -56,6 +57,7 @@ class VmcoreOperations(mfusepy.Operations):
             raise _fail(errno.ENOENT) from None
 
     def init_with_config(self, conn_info, config_3) -> None:
+        self.mounted = True
         if conn_info is not None:
             conn_info.max_read = MAX_READ
             conn_info.max_readahead = MAX_READ
@@ -171,8 +173,15 @@ def mount(
         "ro": True,
         "default_permissions": True,
         "max_read": str(MAX_READ),
+        "max_idle_threads": "10",  # libfuse 3.14 warns "invalid max threads" when unset
     }
     kwargs.update(options)
-    mfusepy.FUSE(
-        ops, mountpoint, raw_fi=True, foreground=foreground or debug, debug=debug, **kwargs
-    )
+    try:
+        mfusepy.FUSE(
+            ops, mountpoint, raw_fi=True, foreground=foreground or debug, debug=debug, **kwargs
+        )
+    except RuntimeError:
+        # libfuse 3 returns 8 from fuse_main when a signal (SIGTERM, SIGINT) ended the session
+        # loop: it has unmounted cleanly, which is a normal end, not a failure.
+        if not ops.mounted:
+            raise
