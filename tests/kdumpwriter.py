@@ -390,3 +390,20 @@ def build_elf_core(segments: list[tuple[int, bytes, int]], vmcoreinfo: bytes, *,
         + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56, phnum, 0, 0, 0)
     )  # fmt: skip
     return ehdr + phdrs + body
+
+
+def write_flattened(path, writes: Iterable[tuple[int, bytes]], *, record_size: int = 65536) -> int:
+    """Stream ``writes`` (any iterable: huge dumps need not fit in memory) to a flattened file
+    in records of at most ``record_size`` bytes; returns the number of records."""
+    count = 0
+    with open(path, "wb") as f:
+        head = b"makedumpfile".ljust(16, b"\0") + struct.pack(">qq", 1, 1)
+        f.write(head + bytes(4096 - len(head)))
+        for offset, data in writes:
+            for i in range(0, len(data), record_size):
+                piece = data[i : i + record_size]
+                f.write(struct.pack(">qq", offset + i, len(piece)))
+                f.write(piece)
+                count += 1
+        f.write(struct.pack(">qq", -1, -1))
+    return count

@@ -20,6 +20,8 @@ BLOCK = 4096
 BLOCK_BITS = BLOCK * 8
 #: Bytes of bitmap read at once while building the index or scanning for runs.
 SCAN_CHUNK = 1 << 20
+_ZERO_CHUNK = bytes(SCAN_CHUNK)
+_ZERO_BLOCK = bytes(BLOCK)
 _RUN_OR_MIXED = re.compile(rb"\xff+|[^\x00\xff]")
 
 
@@ -64,12 +66,15 @@ class Bitmap:
         for chunk_start in range(0, self.nbytes, SCAN_CHUNK):
             chunk = self._read(chunk_start, min(self.nbytes, chunk_start + SCAN_CHUNK))
             block0 = chunk_start // BLOCK
-            if chunk.count(0) == len(chunk):  # all clear (sparse dumps): no popcounts
+            zero = _ZERO_CHUNK if len(chunk) == SCAN_CHUNK else bytes(len(chunk))
+            if chunk == zero:  # all clear (sparse dumps): memcmp, no popcounts
                 for b in range(block0 + 1, block0 + 1 + (len(chunk) + BLOCK - 1) // BLOCK):
                     counts[b] = total
                 continue
             for i in range(0, len(chunk), BLOCK):
-                total += int.from_bytes(chunk[i : i + BLOCK], "little").bit_count()
+                block = chunk[i : i + BLOCK]
+                if block != _ZERO_BLOCK:
+                    total += int.from_bytes(block, "little").bit_count()
                 counts[block0 + i // BLOCK + 1] = total
         self._counts = counts
         self._base = self._raw_rank(self.lo)

@@ -146,6 +146,21 @@ def decoder(bit: int, path: str = "dump") -> Decoder:
         return _decoders[bit]
 
 
+def page_decoder(flags: int, page_size: int) -> Callable[[bytes], bytes | None]:
+    """A one-argument decoder for pages stored with ``flags`` (resolved once, called per page);
+    codec errors propagate (the caller treats them as a corrupt page)."""
+    bits = flags & DUMP_DH_COMPRESSED
+    if not bits:
+        return lambda data: bytes(data) if len(data) == page_size else None
+    if bits & (bits - 1):  # more than one compression bit: corrupt descriptor
+        return lambda data: None
+    try:
+        decode = decoder(bits)
+    except DumpError:
+        return lambda data: None
+    return lambda data: decode(data, page_size)
+
+
 def decompress(flags: int, data: bytes, page_size: int) -> bytes | None:
     """One page from its stored bytes, or None when they are not a valid page."""
     bits = flags & DUMP_DH_COMPRESSED

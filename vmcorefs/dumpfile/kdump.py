@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import DumpError
@@ -241,6 +241,7 @@ class KdumpSource(PhysicalSource, PagedSource):
         )
         self._zero_page = ZERO_PAGES.get(bs) or bytes(bs)
         self._zero_offsets: set[int] = set()
+        self._decoders: dict[int, Callable[[bytes], bytes | None]] = {}
         self._zero_lock = threading.Lock()
         self._ranges: list[tuple[int, int]] | None = None
         self.info = self._make_info(descs_end)
@@ -373,15 +374,15 @@ class KdumpSource(PhysicalSource, PagedSource):
         ndesc = bits.bit_count()
         rank = self.dumped.rank(pfn)
         raw = self.file.pread(self.desc_offset + rank * PAGE_DESC_SIZE, ndesc * PAGE_DESC_SIZE)
-        descs = list(PAGE_DESC.iter_unpack(raw[: len(raw) - len(raw) % PAGE_DESC_SIZE]))
+        descs: list[object | None] = list(
+            PAGE_DESC.iter_unpack(raw[: len(raw) - len(raw) % PAGE_DESC_SIZE])
+        )
         # A descriptor table cut short (a truncated copy) leaves the last frames absent.
-        j = 0
-        have = len(descs)
-        for i, bit in enumerate(reversed(f"{bits:b}")):
-            if bit == "1":
-                if j < have:
-                    refs[i] = descs[j]
-                j += 1
+        if bits == (1 << count) - 1 and len(descs) == count:
+            return descs  # every frame dumped: the common case of a large read
+        where = [i for i, bit in enumerate(reversed(f"{bits:b}")) if bit == "1"]
+        for i, desc in zip(where, descs, strict=False):
+            refs[i] = desc
         return refs
 
     def load_pages(self, refs: Sequence[object]) -> list[bytes | None]:
@@ -393,21 +394,21 @@ class KdumpSource(PhysicalSource, PagedSource):
         span: list[tuple[int, int, int, int]] = []
         span_start = span_end = 0
         for i, ref in enumerate(refs):
-            offset, size, flags = ref[0], ref[1], ref[2]  # type: ignore[index]
+            offset, size, flags, _ = ref  # type: ignore[misc]
             # offset 0: a page lost from an incomplete dump (its descriptor was never written).
             if offset <= 0 or not 0 < size <= ps or offset + size > fsize:
                 continue
-            if not flags & DUMP_DH_COMPRESSED and offset in zero_offsets:
+            if offset in zero_offsets and not flags & DUMP_DH_COMPRESSED:
                 if size == ps:
                     out[i] = self._zero_page
                 continue
-            if span and (
-                span_start <= offset <= span_end + SPAN_GAP
-                and offset + size - span_start <= MAX_SPAN
-            ):
-                span.append((i, offset, size, flags))
-                span_end = max(span_end, offset + size)
-                continue
+            if span and span_start <= offset <= span_end + SPAN_GAP:
+                end = offset + size
+                if end - span_start <= MAX_SPAN:
+                    span.append((i, offset, size, flags))
+                    if end > span_end:
+                        span_end = end
+                    continue
             if span:
                 self._load_span(span, span_start, span_end, out)
             span = [(i, offset, size, flags)]
@@ -420,20 +421,32 @@ class KdumpSource(PhysicalSource, PagedSource):
         self, span: list[tuple[int, int, int, int]], start: int, end: int, out: list
     ) -> None:
         ps = self.page_size
+        zero = self._zero_page
         data = self.file.pread(start, end - start)
-        decompress = compression.decompress
+        decoders = self._decoders
         for i, offset, size, flags in span:
             rel = offset - start
             stored = data[rel : rel + size]
             if len(stored) != size:
-                continue
-            page = decompress(flags, stored, ps)
-            if page is not None and page == self._zero_page:
-                page = self._zero_page
-                if not flags & DUMP_DH_COMPRESSED and len(self._zero_offsets) < MAX_ZERO_OFFSETS:
+                continue  # the file ends first
+            if flags & DUMP_DH_COMPRESSED:
+                decode = decoders.get(flags)
+                if decode is None:
+                    decode = decoders[flags] = compression.page_decoder(flags, ps)
+                try:
+                    page = decode(stored)
+                except Exception:  # noqa: BLE001 - each codec has its own error for bad data
+                    continue
+                if page is None:
+                    continue
+            elif size == ps:
+                page = stored
+                if page == zero and len(self._zero_offsets) < MAX_ZERO_OFFSETS:
                     with self._zero_lock:
                         self._zero_offsets.add(offset)
-            out[i] = page
+            else:
+                continue  # a raw page of the wrong size
+            out[i] = zero if page == zero else page
 
 
 #: Shared all-zero page objects (one per page size): cached zero pages then cost nothing.

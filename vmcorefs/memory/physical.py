@@ -36,14 +36,22 @@ class PageCache:
         self._pages: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get_many(self, first: int, count: int) -> list[bytes | None]:
-        """The cached page (or :data:`ABSENT`) of each frame ``first .. first+count-1``."""
+    def get_many(self, first: int, count: int, *, upto_absent: bool = False) -> list[bytes | None]:
+        """The cached page (or :data:`ABSENT`) of each frame ``first .. first+count-1``.
+
+        ``upto_absent``: the list ends just after the first cached :data:`ABSENT`.
+        """
+        out: list[bytes | None] = []
+        append = out.append
         with self._lock:
             get, touch = self._pages.get, self._pages.move_to_end
-            out = [get(pfn) for pfn in range(first, first + count)]
-            for pfn, page in zip(range(first, first + count), out, strict=True):
+            for pfn in range(first, first + count):
+                page = get(pfn)
+                append(page)
                 if page is not None:
                     touch(pfn)
+                    if upto_absent and not page:
+                        break
         return out
 
     def put_many(self, items: Sequence[tuple[int, bytes]]) -> None:
@@ -126,10 +134,11 @@ class PhysicalMemory(AddressSpace):
         end = addr + size
         pfn0 = addr // ps
         count = (end - 1) // ps - pfn0 + 1
-        pages = self.cache.get_many(pfn0, count)
-        stop = count
-        if not self.zero_fill and ABSENT in pages:
-            stop = pages.index(ABSENT)  # nothing past the first absent page is needed
+        pages = self.cache.get_many(pfn0, count, upto_absent=not self.zero_fill)
+        stop = len(pages)  # nothing past the first absent page is needed
+        if stop < count:
+            pages.extend([None] * (count - stop))
+            stop -= 1
         first = next((i for i in range(stop) if pages[i] is None), stop)
         if first < stop:
             self._fetch(pfn0, pages, first, stop)
@@ -137,6 +146,8 @@ class PhysicalMemory(AddressSpace):
             page = pages[0] or (self._zero_page if self.zero_fill else ABSENT)
             rel = addr - pfn0 * ps
             return page if not page or size == ps else page[rel : rel + size]
+        if not addr % ps and not end % ps and all(pages):
+            return b"".join(pages)  # type: ignore[arg-type]  # whole pages, all held
         parts: list[bytes] = []
         pos = addr
         for i in range(count):
@@ -153,8 +164,17 @@ class PhysicalMemory(AddressSpace):
 
     def _fetch(self, pfn0: int, pages: list[bytes | None], first: int, stop: int) -> None:
         """Fill the missing ``pages[first:stop]`` from the source and cache them."""
-        last = max(i for i in range(first, stop) if pages[i] is None)
+        last = stop - 1
+        while pages[last] is not None:
+            last -= 1
         refs = self._paged.page_refs(pfn0 + first, last - first + 1)  # type: ignore[union-attr]
+        if None not in refs and pages[first : last + 1].count(None) == len(refs):
+            # A cold run (the common large read): every page missing, every page in the dump.
+            loaded = [ABSENT if p is None else p for p in self._load(refs)]
+            pages[first : last + 1] = loaded
+            pfns = range(pfn0 + first, pfn0 + last + 1)
+            self.cache.put_many(list(zip(pfns, loaded, strict=True)))
+            return
         want: list[int] = []
         want_refs: list[object] = []
         fetched: list[tuple[int, bytes]] = []
