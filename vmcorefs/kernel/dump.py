@@ -17,6 +17,7 @@ from ..memory.x86_64 import KernelVirtualMemory
 from ..vmcoreinfo import VmcoreInfo
 from .lazy import lazy  # noqa: F401 - used by the views added below
 from .symbols import SymbolSource, SymbolTable, build_symbol_table
+from .symfiles import load_user_symbols
 
 
 @dataclass
@@ -46,8 +47,11 @@ class Dump:
         self.kvirt = KernelVirtualMemory(
             self.phys, self.vmcoreinfo, cache_size_mib=self.options.cache_size_mib
         )
-        #: Symbols from --vmlinux / --system-map, checked against the dump (kernel/symfiles.py).
-        self.user_symbols: list[SymbolSource] = []
+        #: Symbols from --vmlinux / --system-map, checked against the dump (kernel/symfiles.py)
+        #: now, so that a file that does not belong to the dump is refused before mounting.
+        self.user_symbols: list[SymbolSource] = load_user_symbols(
+            self.options.vmlinux, self.options.system_map, self.kvirt, self.vmcoreinfo
+        )
 
     def close(self) -> None:
         self.source.close()
