@@ -16,6 +16,7 @@ from ..memory.physical import PhysicalMemory
 from ..memory.x86_64 import KernelVirtualMemory
 from ..vmcoreinfo import VmcoreInfo
 from .lazy import lazy  # noqa: F401 - used by the views added below
+from .symbols import SymbolSource, SymbolTable, build_symbol_table
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Dump:
         self.kvirt = KernelVirtualMemory(
             self.phys, self.vmcoreinfo, cache_size_mib=self.options.cache_size_mib
         )
+        #: Symbols from --vmlinux / --system-map, checked against the dump (kernel/symfiles.py).
+        self.user_symbols: list[SymbolSource] = []
 
     def close(self) -> None:
         self.source.close()
@@ -55,6 +58,11 @@ class Dump:
 
     # Kernel views, each built on first use -----------------------------------------------
     # (symbols, dmesg, cpus, uts, mm, btf, tasks, modules are added here by their modules.)
+
+    @lazy
+    def symbols(self) -> SymbolTable:
+        """The merged symbol table (kernel/symbols.py), decoded once, on first use."""
+        return build_symbol_table(self.kvirt, self.vmcoreinfo, self.user_symbols)
 
     @lazy
     def kernel_log(self) -> bytes:
@@ -79,10 +87,9 @@ class Dump:
         """The kernel's ``panic_cpu`` (-1: no CPU panicked), None when the dump does not tell."""
         from .cpus import read_panic_cpu
 
-        symbols = getattr(self, "symbols", None)  # None until the symbol table is there
         try:
-            address = symbols.get("panic_cpu") if symbols is not None else None
-        except Unavailable:
+            address = self.symbols.get("panic_cpu")
+        except Unavailable:  # no symbol table at all
             address = None
         return read_panic_cpu(self.kvirt, address)
 
