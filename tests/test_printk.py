@@ -13,7 +13,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-from printk_layouts import (
+
+from tests.printk_layouts import (
     COMMITTED,
     FINALIZED,
     ID_MASK,
@@ -29,7 +30,6 @@ from printk_layouts import (
     plain_log,
     vmcoreinfo,
 )
-
 from vmcorefs.errors import FaultError, Unavailable
 from vmcorefs.kernel.dump import open_dump
 from vmcorefs.kernel.printk import format_record, kernel_version, read_dmesg

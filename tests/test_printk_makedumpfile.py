@@ -15,8 +15,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from printk_layouts import AREA_SIZE, COMMITTED, RESERVED, LogBuf, Prb, plain_log
 
+from tests.printk_layouts import AREA_SIZE, COMMITTED, RESERVED, LogBuf, Prb, plain_log
 from vmcorefs.kernel.dump import open_dump
 
 pytestmark = pytest.mark.realdump
