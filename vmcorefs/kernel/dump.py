@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..dumpfile.detect import open_source
 from ..dumpfile.source import PhysicalSource
-from ..errors import DumpError, Unavailable
+from ..errors import DumpError, FaultError, Unavailable
 from ..memory.physical import PhysicalMemory
 from ..memory.x86_64 import KernelVirtualMemory
 from ..vmcoreinfo import VmcoreInfo
@@ -95,7 +95,7 @@ class Dump:
 
         try:
             address = self.symbols.get("panic_cpu")
-        except Unavailable:
+        except (Unavailable, FaultError):  # no symbol table at all
             address = None
         return read_panic_cpu(self.kvirt, address)
 
