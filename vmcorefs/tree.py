@@ -161,6 +161,22 @@ def _section_info(dump) -> Directory:
     return Directory(lambda: {info_key_filename(k): text(v + "\n") for k, v in vi.items()})
 
 
+def _section_uts(dump) -> Directory:
+    from .kernel.uts import UTS_FIELDS
+
+    def field(name: str) -> BytesFile:
+        return BytesFile(lambda: dump.uts.field(name) + b"\n")
+
+    return Directory({name: field(name) for name in UTS_FIELDS})
+
+
+def _section_mm(dump) -> Directory:
+    def view(name: str) -> BytesFile:
+        return BytesFile(lambda: getattr(dump.mm, name))
+
+    return Directory({name: view(name) for name in ("usage", "vmalloc", "nodes", "buddyinfo")})
+
+
 def readme_text(dump) -> str:
     """The ``README`` at the top of the mount: what each entry is, for this dump."""
     info = dump.source.info
@@ -192,5 +208,7 @@ def build_tree(dump) -> Tree:
         "info": _section_info(dump),
         "phys": WindowFile(dump.phys, 0, dump.phys.size),
         "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1),
+        "uts": _section_uts(dump),
+        "mm": _section_mm(dump),
     }
     return Tree(Directory(entries))

@@ -15,7 +15,7 @@ from ..errors import DumpError
 from ..memory.physical import PhysicalMemory
 from ..memory.x86_64 import KernelVirtualMemory
 from ..vmcoreinfo import VmcoreInfo
-from .lazy import lazy  # noqa: F401 - used by the views added below
+from .lazy import lazy
 
 
 @dataclass
@@ -55,6 +55,20 @@ class Dump:
 
     # Kernel views, each built on first use -----------------------------------------------
     # (symbols, dmesg, cpus, uts, mm, btf, tasks, modules are added here by their modules.)
+
+    @lazy
+    def uts(self):
+        """``init_uts_ns.name``: the six uname strings (:mod:`.uts`)."""
+        from .uts import read_utsname
+
+        return read_utsname(self.vmcoreinfo, self.kvirt)
+
+    @lazy
+    def mm(self):
+        """The ``mm/`` views: usage, vmalloc, nodes, buddyinfo (:mod:`.mm`)."""
+        from .mm import MemoryViews
+
+        return MemoryViews(self)
 
 
 def open_dump(paths: Sequence[str] | str, **options) -> Dump:
