@@ -16,6 +16,7 @@ from ..memory.physical import PhysicalMemory
 from ..memory.x86_64 import KernelVirtualMemory
 from ..vmcoreinfo import VmcoreInfo
 from .lazy import lazy
+from .symbols import SymbolSource, SymbolTable, build_symbol_table
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Dump:
         self.kvirt = KernelVirtualMemory(
             self.phys, self.vmcoreinfo, cache_size_mib=self.options.cache_size_mib
         )
+        #: Symbols from --vmlinux / --system-map, checked against the dump (kernel/symfiles.py).
+        self.user_symbols: list[SymbolSource] = []
 
     def close(self) -> None:
         self.source.close()
@@ -55,6 +58,11 @@ class Dump:
 
     # Kernel views, each built on first use -----------------------------------------------
     # (symbols, dmesg, cpus, uts, mm, btf, tasks, modules are added here by their modules.)
+
+    @lazy
+    def symbols(self) -> SymbolTable:
+        """The merged symbol table (kernel/symbols.py), decoded once, on first use."""
+        return build_symbol_table(self.kvirt, self.vmcoreinfo, self.user_symbols)
 
     @lazy
     def uts(self):
