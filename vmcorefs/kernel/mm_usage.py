@@ -84,7 +84,7 @@ def kernel_version(osrelease: str | None) -> tuple[int, int, int]:
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
-def test_bit_mask(nr: int) -> int:
+def flag_mask(nr: int) -> int:
     """makedumpfile's ``test_bit``: an ``int`` mask ``1 << (nr & 0x1f)``, sign-extended."""
     n = nr & 0x1F
     return (0xFFFF_FFFF_8000_0000 if n == 31 else 1 << n) & _M64
@@ -194,11 +194,11 @@ class PageRules:
             dtor_offset=dtor_offset,
             order_width=1 if new else 2,
             dtor_width=1 if new else (2 if not old else 8),
-            m_lru=test_bit_mask(vi.need("NUMBER", "PG_lru")),
-            m_private=test_bit_mask(vi.need("NUMBER", "PG_private")),
-            m_swapcache=test_bit_mask(vi.need("NUMBER", "PG_swapcache")),
-            m_swapbacked=None if swapbacked is None else test_bit_mask(swapbacked),
-            m_hwpoison=None if hwpoison is None else test_bit_mask(hwpoison),
+            m_lru=flag_mask(vi.need("NUMBER", "PG_lru")),
+            m_private=flag_mask(vi.need("NUMBER", "PG_private")),
+            m_swapcache=flag_mask(vi.need("NUMBER", "PG_swapcache")),
+            m_swapbacked=None if swapbacked is None else flag_mask(swapbacked),
+            m_hwpoison=None if hwpoison is None else flag_mask(hwpoison),
             bit_slab=(1 << vi.need("NUMBER", "PG_slab")) & _M64,
             head_mask=vi.need("NUMBER", "PG_head_mask") & _M64,
             buddy_mode=buddy_mode,
@@ -249,6 +249,11 @@ class PageUsage:
         )
 
     def counts(self) -> dict[str, int]:
+        """The report's numbers, in its order; unsigned 64-bit like makedumpfile's ``mdf_pfn_t``
+        (ranges over holes can make more pages excluded than there are, which wraps)."""
+        return {k: v & _M64 for k, v in self._counts().items()}
+
+    def _counts(self) -> dict[str, int]:
         return {
             "original_pages": self.original,
             "excluded_pages": self.excluded,
