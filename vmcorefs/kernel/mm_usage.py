@@ -48,8 +48,10 @@ PGMM_CACHED = 512
 IS_HUGETLB = -1
 #: Struct pages read per block (a multiple of PGMM_CACHED): 1 MiB of 64-byte pages.
 BLOCK_PAGES = 16 * 1024
-#: Page contents read per block by the zero test.
+#: Page contents read at most at once by the zero test.
 ZERO_BLOCK_PAGES = 256
+#: Excluded pages the zero test reads over rather than start another read.
+ZERO_TEST_GAP = 1
 #: Bound on free-list entries walked per list (kernels without PAGE_BUDDY_MAPCOUNT_VALUE).
 MAX_FREE_LIST_ENTRIES = 1 << 26
 
@@ -628,33 +630,75 @@ def _walk_free_list(
 
 def _zero_test(phys: PhysicalMemory, c: _Classifier, page_size: int) -> None:
     """Count the kept pages filled with zeros (makedumpfile's ``is_zero_page`` on each page it
-    would write); a kept page that the dump lacks cannot be tested."""
+    would write); a kept page that the dump lacks cannot be tested.
+
+    Runs of kept pages separated by a few excluded ones are read together (one read instead of
+    one per run; the few pages between cost less than the calls they save).
+    """
     zero_page = bytes(page_size)
     zero_block = bytes(page_size * ZERO_BLOCK_PAGES)
+    state = c.state
     u = c.usage
-    for a, b in c.segs:
-        for m in _ZERO_RUN.finditer(c.state, a, b):
-            pfn, end = m.start(), m.end()
-            while pfn < end:
-                n = min(end - pfn, ZERO_BLOCK_PAGES)
-                data = phys.read(pfn * page_size, n * page_size)
-                got = len(data) // page_size
-                if got == ZERO_BLOCK_PAGES and data == zero_block:
-                    u.zero += got
+    for lo, hi, runs in _zero_test_spans(state, c.segs):
+        data = phys.read(lo * page_size, (hi - lo) * page_size)
+        held = lo + len(data) // page_size
+        whole = zero_block.startswith(data)  # every byte read is zero
+        for start, end in runs:
+            top = min(end, held)
+            if start < top:
+                if whole:
+                    u.zero += top - start
                 else:
-                    for k in range(got):
-                        if data[k * page_size : (k + 1) * page_size] == zero_page:
+                    for p in range(start, top):
+                        if data.startswith(zero_page, (p - lo) * page_size):
                             u.zero += 1
-                pfn += got
-                if got == n:
-                    continue
-                if len(data) > got * page_size:
-                    skip = 1  # a page only partly in the dump
-                else:
-                    absent_end = phys.source.absent_until(pfn * page_size, end * page_size)
-                    skip = min(max(1, absent_end // page_size - pfn), end - pfn)
-                u.no_content += skip
-                pfn += skip
+            if end > held:
+                _zero_test_run(phys, u, max(start, held), end, page_size, zero_page)
+
+
+def _zero_test_spans(state: bytearray, segs: list[tuple[int, int]]):
+    """``(lo, hi, runs)``: runs of kept pfns, grouped while the gaps are at most
+    ``ZERO_TEST_GAP`` pages and the group at most ``ZERO_BLOCK_PAGES`` long."""
+    for a, b in segs:
+        lo = hi = -1
+        runs: list[tuple[int, int]] = []
+        for m in _ZERO_RUN.finditer(state, a, b):
+            start, end = m.start(), m.end()
+            while start < end:
+                if runs and (start - hi > ZERO_TEST_GAP or start - lo >= ZERO_BLOCK_PAGES):
+                    yield lo, hi, runs
+                    runs = []
+                if not runs:
+                    lo = start
+                cut = min(end, lo + ZERO_BLOCK_PAGES)
+                runs.append((start, cut))
+                hi = cut
+                start = cut
+        if runs:
+            yield lo, hi, runs
+
+
+def _zero_test_run(
+    phys: PhysicalMemory, u: PageUsage, pfn: int, end: int, page_size: int, zero_page: bytes
+) -> None:
+    """The zero test of kept pages ``[pfn, end)`` past a gap in the dump, a read at a time."""
+    while pfn < end:
+        n = end - pfn
+        data = phys.read(pfn * page_size, n * page_size)
+        got = len(data) // page_size
+        for k in range(got):
+            if data.startswith(zero_page, k * page_size):
+                u.zero += 1
+        pfn += got
+        if got == n:
+            return
+        if len(data) > got * page_size:
+            skip = 1  # a page only partly in the dump
+        else:
+            absent_end = phys.source.absent_until(pfn * page_size, end * page_size)
+            skip = min(max(1, absent_end // page_size - pfn), end - pfn)
+        u.no_content += skip
+        pfn += skip
 
 
 def page_usage(
