@@ -200,6 +200,20 @@ def readme_text(dump) -> str:
     )
 
 
+def _cpu_entries(dump, cpu) -> dict[str, Node]:
+    """The files of ``cpus/N/`` for one CPU (a ``kernel/cpus.py`` CpuState); add more here."""
+    from .kernel.cpus import regs_text
+
+    return {
+        "regs": BytesFile(lambda: regs_text(cpu, crashed=dump.panic_cpu == cpu.index)),
+        "prstatus": BytesFile(lambda: cpu.prstatus),
+    }
+
+
+def _section_cpus(dump) -> Directory:
+    return Directory(lambda: {str(c.index): Directory(_cpu_entries(dump, c)) for c in dump.cpus})
+
+
 def build_tree(dump) -> Tree:
     """The whole mounted tree of ``dump`` (a :class:`~vmcorefs.kernel.dump.Dump`)."""
     entries: dict[str, Node] = {
@@ -210,5 +224,8 @@ def build_tree(dump) -> Tree:
         "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1),
         "uts": _section_uts(dump),
         "mm": _section_mm(dump),
+        "summary": BytesFile(dump.summary),
+        "dmesg": BytesFile(dump.dmesg),
+        "cpus": _section_cpus(dump),
     }
     return Tree(Directory(entries))
