@@ -178,12 +178,9 @@ class MemoryViews:
 
     def _zone_names_address(self) -> int | None:
         try:
-            table = self.dump.symbols
-        except AttributeError:  # no symbol table in this build
+            return self.dump.symbols.get("zone_names")
+        except Unavailable:  # no symbol table at all: the names are not known
             return None
-        except Unavailable:
-            return None
-        return table.get("zone_names")
 
     @lazy
     def usage(self) -> str:
