@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import bisect
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..errors import FaultError, Unavailable
 from ..memory.space import AddressSpace
@@ -41,6 +41,8 @@ X86_64_MAX_PHYSMEM_BITS_LA57 = 52
 #: A sanity bound on nodes and on the sections one dump can describe (2**25: 52-bit, 128 MiB).
 MAX_NODES = 1 << 10
 MAX_SECTIONS = 1 << 25
+#: mem_section entries read at once (128 KiB of 32-byte entries).
+SECTIONS_PER_READ = 4096
 
 _U64 = struct.Struct("<Q")
 
@@ -70,21 +72,33 @@ class MemMap:
         return max((c.pfn_end for c in self.chunks), default=0)
 
     def page_to_pfn(self, page: int) -> int | None:
-        """The pfn whose ``struct page`` is at ``page`` (makedumpfile's ``page_to_pfn``)."""
-        for c in self.chunks:
-            if page < c.mem_map:
-                continue
-            index, rem = divmod(page - c.mem_map, self.struct_page_size)
-            if rem == 0 and index < c.pfn_end - c.pfn_start:
+        """The pfn whose ``struct page`` is at ``page`` (makedumpfile's ``page_to_pfn``: the
+        first chunk, in pfn order, whose map holds that address)."""
+        by_map = self._by_map
+        i = bisect.bisect_right(by_map, (page, 1 << 64)) - 1
+        if i >= 0:  # the chunk whose map starts nearest below: the answer unless maps overlap
+            c = self.chunks[by_map[i][1]]
+            index = (page - c.mem_map) // self.struct_page_size
+            if index < c.pfn_end - c.pfn_start and not self._overlap:
                 return c.pfn_start + index
+        for c in self.chunks:
+            if page >= c.mem_map:
+                index = (page - c.mem_map) // self.struct_page_size
+                if index < c.pfn_end - c.pfn_start:
+                    return c.pfn_start + index
         return None
 
-    def chunk_of(self, pfn: int) -> MemMapChunk | None:
-        starts = [c.pfn_start for c in self.chunks]
-        i = bisect.bisect_right(starts, pfn) - 1
-        if i >= 0 and pfn < self.chunks[i].pfn_end:
-            return self.chunks[i]
-        return None
+    @cached_property
+    def _by_map(self) -> list[tuple[int, int]]:
+        return sorted((c.mem_map, i) for i, c in enumerate(self.chunks))
+
+    @cached_property
+    def _overlap(self) -> bool:
+        spans = sorted(
+            (c.mem_map, c.mem_map + (c.pfn_end - c.pfn_start) * self.struct_page_size)
+            for c in self.chunks
+        )
+        return any(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False))
 
 
 def is_kvaddr(addr: int) -> bool:
@@ -202,29 +216,27 @@ def _sparsemem(
 
     def sections_at(root_table: int) -> list[int | None] | None:
         """Each section's mem_map (None: no map), or None when this reading is not valid."""
-        roots: Sequence[int] = ()
         if extreme:
             try:
                 raw = kvirt.read_exact(root_table, 8 * nr_roots)
             except FaultError:
                 return None
-            roots = struct.unpack(f"<{nr_roots}Q", raw)
+            coded: list[int | None] = []
+            for r, root in enumerate(struct.unpack(f"<{nr_roots}Q", raw)):
+                count = min(per_root, num_section - r * per_root)
+                if root == 0:
+                    coded += [None] * count
+                else:
+                    coded += _section_mem_maps(kvirt, root, count, size_ms, off_map)
+        else:
+            coded = _section_mem_maps(kvirt, root_table, num_section, size_ms, off_map)
         maps: list[int | None] = []
         valid = False
-        for nr in range(num_section):
-            if extreme:
-                root = roots[nr // per_root]
-                if root == 0:
-                    maps.append(None)
-                    continue
-                addr = (root + (nr % per_root) * size_ms) & 0xFFFF_FFFF_FFFF_FFFF
-            else:
-                addr = root_table + nr * size_ms
-            coded = _section_mem_map(kvirt, addr, off_map)
-            if coded is None or not coded & SECTION_MARKED_PRESENT:
+        for nr, word in enumerate(coded):
+            if word is None or not word & SECTION_MARKED_PRESENT:
                 maps.append(None)  # no mem_map, or hot-removed
                 continue
-            mem_map = ((coded & SECTION_MAP_MASK) + nr * pages_per_section * spage) & (
+            mem_map = ((word & SECTION_MAP_MASK) + nr * pages_per_section * spage) & (
                 0xFFFF_FFFF_FFFF_FFFF
             )
             if not is_kvaddr(mem_map):
@@ -249,14 +261,28 @@ def _sparsemem(
     return chunks
 
 
-def _section_mem_map(kvirt: AddressSpace, addr: int, off_map: int) -> int | None:
-    """``mem_section.section_mem_map`` at ``addr``, None when unreadable (no map)."""
-    if not is_kvaddr(addr):
-        return None
-    try:
-        return kvirt.u64(addr + off_map)
-    except FaultError:
-        return None
+def _section_mem_maps(
+    kvirt: AddressSpace, base: int, count: int, size_ms: int, off_map: int
+) -> list[int | None]:
+    """``section_mem_map`` of the ``count`` sections at ``base`` (None: not readable).
+
+    Read in one go where the dump holds them, section by section past a gap.
+    """
+    if not is_kvaddr(base):
+        return [None] * count
+    out: list[int | None] = []
+    for start in range(0, count, SECTIONS_PER_READ):
+        n = min(SECTIONS_PER_READ, count - start)
+        addr = base + start * size_ms
+        data = kvirt.read(addr, n * size_ms)
+        whole = len(data) // size_ms
+        out += [_U64.unpack_from(data, i * size_ms + off_map)[0] for i in range(whole)]
+        for i in range(whole, n):
+            try:
+                out.append(kvirt.u64(addr + i * size_ms + off_map))
+            except FaultError:
+                out.append(None)
+    return out
 
 
 def online_nodes(vi: VmcoreInfo, kvirt: AddressSpace) -> list[int]:
