@@ -224,6 +224,22 @@ def _section_sym(dump) -> Directory:
     return Directory(entries)
 
 
+def _section_uts(dump) -> Directory:
+    from .kernel.uts import UTS_FIELDS
+
+    def field(name: str) -> BytesFile:
+        return BytesFile(lambda: dump.uts.field(name) + b"\n")
+
+    return Directory({name: field(name) for name in UTS_FIELDS})
+
+
+def _section_mm(dump) -> Directory:
+    def view(name: str) -> BytesFile:
+        return BytesFile(lambda: getattr(dump.mm, name))
+
+    return Directory({name: view(name) for name in ("usage", "vmalloc", "nodes", "buddyinfo")})
+
+
 def readme_text(dump) -> str:
     """The ``README`` at the top of the mount: what each entry is, for this dump."""
     info = dump.source.info
@@ -275,6 +291,8 @@ def build_tree(dump) -> Tree:
         "info": _section_info(dump),
         "phys": WindowFile(dump.phys, 0, dump.phys.size),
         "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1),
+        "uts": _section_uts(dump),
+        "mm": _section_mm(dump),
         "summary": BytesFile(dump.summary),
         "dmesg": BytesFile(dump.dmesg),
         "cpus": _section_cpus(dump),

@@ -15,7 +15,7 @@ from ..errors import DumpError, FaultError, Unavailable
 from ..memory.physical import PhysicalMemory
 from ..memory.x86_64 import KernelVirtualMemory
 from ..vmcoreinfo import VmcoreInfo
-from .lazy import lazy  # noqa: F401 - used by the views added below
+from .lazy import lazy
 from .symbols import SymbolSource, SymbolTable, build_symbol_table
 from .symfiles import load_user_symbols
 
@@ -69,6 +69,20 @@ class Dump:
     def symbols(self) -> SymbolTable:
         """The merged symbol table (kernel/symbols.py), decoded once, on first use."""
         return build_symbol_table(self.kvirt, self.vmcoreinfo, self.user_symbols)
+
+    @lazy
+    def uts(self):
+        """``init_uts_ns.name``: the six uname strings (:mod:`.uts`)."""
+        from .uts import read_utsname
+
+        return read_utsname(self.vmcoreinfo, self.kvirt)
+
+    @lazy
+    def mm(self):
+        """The ``mm/`` views: usage, vmalloc, nodes, buddyinfo (:mod:`.mm`)."""
+        from .mm import MemoryViews
+
+        return MemoryViews(self)
 
     @lazy
     def kernel_log(self) -> bytes:
