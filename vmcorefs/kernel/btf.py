@@ -289,6 +289,7 @@ class Btf:
         self._index()
         self._types: dict[int, BtfType] = {}
         self._by_name_off: dict[int, list[int]] | None = None
+        self._named: dict[str, list[int]] = {}
         self._members: dict[tuple[int, str], Member] = {}
         self._enumerators: dict[str, int] | None = None
         self._lock = threading.Lock()
@@ -440,6 +441,9 @@ class Btf:
     def _ids_named(self, name: str) -> list[int]:
         """Ids of the types whose name is ``name``: the name's offsets in the string section
         (usually one: pahole deduplicates strings), then the types that use them."""
+        cached = self._named.get(name)
+        if cached is not None:
+            return cached
         by_off = self._by_name_off
         if by_off is None:
             by_off = {}
@@ -455,7 +459,10 @@ class Btf:
         while pos >= 0:  # bounded: each step moves forward in the string section
             ids.extend(by_off.get(pos + 1, ()))
             pos = strings.find(needle, pos + 1)
-        return sorted(ids)
+        ids.sort()
+        with self._lock:
+            self._named[name] = ids
+        return ids
 
     def find_all(self, name: str, kind: int | None = None) -> list[int]:
         """Ids of the types called ``name``; ``"struct x"``, ``"union x"``, ``"enum x"``
