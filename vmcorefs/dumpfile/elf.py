@@ -162,6 +162,10 @@ class ElfSource(PhysicalSource):
         i = bisect.bisect_right(self._starts, paddr) - 1
         if i < 0:
             return b""
+        seg = self.segments[i]
+        rel = paddr - seg.start
+        if rel + size <= seg.filesz:  # the common case: inside one segment's file bytes
+            return self.file.pread(seg.offset + rel, size)
         parts: list[bytes] = []
         pos, end = paddr, paddr + size
         segments = self.segments

@@ -10,7 +10,6 @@ from cachetools import LRUCache
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-_MISSING = object()
 
 
 class LockedLRU(Generic[K, V]):
@@ -23,7 +22,10 @@ class LockedLRU(Generic[K, V]):
 
     def get(self, key: K, default=None):
         with self._lock:
-            return self._cache.get(key, default)
+            try:
+                return self._cache[key]  # one lookup on a hit (get() would make two)
+            except KeyError:
+                return default
 
     def put(self, key: K, value: V) -> None:
         with self._lock:
@@ -32,9 +34,10 @@ class LockedLRU(Generic[K, V]):
     def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
         """The cached value, else ``compute()`` (run outside the lock), stored and returned."""
         with self._lock:
-            value = self._cache.get(key, _MISSING)
-        if value is not _MISSING:
-            return value  # type: ignore[return-value]
+            try:
+                return self._cache[key]
+            except KeyError:
+                pass
         value = compute()
         with self._lock:
             self._cache[key] = value

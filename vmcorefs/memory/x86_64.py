@@ -110,6 +110,8 @@ class X86_64Translator:
 
     def _walk_chunk(self, vaddr: int) -> _Linear | _Table | _Unmapped:
         """Translate the 2 MiB chunk holding ``vaddr`` (walk from the root; fixed depth)."""
+        if not self.canonical(vaddr):
+            return _Unmapped("non-canonical address")
         table = self.root
         shift = 39 + 9 * (self.levels - 4)  # PGD index shift: 48 (5-level) or 39 (4-level)
         level = self.levels
@@ -141,15 +143,22 @@ class X86_64Translator:
         return _Table(frames)
 
     def chunk(self, vaddr: int) -> _Linear | _Table | _Unmapped:
+        """The cached translation of the 2 MiB chunk holding ``vaddr``.
+
+        The key is the whole address above bit 21, so a non-canonical address never shares an
+        entry with a canonical one.
+        """
         key = vaddr >> PMD_SHIFT
-        return self._chunks.get_or_compute(key, lambda: self._walk_chunk(vaddr))
+        c = self._chunks.get(key)
+        if c is None:
+            c = self._walk_chunk(vaddr)
+            self._chunks.put(key, c)
+        return c
 
     # -- translating -----------------------------------------------------------------------
     def translate_run(self, vaddr: int, limit: int) -> tuple[int, int]:
         """``(paddr, n)``: ``vaddr`` maps to ``paddr`` and the next ``n`` bytes (``n ≤ limit``,
         ``n ≥ 1``) are physically contiguous. Raises FaultError where ``vaddr`` is unmapped."""
-        if not self.canonical(vaddr):
-            raise FaultError("kvirt", vaddr, "non-canonical address")
         c = self.chunk(vaddr)
         if isinstance(c, _Linear):
             return c.pbase + (vaddr - c.vbase), min(limit, c.vend - vaddr)
@@ -193,6 +202,12 @@ class KernelVirtualMemory(AddressSpace):
         if addr < 0 or addr >= end:
             return b""
         translate_run = self.translator.translate_run
+        try:
+            paddr, n = translate_run(addr, end - addr)
+        except FaultError:
+            return b""
+        if n == end - addr:  # the common case: one physically contiguous run
+            return self.phys.read(paddr, n)
         parts: list[bytes] = []
         pos = addr
         while pos < end:

@@ -1,0 +1,121 @@
+"""Shared benchmark plumbing: mounting vmcorefs and the do-nothing filesystem, timing reads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MiB = 1 << 20
+
+
+def env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO))
+
+
+def is_mounted(path: str) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def unmount(path: str) -> None:
+    for flag in ("-u", "-uz"):
+        if is_mounted(path):
+            subprocess.run(["fusermount3", flag, path], capture_output=True, check=False)
+            for _ in range(100):
+                if not is_mounted(path):
+                    break
+                time.sleep(0.02)
+
+
+def wait_mounted(path: str, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not is_mounted(path):
+        if time.monotonic() > end:
+            raise RuntimeError(f"{path} did not mount")
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def vmcorefs_mount(dumps: list[str], *options: str) -> Iterator[tuple[str, float]]:
+    """Mount with the real command; yield (mount point, seconds the command took)."""
+    mnt = tempfile.mkdtemp(prefix="vmcorefs-bench-")
+    try:
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "vmcorefs", *options, *dumps, mnt], check=True, env=env()
+        )
+        took = time.perf_counter() - t0
+        wait_mounted(mnt)
+        yield mnt, took
+    finally:
+        unmount(mnt)
+        os.rmdir(mnt)
+
+
+@contextlib.contextmanager
+def nullfs_mount(size: int = 1 << 40) -> Iterator[str]:
+    mnt = tempfile.mkdtemp(prefix="nullfs-bench-")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "benchmarks" / "nullfs.py"), mnt, str(size)], env=env()
+    )
+    try:
+        wait_mounted(mnt)
+        yield mnt
+    finally:
+        unmount(mnt)
+        proc.wait(timeout=30)
+        os.rmdir(mnt)
+
+
+def sequential(path: str, start: int, length: int, block: int = MiB) -> float:
+    """Bytes per second reading ``[start, start+length)`` in ``block`` preads."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        t0 = time.perf_counter()
+        pos, end = start, start + length
+        while pos < end:
+            got = os.pread(fd, min(block, end - pos), pos)
+            if not got:
+                raise RuntimeError(f"{path}: nothing at {pos:#x}")
+            pos += len(got)
+        return length / (time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+
+
+def random_reads(
+    path: str, ranges: list[tuple[int, int]], count: int, seed: int = 1, size: int = 4096
+) -> float:
+    """4 KiB preads per second at page-aligned random offsets inside ``ranges``."""
+    rng = random.Random(seed)
+    offsets = []
+    for _ in range(count):
+        start, end = rng.choice(ranges)
+        offsets.append(start + rng.randrange((end - start) // size) * size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        t0 = time.perf_counter()
+        for off in offsets:
+            os.pread(fd, size, off)
+        return count / (time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+
+
+def dumps_dir() -> Path:
+    out = subprocess.run(
+        [str(REPO.parent / "shared" / "dumps" / "unpack")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(out.stdout.strip().splitlines()[-1])

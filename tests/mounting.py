@@ -1,0 +1,72 @@
+"""Mount helpers for the tests that exercise the FUSE interface itself. Always unmounted."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fuse_available() -> str | None:
+    """None when mounting works here, else why not."""
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    if not shutil.which("fusermount3"):
+        return "no fusermount3 (apt-get install fuse3)"
+    return None
+
+
+def is_mounted(path: Path) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def vmcorefs_cmd() -> list[str]:
+    return [sys.executable, "-m", "vmcorefs"]
+
+
+def env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO))
+
+
+def unmount(path: Path) -> None:
+    for args in (["-u"], ["-uz"]):
+        if not is_mounted(path):
+            return
+        subprocess.run(["fusermount3", *args, str(path)], capture_output=True, check=False)
+        for _ in range(50):
+            if not is_mounted(path):
+                return
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def mounted(dumps: list[str], mnt: Path, *options: str):
+    """Mount with the real command (daemonised), yield the mount point, always unmount."""
+    reason = fuse_available()
+    if reason:
+        pytest.skip(reason)
+    mnt.mkdir(exist_ok=True)
+    out = subprocess.run(
+        [*vmcorefs_cmd(), *options, *dumps, str(mnt)],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=60,
+        check=False,
+    )
+    try:
+        assert out.returncode == 0, out.stderr
+        assert is_mounted(mnt)
+        yield mnt
+    finally:
+        unmount(mnt)

@@ -1,0 +1,107 @@
+"""Command-line errors: one line ``vmcorefs: PATH: reason``, exit 1, no traceback; usage: 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.elfbuilder import (
+    ElfCore,
+    LoadSegment,
+    PageTables,
+    PhysImage,
+    note,
+    simple_core,
+    vmcoreinfo_text,
+)
+from vmcorefs.cli import main, parse_fuse_options
+
+
+def run_main(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.fixture
+def good_core(tmp_path):
+    mem = PhysImage()
+    pt = PageTables(mem)
+    path = tmp_path / "good.core"
+    path.write_bytes(simple_core(mem, [(0, 0x20_0000)], vmcoreinfo_text(pt)))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda d: str(d / "missing"), "no such file"),
+        (lambda d: str(d), "is a directory"),
+        (lambda d: _file(d / "empty", b""), "empty file"),
+        (lambda d: _file(d / "text", b"hello world\n" * 10), "text file"),
+        (lambda d: _file(d / "short", b"\x7fELF\x02\x01\x01" + bytes(20)), "truncated ELF header"),
+        (lambda d: _file(d / "junk", bytes(range(256)) * 4), "not a crash dump"),
+        (
+            lambda d: _file(
+                d / "novi",
+                ElfCore(
+                    notes=[note(b"CORE", 1, bytes(8))], segments=[LoadSegment(0, bytes(64))]
+                ).build(),
+            ),
+            "no VMCOREINFO",
+        ),
+    ],
+)
+def test_bad_dumps(tmp_path, capsys, make, reason):
+    path = make(tmp_path)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir(exist_ok=True)
+    code, err = run_main(capsys, path, str(mnt))
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith(f"vmcorefs: {path}: ")
+    assert reason in err
+    assert "Traceback" not in err
+
+
+def _file(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_missing_and_file_mount_points(tmp_path, capsys, good_core):
+    code, err = run_main(capsys, good_core, str(tmp_path / "nowhere"))
+    assert code == 1 and "mount point does not exist" in err
+    code, err = run_main(capsys, good_core, good_core)
+    assert code == 1 and "not a directory" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["only-one-arg"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["--cache-size", "0", "a", "b"])
+    assert info.value.code == 2
+
+
+def test_fuse_options_are_split():
+    assert parse_fuse_options(["allow_other,uid=5", "ro"]) == {
+        "allow_other": True,
+        "uid": "5",
+        "ro": True,
+    }
+
+
+def test_python_m_and_version():
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    out = subprocess.run(
+        [sys.executable, "-m", "vmcorefs", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0 and out.stdout.startswith("vmcorefs ")

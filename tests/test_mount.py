@@ -1,0 +1,142 @@
+"""The kernel interface: a real FUSE mount of a synthetic dump, read with system calls."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.elfbuilder import PageTables, PhysImage, simple_core, vmcoreinfo_text
+from tests.mounting import env, fuse_available, is_mounted, mounted, unmount, vmcorefs_cmd
+
+pytestmark = pytest.mark.mount
+KTEXT = 0xFFFFFFFF81000000
+MiB = 1 << 20
+
+
+@pytest.fixture
+def core(tmp_path):
+    mem = PhysImage()
+    pt = PageTables(mem)
+    mem.write(0x40_0000, bytes(range(256)) * (2 * MiB // 256))
+    pt.map(KTEXT, 0x40_0000, 1 << 21)
+    path = tmp_path / "core"
+    # RAM [0, 6 MiB) then a hole, then one page at 8 MiB.
+    path.write_bytes(
+        simple_core(mem, [(0, 6 * MiB), (8 * MiB, 8 * MiB + 4096)], vmcoreinfo_text(pt))
+    )
+    return str(path)
+
+
+def test_reads_holes_and_eof(tmp_path, core):
+    with mounted([core], tmp_path / "mnt") as mnt:
+        fd = os.open(mnt / "phys", os.O_RDONLY)
+        try:
+            assert os.fstat(fd).st_size == 8 * MiB + 4096
+            assert os.pread(fd, 4, 0x40_0000 + 1) == bytes([1, 2, 3, 4])
+            assert os.pread(fd, 1 * MiB, 6 * MiB - 10) == bytes(range(246, 256))  # short: hole
+            with pytest.raises(OSError) as info:
+                os.pread(fd, 16, 6 * MiB)
+            assert info.value.errno == errno.EIO
+            assert os.pread(fd, 16, 8 * MiB + 4096) == b""  # EOF
+        finally:
+            os.close(fd)
+        with open(mnt / "kvirt", "rb", buffering=0) as f:
+            f.seek(KTEXT & 0x7FFFFFFFFFFFFFFF)
+            assert f.read(MiB) == (bytes(range(256)) * 4096)[:MiB]  # 1 MiB in one read
+        assert (mnt / "info" / "PAGESIZE").read_text() == "4096\n"
+
+
+def test_everything_mutating_is_erofs(tmp_path, core):
+    with mounted([core], tmp_path / "mnt") as mnt:
+        calls = [
+            lambda: open(mnt / "new", "w"),
+            lambda: os.open(mnt / "phys", os.O_WRONLY),
+            lambda: os.open(mnt / "phys", os.O_RDWR),
+            lambda: os.mkdir(mnt / "d"),
+            lambda: os.unlink(mnt / "phys"),
+            lambda: os.rename(mnt / "phys", mnt / "p2"),
+            lambda: os.chmod(mnt / "phys", 0o777),
+            lambda: os.truncate(mnt / "phys", 0),
+            lambda: os.utime(mnt / "phys", (0, 0)),
+            lambda: os.symlink("x", mnt / "link"),
+        ]
+        for call in calls:
+            with pytest.raises(OSError) as info:
+                call()
+            assert info.value.errno == errno.EROFS
+
+
+def test_already_mounted_is_refused_with_the_fix(tmp_path, core):
+    with mounted([core], tmp_path / "mnt") as mnt:
+        out = subprocess.run(
+            [*vmcorefs_cmd(), core, str(mnt)],
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 1
+        assert out.stderr.count("\n") == 1 and f"fusermount3 -u {mnt}" in out.stderr
+        assert (mnt / "info" / "PAGESIZE").read_text() == "4096\n"  # the first mount works
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_unmount_cleanly(tmp_path, core, sig):
+    reason = fuse_available()
+    if reason:
+        pytest.skip(reason)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = subprocess.Popen(
+        [*vmcorefs_cmd(), "-f", core, str(mnt)], env=env(), stderr=subprocess.PIPE, text=True
+    )
+    try:
+        for _ in range(200):
+            if is_mounted(mnt):
+                break
+            time.sleep(0.05)
+        assert is_mounted(mnt)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == 0
+        assert not is_mounted(mnt)
+        assert proc.stderr.read() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        unmount(mnt)
+
+
+def test_stale_mount_of_a_killed_daemon_is_reported(tmp_path, core):
+    reason = fuse_available()
+    if reason:
+        pytest.skip(reason)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = subprocess.Popen(
+        [*vmcorefs_cmd(), "-f", core, str(mnt)], env=env(), stderr=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(200):
+            if is_mounted(mnt):
+                break
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(timeout=20)
+        out = subprocess.run(
+            [*vmcorefs_cmd(), core, str(mnt)],
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 1
+        assert f"fusermount3 -u {mnt}" in out.stderr and out.stderr.count("\n") == 1
+    finally:
+        unmount(mnt)

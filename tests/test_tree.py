@@ -1,0 +1,77 @@
+"""The tree without FUSE: lookups, info/ files, byte windows, EIO where bytes are absent."""
+
+from __future__ import annotations
+
+import pytest
+
+import vmcorefs
+from tests.elfbuilder import PageTables, PhysImage, simple_core, vmcoreinfo_text
+from vmcorefs.errors import FaultError
+from vmcorefs.tree import DIR_MODE, FILE_MODE, KVIRT_BASE, Directory, NotFound, build_tree
+
+KTEXT = 0xFFFFFFFF81000000
+
+
+@pytest.fixture
+def tree(tmp_path):
+    mem = PhysImage()
+    pt = PageTables(mem)
+    mem.write(0x40_0000, b"T" * 4096)
+    mem.write(0x60_0000, b"H" * 4096)
+    pt.map(KTEXT, 0x40_0000)
+    pt.map(KTEXT + 0x1000, 0x60_0000)  # maps into the hole below: absent physical page
+    vi = vmcoreinfo_text(pt, extra={"OFFSET(a/b)": "1", "NUMBER(x)": "-5"})
+    path = tmp_path / "core"
+    path.write_bytes(simple_core(mem, [(0, 0x50_0000), (0x80_0000, 0x80_1000)], vi))
+    dump = vmcorefs.open_dump(str(path))
+    yield build_tree(dump)
+    dump.close()
+
+
+def test_root_and_modes(tree):
+    root = tree.lookup("/")
+    assert isinstance(root, Directory) and root.mode == DIR_MODE
+    assert {"README", "vmcoreinfo", "info", "phys", "kvirt"} <= set(root.entries())
+    assert tree.lookup("/phys").mode == FILE_MODE
+    with pytest.raises(NotFound):
+        tree.lookup("/nope")
+    with pytest.raises(NotFound):
+        tree.lookup("/phys/below-a-file")
+
+
+def test_info_files_hold_value_and_newline(tree):
+    assert tree.lookup("/info/NUMBER(x)").read(0, 100) == b"-5\n"
+    assert tree.lookup("/info/PAGESIZE").size() == 5
+    assert "OFFSET(a%2Fb)" in tree.lookup("/info").entries()  # '/' cannot be in a name
+
+
+def test_phys_window_sizes_and_reads(tree):
+    phys = tree.lookup("/phys")
+    assert phys.size() == 0x80_1000
+    assert phys.read(0x40_0000 - 2, 4) == b"\0\0TT"
+    assert phys.read(0x4F_FFFE, 8) == b"\0\0"  # short read at the end of a range
+    with pytest.raises(FaultError):
+        phys.read(0x50_0000, 8)  # ... then EIO
+    assert phys.read(phys.size(), 8) == b""  # EOF: 0 bytes, not EIO
+
+
+def test_kvirt_window_offset_rule(tree):
+    kvirt = tree.lookup("/kvirt")
+    assert kvirt.size() == 2**63 - 1
+    off = KTEXT - KVIRT_BASE
+    assert kvirt.read(off + 4090, 16) == b"T" * 6  # the next page maps absent memory
+    with pytest.raises(FaultError):
+        kvirt.read(off + 4096, 16)
+    with pytest.raises(FaultError):
+        kvirt.read(0, 8)  # 0x8000000000000000: non-canonical
+
+
+def test_vmcoreinfo_file_is_the_note(tree):
+    data = tree.lookup("/vmcoreinfo").read(0, 1 << 16)
+    assert data.startswith(b"OSRELEASE=6.1.0-test\n")
+    assert b"\0" not in data
+
+
+def test_readme_names_the_format(tree):
+    text = tree.lookup("/README").read(0, 1 << 16).decode()
+    assert "ELF64 core" in text and "2**63" in text

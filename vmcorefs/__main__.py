@@ -1,0 +1,7 @@
+"""``python -m vmcorefs``: the same as the ``vmcorefs`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

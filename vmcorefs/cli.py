@@ -1,0 +1,201 @@
+"""``vmcorefs [options] DUMP [DUMP-PART...] MOUNTPOINT``: check everything, then mount.
+
+Every input error is found before mounting and reported as one line ``vmcorefs: PATH: reason``
+with exit status 1 (usage errors: 2). No traceback reaches the user unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import sys
+
+from . import __version__
+from .errors import DumpError, VmcorefsError
+
+PROG = "vmcorefs"
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors: one line, exit 2
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Mount a Linux kernel crash dump (ELF, kdump-compressed, flattened or split) "
+        "as a read-only filesystem. See vmcorefs(1).",
+        epilog="Unmount with: fusermount3 -u MOUNTPOINT. Manual: man vmcorefs.",
+    )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="DUMP [DUMP-PART...] MOUNTPOINT",
+        help="the dump (every part of a split dump, in any order), then the mount point",
+    )
+    p.add_argument(
+        "-f",
+        "--foreground",
+        action="store_true",
+        help="stay in the foreground (default: return once mounted)",
+    )
+    p.add_argument(
+        "-o",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="OPT[,OPT...]",
+        help="FUSE mount options, e.g. allow_other",
+    )
+    p.add_argument(
+        "--zero-fill",
+        action="store_true",
+        help="read absent physical memory as zeros instead of failing with EIO",
+    )
+    p.add_argument(
+        "--cache-size",
+        type=int,
+        default=64,
+        metavar="MIB",
+        help="size of the caches of pages and translations in MiB (default 64)",
+    )
+    p.add_argument(
+        "--vmlinux",
+        metavar="FILE",
+        help="take symbols (with sizes) from this vmlinux; must match the dump",
+    )
+    p.add_argument(
+        "--system-map",
+        metavar="FILE",
+        help="take symbols from this System.map; must match the dump",
+    )
+    p.add_argument(
+        "--debug", action="store_true", help="log every FUSE call and show tracebacks (implies -f)"
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def parse_fuse_options(values: list[str]) -> dict[str, str | bool]:
+    out: dict[str, str | bool] = {}
+    for value in values:
+        for item in value.split(","):
+            if not item:
+                continue
+            key, sep, val = item.partition("=")
+            out[key] = val if sep else True
+    return out
+
+
+def mounted_fuse_at(path: str) -> bool:
+    """Whether ``/proc/self/mountinfo`` shows a mount at ``path``."""
+    target = os.path.realpath(path)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4:
+                    mp = fields[4].encode().decode("unicode_escape")
+                    if mp == target:
+                        return True
+    except OSError:
+        return False
+    return False
+
+
+def check_mountpoint(path: str) -> None:
+    """DumpError unless ``path`` is an existing directory with nothing mounted on it."""
+    fix = f"unmount it first: fusermount3 -u {path}"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DumpError(path, "mount point does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise DumpError(path, f"a vmcorefs that died is still mounted here; {fix}") from None
+        raise DumpError(path, f"mount point: {exc.strerror}") from None
+    import stat as _stat
+
+    if not _stat.S_ISDIR(st.st_mode):
+        raise DumpError(path, "mount point is not a directory")
+    if mounted_fuse_at(path):
+        raise DumpError(path, f"already mounted; {fix}")
+
+
+def run(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if len(args.paths) < 2:
+        parser.error("need a dump and a mount point")
+    if args.cache_size < 1:
+        parser.error("--cache-size must be at least 1 (MiB)")
+    *dumps, mountpoint = args.paths
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="vmcorefs: %(message)s"
+    )
+
+    from .kernel.dump import open_dump  # imports the layers below; FUSE only once needed
+
+    check_mountpoint(mountpoint)
+    dump = open_dump(
+        dumps,
+        zero_fill=args.zero_fill,
+        cache_size_mib=args.cache_size,
+        vmlinux=args.vmlinux,
+        system_map=args.system_map,
+    )
+    from .fuse import mount
+    from .tree import build_tree
+
+    try:
+        mtime = int(os.stat(dumps[0]).st_mtime_ns)
+    except OSError:
+        mtime = None
+    try:
+        mount(
+            build_tree(dump),
+            mountpoint,
+            foreground=args.foreground,
+            debug=args.debug,
+            options=parse_fuse_options(args.options),
+            mtime_ns=mtime,
+        )
+    except RuntimeError as exc:
+        raise DumpError(mountpoint, f"mount failed (libfuse error {exc})") from None
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        return run(argv)
+    except DumpError as exc:
+        if debug:
+            raise
+        print(f"{PROG}: {exc.path}: {exc.reason}", file=sys.stderr)
+        return 1
+    except VmcorefsError as exc:
+        if debug:
+            raise
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        if debug:
+            raise
+        where = exc.filename or "error"
+        print(f"{PROG}: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The merged kernel symbol table: ``dump.symbols``.
+
+Sources, in order of precedence (DESIGN.md "Symbols"): ``--vmlinux`` (ELF ``.symtab``, with
+sizes), ``--system-map``, the dump's own kallsyms tables (:mod:`.kallsyms`, Linux 6.0+) and
+VMCOREINFO's ``SYMBOL()`` keys (not ``SYMBOL(mem_section)``, whose value is a pointer's value).
+
+Merging rules:
+
+* Every kallsyms entry is kept, in the kernel's own order, duplicates included (6.1 has the same
+  ``__key.0`` at the same address several times): it is what ``/proc/kallsyms`` shows.
+* Every other source adds the (name, address) pairs that no earlier source has; a pair already
+  present only gains the symbol's size from ``--vmlinux``. So a name whose sources disagree on its
+  address is kept at both addresses, never silently dropped.
+* Type letter: the kallsyms letter where the dump has the pair (``/proc/kallsyms``'s letter,
+  e.g. ``A`` for x86_64 per-CPU symbols where ``nm`` says ``D``), else the letter of the
+  highest-precedence file that has it, else ``?`` (a VMCOREINFO-only symbol: its type is not
+  recorded anywhere in the dump).
+* Order: by address; at one address kallsyms entries first, in the kernel's order, then the
+  others in precedence and file order.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from ..errors import FaultError, Unavailable
+from .kallsyms import read_kallsyms
+
+#: The type letter of a symbol whose type no source records (VMCOREINFO's SYMBOL() keys).
+UNKNOWN_TYPE = "?"
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    name: str
+    address: int
+    type: str  #: the kallsyms type letter ('T', 't', 'D', ...); '?' when unknown
+    size: int | None = None  #: the symbol's own size where known (vmlinux .symtab), else None
+
+
+@dataclass(frozen=True)
+class SymbolSource:
+    """Symbols from one user file (``--vmlinux`` or ``--system-map``), already relocated."""
+
+    kind: str  #: "vmlinux" or "system-map"
+    path: str
+    #: (name, address, type letter, size or None), in file order
+    entries: Sequence[tuple[str, int, str, int | None]]
+
+
+class SymbolTable:
+    """Symbols sorted by address; lookups by name and by address (as ``%pS`` does).
+
+    Kept as parallel lists (names, addresses, types, sizes): 100k ``Symbol`` objects would cost
+    more to build than decoding kallsyms does, so they are made on demand.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        addresses: Sequence[int],
+        types: Sequence[str],
+        sizes: Sequence[int | None],
+        *,
+        sources: Sequence[str] = (),
+        notes: Sequence[str] = (),
+    ) -> None:
+        n = len(names)
+        if not len(addresses) == len(types) == len(sizes) == n:
+            raise ValueError("names, addresses, types and sizes differ in length")
+        addresses = list(addresses)
+        if any(a > b for a, b in zip(addresses, addresses[1:], strict=False)):
+            # Sort by address; sorted() is stable, so ties keep the order given.
+            order = sorted(range(n), key=addresses.__getitem__)
+            names = [names[i] for i in order]
+            addresses = [addresses[i] for i in order]
+            types = [types[i] for i in order]
+            sizes = [sizes[i] for i in order]
+        self.names: list[str] = list(names)
+        self.addresses: list[int] = addresses
+        self.types: list[str] = list(types)
+        self.sizes: list[int | None] = list(sizes)
+        # name -> the table index of its first symbol; names that occur more than once -> all.
+        self._first: dict[str, int] = dict(
+            zip(reversed(self.names), range(n - 1, -1, -1), strict=True)
+        )
+        self._all: dict[str, list[int]] = {}
+        if len(self._first) != n:
+            dups = {k for k, c in Counter(self.names).items() if c > 1}
+            for i, name in enumerate(self.names):
+                if name in dups:
+                    self._all.setdefault(name, []).append(i)
+        #: One line per source used, e.g. "kallsyms (absolute-percpu): 94266 symbols".
+        self.sources = list(sources)
+        #: Why a source is missing or what was left out (shown in the README).
+        self.notes = list(notes)
+        #: ``__per_cpu_offset[0]``: where CPU 0's copy of the per-CPU area is (None: unknown).
+        self.percpu_offset0: int | None = None
+        self._ranges = self._image_ranges()
+
+    def symbol(self, i: int) -> Symbol:
+        """The symbol at table index ``i``."""
+        return Symbol(self.names[i], self.addresses[i], self.types[i], self.sizes[i])
+
+    def indices(self, name: str) -> list[int]:
+        """Table indices of every symbol named ``name``, in table order."""
+        many = self._all.get(name)
+        if many is not None:
+            return list(many)
+        i = self._first.get(name)
+        return [] if i is None else [i]
+
+    # -- the API others use ----------------------------------------------------------------
+    def __iter__(self) -> Iterator[Symbol]:
+        return map(Symbol, self.names, self.addresses, self.types, self.sizes)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def lookup(self, name: str) -> list[Symbol]:
+        """Every symbol of that name (several for static symbols of the same name)."""
+        return [self.symbol(i) for i in self.indices(name)]
+
+    def address(self, name: str) -> int:
+        """The address of ``name``: Unavailable when it is absent or names several addresses."""
+        found = {self.addresses[i] for i in self.indices(name)}
+        if not found:
+            raise Unavailable(f"no symbol {name}")
+        if len(found) > 1:
+            raise Unavailable(f"symbol {name} is ambiguous: {len(found)} addresses")
+        return found.pop()
+
+    def get(self, name: str) -> int | None:
+        """Like :meth:`address`, but None when absent or ambiguous."""
+        found = {self.addresses[i] for i in self.indices(name)}
+        return found.pop() if len(found) == 1 else None
+
+    def next_address(self, address: int) -> int | None:
+        """The lowest symbol address above ``address``, or None."""
+        i = bisect.bisect_right(self.addresses, address)
+        return self.addresses[i] if i < len(self.addresses) else None
+
+    def containing(self, address: int) -> tuple[Symbol, int, int] | None:
+        """``(symbol, offset, size)`` for ``address`` as the kernel's ``%pS`` computes it.
+
+        kernel/kallsyms.c: only addresses inside the kernel image are looked up
+        (``is_ksym_addr``: ``[_stext, _end)`` with CONFIG_KALLSYMS_ALL, else the text and init
+        text); the symbol is the first (in table order) of those at the highest address
+        ``<= address``; its size is its own where known, else the distance to the next higher
+        symbol address (the end of the section past the last one). None outside the image.
+        """
+        ranges, end_of = self._ranges
+        if not any(lo <= address < hi for lo, hi in ranges):
+            return None
+        i = bisect.bisect_right(self.addresses, address) - 1
+        if i < 0:
+            return None
+        start = self.addresses[i]
+        i = bisect.bisect_left(self.addresses, start)  # the first alias (get_symbol_pos)
+        sym = self.symbol(i)
+        if sym.size is not None:
+            size = sym.size
+        else:
+            nxt = self.next_address(start)
+            size = (nxt if nxt is not None else end_of(address)) - start
+        return sym, address - start, size
+
+    def _image_ranges(self) -> tuple[list[tuple[int, int]], Callable[[int], int]]:
+        """The ranges ``containing`` answers for, and the section end past the last symbol."""
+        get = self.get
+        stext, end = get("_stext"), get("_end")
+        etext, sinit, einit = get("_etext"), get("_sinittext"), get("_einittext")
+        ranges: list[tuple[int, int]] = []
+        if stext is not None and end is not None:
+            ranges.append((stext, end))  # is_kernel(): CONFIG_KALLSYMS_ALL
+        else:
+            if stext is not None and etext is not None:
+                ranges.append((stext, etext))
+            if sinit is not None and einit is not None:
+                ranges.append((sinit, einit))
+
+        def end_of(address: int) -> int:
+            if sinit is not None and einit is not None and sinit <= address < einit:
+                return einit
+            return end if end is not None else (etext or address)
+
+        return ranges, end_of
+
+    # -- per-CPU symbols -------------------------------------------------------------------
+    def percpu_range(self) -> tuple[int, int] | None:
+        """``[__per_cpu_start, __per_cpu_end)``: the per-CPU template's symbols, or None."""
+        start, end = self.get("__per_cpu_start"), self.get("__per_cpu_end")
+        if start is None or end is None or end <= start:
+            return None
+        return start, end
+
+    def is_percpu(self, sym: Symbol) -> bool:
+        r = self.percpu_range()
+        return r is not None and r[0] <= sym.address < r[1]
+
+
+def _percpu_offset0(kvirt, table: SymbolTable) -> tuple[int | None, str | None]:
+    """``__per_cpu_offset[0]`` (include/asm-generic/percpu.h): CPU 0's per-CPU offset."""
+    if table.percpu_range() is None:
+        return None, None
+    at = table.get("__per_cpu_offset")
+    if at is None:
+        return None, "no unique symbol __per_cpu_offset: per-CPU symbols are left out of sym/"
+    try:
+        return kvirt.u64(at), None
+    except FaultError as exc:
+        return None, f"__per_cpu_offset[0] is not in the dump ({exc}): per-CPU symbols left out"
+
+
+def build_symbol_table(kvirt, vmcoreinfo, user_sources: Sequence[SymbolSource] = ()) -> SymbolTable:
+    """Merge the sources (module docstring) into one table."""
+    names: list[str] = []
+    addrs: list[int] = []
+    types: list[str] = []
+    sizes: list[int | None] = []
+    sources: list[str] = []
+    notes: list[str] = []
+
+    try:
+        ks = read_kallsyms(kvirt, vmcoreinfo)
+    except Unavailable as exc:
+        notes.append(f"kallsyms: unavailable: {exc.reason}")
+    else:
+        names, addrs, types = ks.names, ks.addresses, list(ks.types)
+        sizes = [None] * len(ks)
+        sources.append(f"kallsyms ({ks.encoding}): {len(ks)} symbols")
+
+    vi_syms = vmcoreinfo.symbols()
+    extra = [(src.kind, src.path, src.entries) for src in user_sources]
+    vi_entries = [(n, a, UNKNOWN_TYPE, None) for n, a in vi_syms.items()]
+    extra.append(("VMCOREINFO", "SYMBOL()", vi_entries))
+    # (name, address) -> index of its first entry, for the names the other sources mention only.
+    wanted = {e[0] for _, _, entries in extra for e in entries}
+    index: dict[tuple[str, int], int] = {}
+    for i, name in enumerate(names):
+        if name in wanted:
+            index.setdefault((name, addrs[i]), i)
+
+    for kind, path, entries in extra:
+        added = 0
+        for name, address, type_, size in entries:
+            i = index.get((name, address))
+            if i is None:
+                index[(name, address)] = len(names)
+                names.append(name)
+                addrs.append(address)
+                types.append(type_)
+                sizes.append(size)
+                added += 1
+            elif size is not None and sizes[i] is None:
+                sizes[i] = size
+        sources.append(f"{kind} {path}: {len(entries)} symbols, {added} new")
+
+    table = SymbolTable(names, addrs, types, sizes, sources=sources, notes=notes)
+    table.percpu_offset0, note = _percpu_offset0(kvirt, table)
+    if note:
+        table.notes.append(note)
+    return table
