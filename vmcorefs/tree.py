@@ -191,11 +191,74 @@ def _cpu_entries(dump, cpu) -> dict[str, Node]:
     return {
         "regs": BytesFile(lambda: regs_text(cpu, crashed=dump.panic_cpu == cpu.index)),
         "prstatus": BytesFile(lambda: cpu.prstatus),
+        "stack": BytesFile(lambda: dump.stacks.cpu_stack(cpu.index)),
     }
 
 
 def _section_cpus(dump) -> Directory:
     return Directory(lambda: {str(c.index): Directory(_cpu_entries(dump, c)) for c in dump.cpus})
+
+
+class LazyWindowFile(File):
+    """A window onto an address space whose bounds are found on first use (``bounds()``);
+    one line ``unavailable: <reason>`` when they cannot be."""
+
+    def __init__(self, space: AddressSpace, bounds: Callable[[], tuple[int, int]]) -> None:
+        self._space = space
+        self._bounds = bounds
+        self._file: File | None = None
+        self._lock = threading.Lock()
+
+    def _resolve(self) -> File:
+        if self._file is None:
+            with self._lock:
+                if self._file is None:
+                    try:
+                        start, stop = self._bounds()
+                        self._file = WindowFile(self._space, start, stop - start)
+                    except Unavailable as exc:
+                        self._file = text(f"unavailable: {exc.reason}\n")
+        return self._file
+
+    def size(self) -> int:
+        return self._resolve().size()
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self._resolve().read(offset, size)
+
+    def open_direct_io(self) -> bool:
+        return self._resolve().open_direct_io()
+
+
+def _task_entries(dump, task) -> dict[str, Node]:
+    """The files of ``tasks/NAME/`` (a ``kernel/tasks.py`` Task)."""
+    return {
+        "comm": BytesFile(lambda: task.comm + b"\n"),
+        "state": text(task.state + "\n"),
+        "ppid": text(f"{task.ppid}\n"),
+        "tgid": text(f"{task.tgid}\n"),
+        "cpu": text(f"{task.cpu}\n"),
+        "task": text(f"0x{task.address:016x}\n"),
+        "stack": BytesFile(lambda: dump.stacks.task_stack(task)),
+    }
+
+
+def _section_tasks(dump) -> Directory:
+    return Directory(
+        lambda: {t.name: Directory(lambda t=t: _task_entries(dump, t)) for t in dump.tasks.tasks}
+    )
+
+
+def _section_btf_tasks(dump) -> dict[str, Node]:
+    """``btf``, ``tasks/``, ``ps``, ``modules``: the kernel's types and what they reveal."""
+    from .kernel.tasks import ps_text
+
+    return {
+        "btf": LazyWindowFile(dump.kvirt, lambda: dump.btf_bounds),
+        "tasks": _section_tasks(dump),
+        "ps": BytesFile(lambda: ps_text(dump.tasks)),
+        "modules": BytesFile(lambda: dump.modules.proc_modules()),
+    }
 
 
 def build_tree(dump) -> Tree:
@@ -209,5 +272,6 @@ def build_tree(dump) -> Tree:
         "summary": BytesFile(dump.summary),
         "dmesg": BytesFile(dump.dmesg),
         "cpus": _section_cpus(dump),
+        **_section_btf_tasks(dump),
     }
     return Tree(Directory(entries))
