@@ -21,6 +21,7 @@ to frame except where the stack is switched (an indirect ``sp_reg`` or saved reg
 from __future__ import annotations
 
 import array
+import bisect
 import re
 import sys
 import threading
@@ -430,14 +431,35 @@ class Symbolizer:
         self.symbols = symbols
         self.module_symbol = module_symbol or (lambda addr: None)
 
+    def _aliases(self, address: int) -> list[str]:
+        """Names of the symbols at ``address``, in table order (a SymbolTable's lists)."""
+        addrs = getattr(self.symbols, "addresses", None)
+        names = getattr(self.symbols, "names", None)
+        if addrs is None or names is None:
+            return []
+        i = bisect.bisect_left(addrs, address)
+        out: list[str] = []
+        while i < len(addrs) and addrs[i] == address and len(out) < 64:
+            out.append(names[i])
+            i += 1
+        return out
+
+    @staticmethod
+    def _label(name: str) -> bool:
+        return name in ENTRY_INNER_LABELS or linker_marker(name)
+
     def _core(self, addr: int) -> tuple[str, int, int] | None:
         found = self.symbols.containing(addr)
         if found is None:
             return None
         sym, off, size = found
         name, start, end = sym.name, sym.address, sym.address + size
-        for _ in range(8):  # a label: step back to the symbol before it (bounded)
-            if name not in ENTRY_INNER_LABELS and not linker_marker(name):
+        for _ in range(8):  # a label: a function at the same address, else the one before
+            if not self._label(name):
+                break
+            real = [n for n in self._aliases(start) if not self._label(n)]
+            if real:
+                name = real[0]
                 break
             prev = self.symbols.containing(start - 1)
             if prev is None:
@@ -446,6 +468,8 @@ class Symbolizer:
         for _ in range(8):  # and forward over the labels that follow inside the function
             nxt = self.symbols.containing(end)
             if nxt is None or nxt[0].address != end or nxt[0].name not in ENTRY_INNER_LABELS:
+                break
+            if any(not self._label(n) for n in self._aliases(end)):
                 break
             end = nxt[0].address + nxt[2]
         return function_name(name), addr - start, end - start
