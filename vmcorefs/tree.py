@@ -161,6 +161,19 @@ def _section_info(dump) -> Directory:
     return Directory(lambda: {info_key_filename(k): text(v + "\n") for k, v in vi.items()})
 
 
+README_TASKS = (
+    "btf          the kernel's own BTF blob (__start_BTF..__stop_BTF):\n"
+    "             bpftool btf dump file btf format c\n"
+    "tasks/NAME/  comm state ppid tgid cpu task stack of every task, from BTF (no vmlinux);\n"
+    "             NAME is the pid; a pid that several tasks share is PID@cpuN for each\n"
+    "             CPU's idle task (pid 0) and PID@ADDRESS (task_struct, 16 hex digits) else\n"
+    "ps           PID PPID CPU TASK ST COMM; '>' marks the task running on each CPU\n"
+    "modules      as /proc/modules: name size refcount users state 0xbase\n"
+    "stack        (tasks/NAME/, cpus/N/) one frame a line, innermost first, unwound with the\n"
+    "             dump's ORC tables: function+0xOFF/0xSIZE ([module]); a user-space pc ends it\n"
+)
+
+
 def readme_text(dump) -> str:
     """The ``README`` at the top of the mount: what each entry is, for this dump."""
     info = dump.source.info
@@ -177,7 +190,8 @@ def readme_text(dump) -> str:
         "             (= address & 0x7fffffffffffffff), e.g.\n"
         "             dd if=kvirt bs=64 count=1 iflag=skip_bytes \\\n"
         "                skip=$((0xffffffff81000000 & 0x7fffffffffffffff)) | hexdump -C\n"
-        "\n"
+        + README_TASKS
+        + "\n"
         "Absent memory (holes, pages the dump left out, unmapped addresses) reads as an\n"
         "I/O error (EIO); a read that reaches it stops short first. --zero-fill reads absent\n"
         "physical memory as zeros instead.\n"
