@@ -256,3 +256,42 @@ def test_missing_layout_or_anchor_is_unavailable(system):
     b.struct("task_struct", 8, [("pid", b.int_("int", 4, signed=True), 0)])
     with pytest.raises(Unavailable, match="task layout"):
         build_task_list(system.mem, symbol_table({"init_task": INIT_TASK}), Btf(b.build()))
+
+
+def test_current_task_decides_what_runs(system):
+    """The per-CPU ``current`` wins over rq->curr (they differ inside a context switch)."""
+    system.syms["current_task"] = 0x3000
+    system.mem.put64(PCPU[0] + 0x3000, system.t100)
+    system.mem.put64(PCPU[1] + 0x3000, system.t102)
+    tl = system.build()
+    assert {cpu: t.pid for cpu, t in tl.running.items()} == {0: 100, 1: 102}
+
+
+class _Unwinder:
+    def from_registers(self, regs):
+        return [("regs", regs["ip"], regs["sp"], regs["bp"])]
+
+    def from_inactive_frame(self, sp):
+        return [("frame", sp)]
+
+
+def test_stacks_choose_registers_or_the_saved_frame(system):
+    from vmcorefs.kernel.tasks import Stacks, pt_regs_view
+
+    tl = system.build()
+    regs = {"rip": 0xFFFFFFFF81000010, "rsp": 0xFFFFC90000004000, "rbp": 7, "cs": 0x10}
+    stacks = Stacks(tl, _Unwinder(), None, lambda cpu: regs if cpu == 0 else None, 0x4000)
+    by = tl.by_name()
+    assert stacks.task_frames(by["101"]) == [("regs", regs["rip"], regs["rsp"], 7)]
+    with pytest.raises(Unavailable, match="CPU 1, whose registers"):
+        stacks.task_frames(by["0@cpu1"])
+    base = by["1"].stack_base
+    by["1"].thread_sp = base + 0x3F00
+    assert stacks.task_frames(by["1"]) == [("frame", base + 0x3F00)]
+    by["1"].thread_sp = base + 0x4000  # one past the stack: not a saved frame of this task
+    with pytest.raises(Unavailable, match="outside the task's stack"):
+        stacks.task_frames(by["1"])
+    by["1"].stack_base = 0
+    with pytest.raises(Unavailable, match="no stack"):
+        stacks.task_frames(by["1"])
+    assert pt_regs_view(regs) == {"ip": regs["rip"], "sp": regs["rsp"], "bp": 7, "cs": 0x10}

@@ -124,7 +124,7 @@ class Dump:
     @lazy
     def stacks(self):
         """Stacks of tasks and CPUs from the dump's ORC tables (``kernel/tasks.py`` Stacks)."""
-        from .tasks import Stacks
+        from .tasks import Stacks, thread_size
         from .unwind import Symbolizer, Unwinder
 
         try:
@@ -134,7 +134,9 @@ class Dump:
             module_orc = module_symbol = None
         unwinder = Unwinder(self.kvirt, self.symbols, self.btf, module_orc)
         symbolizer = Symbolizer(self.symbols, module_symbol)
-        return Stacks(self.tasks, unwinder, symbolizer, self.cpu_registers)
+        return Stacks(
+            self.tasks, unwinder, symbolizer, self.cpu_registers, thread_size(self.symbols)
+        )
 
     def cpu_registers(self, index: int) -> dict[str, int] | None:
         """CPU ``index``'s registers by ``user_regs_struct`` name, or None."""

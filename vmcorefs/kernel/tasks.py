@@ -3,9 +3,10 @@
 The list is the kernel's: ``init_task.tasks`` links the thread-group leaders, each group's
 threads hang off ``signal->thread_head`` (``thread_node``; before Linux 6.7 also the circular
 ``thread_group``). The idle tasks are on neither list: each CPU's is ``rq->idle`` of its
-``runqueues`` (CPU 0's is ``init_task``). A task runs on CPU ``n`` when it is ``rq->curr``
-there; its stack is then unwound from that CPU's registers, the others' from the frame that
-``__switch_to_asm`` left at ``thread.sp``.
+``runqueues`` (CPU 0's is ``init_task``). A task runs on CPU ``n`` when it is that CPU's
+``current`` (the per-CPU ``current_task``; else ``rq->curr``); its stack is then unwound from
+that CPU's registers, the others' from the frame that ``__switch_to_asm`` left at
+``thread.sp``.
 
 Fields are read as /proc reports them: ``pid``, ``tgid``, ``ppid`` = ``real_parent->tgid``,
 ``comm``, the state letter of ``task_state_to_char()``, ``cpu`` = ``task_cpu()``. Every list
@@ -109,6 +110,12 @@ class TaskLayout:
             if self.thread_node is not None:
                 self.thread_head = btf.offsetof("struct signal_struct", "thread_head")
             self.rq_curr = btf.offsetof("struct rq", "curr")
+            # the per-CPU ``current``: its own variable until Linux 6.1, in pcpu_hot since 6.2
+            self.pcpu_hot_current = (
+                btf.offsetof("struct pcpu_hot", "current_task")
+                if btf.has_member("struct pcpu_hot", "current_task")
+                else None
+            )
             self.rq_idle = btf.offsetof("struct rq", "idle")
         except BtfError as exc:
             raise Unavailable(f"BTF lacks the task layout: {exc}") from None
@@ -221,6 +228,8 @@ def build_task_list(kvirt, symbols, btf: Btf) -> TaskList:
     layout = TaskLayout(btf)
     init_task = symbols.get("init_task")
     runqueues = symbols.get("runqueues")
+    current_task = symbols.get("current_task")
+    pcpu_hot = symbols.get("pcpu_hot")
     if init_task is None:
         raise Unavailable("the symbol table has no init_task")
     problems: list[str] = []
@@ -260,9 +269,16 @@ def build_task_list(kvirt, symbols, btf: Btf) -> TaskList:
     if runqueues is not None:
         for cpu in present_cpus(kvirt, symbols):
             try:
-                rq = per_cpu_base(kvirt, symbols, cpu) + runqueues
+                base = per_cpu_base(kvirt, symbols, cpu)
+                rq = base + runqueues
                 idle = kvirt.u64(rq + layout.rq_idle)
-                curr_of[cpu] = kvirt.u64(rq + layout.rq_curr)
+                # ``current`` (what the CPU executes, switched in __switch_to), else rq->curr
+                if current_task is not None:
+                    curr_of[cpu] = kvirt.u64(base + current_task)
+                elif pcpu_hot is not None and layout.pcpu_hot_current is not None:
+                    curr_of[cpu] = kvirt.u64(base + pcpu_hot + layout.pcpu_hot_current)
+                else:
+                    curr_of[cpu] = kvirt.u64(rq + layout.rq_curr)
                 if idle and idle not in tasks:
                     tasks[idle] = read_task(idle)
                     tasks[idle].idle = cpu
@@ -360,13 +376,24 @@ def pt_regs_view(registers: Mapping[str, int]) -> dict[str, int]:
     return {_PT_REGS_NAMES.get(k, k): v for k, v in registers.items()}
 
 
+def thread_size(symbols) -> int | None:
+    """THREAD_SIZE: the span the linker script gives init_task's stack
+    (``INIT_TASK_DATA(THREAD_SIZE)``: ``__start_init_task`` .. ``__end_init_task``)."""
+    start, end = symbols.get("__start_init_task"), symbols.get("__end_init_task")
+    if start is None or end is None or not 0 < end - start <= 1 << 20:
+        return None
+    return end - start
+
+
 class Stacks:
     """Stacks of tasks and CPUs as text, one frame a line (see unwind.Symbolizer)."""
 
     def __init__(self, tasks: TaskList, unwinder: Unwinder, symbolizer: Symbolizer,
-                 cpu_registers: Callable[[int], Mapping[str, int] | None]) -> None:  # fmt: skip
+                 cpu_registers: Callable[[int], Mapping[str, int] | None],
+                 thread_size: int | None = None) -> None:  # fmt: skip
         self.tasks, self.unwinder, self.symbolizer = tasks, unwinder, symbolizer
         self.cpu_registers = cpu_registers
+        self.thread_size = thread_size
 
     def task_frames(self, task: Task) -> list[Frame]:
         if task.running_cpu is not None:
@@ -376,6 +403,14 @@ class Stacks:
                     f"the task runs on CPU {task.running_cpu}, whose registers the dump lacks"
                 )
             return self.unwinder.from_registers(pt_regs_view(regs))
+        if not task.stack_base:
+            raise Unavailable("the task has no stack (it exited and its stack was freed)")
+        size = self.thread_size
+        if size and not task.stack_base <= task.thread_sp < task.stack_base + size:
+            raise Unavailable(
+                f"thread.sp {task.thread_sp:#x} is outside the task's stack "
+                f"{task.stack_base:#x}..{task.stack_base + size:#x}"
+            )
         return self.unwinder.from_inactive_frame(task.thread_sp)
 
     def task_stack(self, task: Task) -> str:
