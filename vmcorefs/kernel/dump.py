@@ -113,6 +113,61 @@ class Dump:
             address = None
         return read_panic_cpu(self.kvirt, address)
 
+    @lazy
+    def btf_bounds(self) -> tuple[int, int]:
+        """``(__start_BTF, __stop_BTF)``: where the kernel's own BTF blob lies."""
+        from .btf import btf_bounds
+
+        return btf_bounds(self.symbols)
+
+    @lazy
+    def btf(self):
+        """The kernel's own types (``kernel/btf.py``), parsed once, on first use."""
+        from .btf import load_btf
+
+        return load_btf(self.kvirt, self.symbols)
+
+    @lazy
+    def modules(self):
+        """The loaded modules (``kernel/modules.py`` ModuleList)."""
+        from .modules import ModuleList
+
+        return ModuleList(self.kvirt, self.symbols, self.btf)
+
+    @lazy
+    def tasks(self):
+        """Every task, idle tasks included (``kernel/tasks.py`` TaskList)."""
+        from .tasks import build_task_list
+
+        return build_task_list(self.kvirt, self.symbols, self.btf)
+
+    @lazy
+    def stacks(self):
+        """Stacks of tasks and CPUs from the dump's ORC tables (``kernel/tasks.py`` Stacks)."""
+        from .tasks import Stacks, thread_size
+        from .unwind import Symbolizer, Unwinder
+
+        try:
+            modules = self.modules
+            module_orc, module_symbol = modules.orc_table, modules.symbol
+        except Unavailable:
+            module_orc = module_symbol = None
+        unwinder = Unwinder(self.kvirt, self.symbols, self.btf, module_orc)
+        symbolizer = Symbolizer(self.symbols, module_symbol)
+        return Stacks(
+            self.tasks, unwinder, symbolizer, self.cpu_registers, thread_size(self.symbols)
+        )
+
+    def cpu_registers(self, index: int) -> dict[str, int] | None:
+        """CPU ``index``'s registers by ``user_regs_struct`` name, or None."""
+        try:
+            cpus = self.cpus
+        except Unavailable:
+            return None
+        if 0 <= index < len(cpus) and cpus[index].regs:
+            return cpus[index].regs
+        return None
+
     def summary(self) -> str:
         """The ``summary`` text (``kernel/summary.py``)."""
         from .summary import summary_text
