@@ -184,6 +184,20 @@ def readme_text(dump) -> str:
     )
 
 
+def _cpu_entries(dump, cpu) -> dict[str, Node]:
+    """The files of ``cpus/N/`` for one CPU (a ``kernel/cpus.py`` CpuState); add more here."""
+    from .kernel.cpus import regs_text
+
+    return {
+        "regs": BytesFile(lambda: regs_text(cpu, crashed=dump.panic_cpu == cpu.index)),
+        "prstatus": BytesFile(lambda: cpu.prstatus),
+    }
+
+
+def _section_cpus(dump) -> Directory:
+    return Directory(lambda: {str(c.index): Directory(_cpu_entries(dump, c)) for c in dump.cpus})
+
+
 def build_tree(dump) -> Tree:
     """The whole mounted tree of ``dump`` (a :class:`~vmcorefs.kernel.dump.Dump`)."""
     entries: dict[str, Node] = {
@@ -192,5 +206,8 @@ def build_tree(dump) -> Tree:
         "info": _section_info(dump),
         "phys": WindowFile(dump.phys, 0, dump.phys.size),
         "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1),
+        "summary": BytesFile(dump.summary),
+        "dmesg": BytesFile(dump.dmesg),
+        "cpus": _section_cpus(dump),
     }
     return Tree(Directory(entries))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..dumpfile.detect import open_source
 from ..dumpfile.source import PhysicalSource
-from ..errors import DumpError
+from ..errors import DumpError, Unavailable
 from ..memory.physical import PhysicalMemory
 from ..memory.x86_64 import KernelVirtualMemory
 from ..vmcoreinfo import VmcoreInfo
@@ -63,6 +63,41 @@ class Dump:
     def symbols(self) -> SymbolTable:
         """The merged symbol table (kernel/symbols.py), decoded once, on first use."""
         return build_symbol_table(self.kvirt, self.vmcoreinfo, self.user_symbols)
+
+    @lazy
+    def kernel_log(self) -> bytes:
+        """The kernel log as ``makedumpfile --dump-dmesg`` prints it (``kernel/printk.py``)."""
+        from .printk import read_dmesg
+
+        return read_dmesg(self.kvirt, self.vmcoreinfo)
+
+    def dmesg(self) -> bytes:
+        """The kernel log (computed once); Unavailable or FaultError when it cannot be read."""
+        return self.kernel_log
+
+    @lazy
+    def cpus(self) -> list:
+        """Each CPU's saved registers (``kernel/cpus.py`` CpuState), in note order."""
+        from .cpus import cpu_states
+
+        return cpu_states(self.source.notes())
+
+    @lazy
+    def panic_cpu(self) -> int | None:
+        """The kernel's ``panic_cpu`` (-1: no CPU panicked), None when the dump does not tell."""
+        from .cpus import read_panic_cpu
+
+        try:
+            address = self.symbols.get("panic_cpu")
+        except Unavailable:
+            address = None
+        return read_panic_cpu(self.kvirt, address)
+
+    def summary(self) -> str:
+        """The ``summary`` text (``kernel/summary.py``)."""
+        from .summary import summary_text
+
+        return summary_text(self)
 
 
 def open_dump(paths: Sequence[str] | str, **options) -> Dump:

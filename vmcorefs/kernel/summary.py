@@ -1,0 +1,87 @@
+"""The ``summary`` file: the facts an engineer asks of a dump first, one ``key: value`` a line.
+
+Each value comes from the dump itself (VMCOREINFO, the container's header, its notes); a fact
+the dump does not record reads ``unknown`` rather than a guess.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..errors import Unavailable
+from .cpus import PANIC_CPU_INVALID
+
+UNKNOWN = "unknown"
+
+
+def _size(n: int) -> str:
+    """``268435456 bytes (256 MiB)``: exact bytes, then a readable figure."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            value = n / (1 << shift)
+            text = f"{value:.0f}" if n % (1 << shift) == 0 else f"{value:.1f}"
+            return f"{n} bytes ({text} {unit})"
+    return f"{n} bytes"
+
+
+def _hex_signed(value: int) -> str:
+    return f"-{-value:#x}" if value < 0 else f"{value:#x}"
+
+
+def _value(get: Callable[[], int | None]) -> int | None:
+    """A VMCOREINFO number, None when it is absent or malformed (one line, not the file)."""
+    try:
+        return get()
+    except Unavailable:
+        return None
+
+
+def crash_time(seconds: int | None) -> str:
+    """CRASHTIME (seconds since the epoch, written by the crashing kernel) as UTC."""
+    if seconds is None:
+        return UNKNOWN
+    try:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds} (seconds since the epoch)"
+    return f"{stamp} ({seconds})"
+
+
+def summary_text(dump) -> str:
+    """The content of ``summary`` for a :class:`~vmcorefs.kernel.dump.Dump`."""
+    vi = dump.vmcoreinfo
+    info = dump.source.info
+    lines: list[tuple[str, str]] = []
+    lines.append(("release", vi.osrelease or UNKNOWN))
+    lines.append(("crash time", crash_time(_value(lambda: vi.crashtime))))
+
+    try:
+        ncpus: int | None = len(dump.cpus)
+    except Unavailable:
+        ncpus = info.nr_cpus
+    lines.append(("CPUs", str(ncpus) if ncpus is not None else UNKNOWN))
+    panic_cpu = dump.panic_cpu
+    if panic_cpu is None:
+        lines.append(("panic CPU", UNKNOWN))
+    elif panic_cpu == PANIC_CPU_INVALID:
+        lines.append(("panic CPU", "none (panic_cpu is -1: the kernel did not panic)"))
+    else:
+        lines.append(("panic CPU", str(panic_cpu)))
+    if info.crashed_cpu is not None:
+        lines.append(("kdump current_cpu", str(info.crashed_cpu)))
+
+    ranges = list(dump.source.ranges())
+    total = sum(end - start for start, end in ranges)
+    lines.append(("RAM", f"{_size(total)} in {len(ranges)} range(s) the dump describes"))
+    lines.append(("format", info.format))
+    lines.append(("compression", info.compression))
+    lines.append(("dump level", str(info.dump_level) if info.dump_level is not None else UNKNOWN))
+    lines.append(("paging levels", str(dump.kvirt.translator.levels)))
+    offset = _value(lambda: vi.kerneloffset)
+    lines.append(("KASLR offset", _hex_signed(offset) if offset is not None else UNKNOWN))
+    phys_base = _value(lambda: vi.number("phys_base"))
+    lines.append(("phys_base", _hex_signed(phys_base) if phys_base is not None else UNKNOWN))
+    for key, value in info.extra.items():
+        lines.append((key, value))
+    return "".join(f"{key}: {value}\n" for key, value in lines)
