@@ -48,7 +48,6 @@ MAX_LOG_BUF_LEN = 1 << 31
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
-_S32 = struct.Struct("<i")
 _U64 = struct.Struct("<Q")
 
 # --- one record's line ------------------------------------------------------------------------
