@@ -325,9 +325,27 @@ def test_the_btf_file_is_a_window_onto_kvirt():
     start = 0xFFFFFFFF82000000
     mem.write(start, b"\x9f\xeb\x01\x00" + bytes(4092))
     f = LazyWindowFile(mem, lambda: (start, start + 0x2000))  # the second page is absent
-    assert f.size() == 0x2000 and f.open_direct_io()
+    assert f.size() == 0x2000 and f.open_direct_io()  # partly absent: direct_io
     assert f.read(0, 4) == b"\x9f\xeb\x01\x00"
     assert len(f.read(0xFF0, 0x100)) == 0x10  # short at the gap...
     with pytest.raises(FaultError):
         f.read(0x1000, 16)  # ...and EIO at it
     assert f.read(0x2000, 16) == b""
+    mem.write(start + 0x1000, bytes(0x1000))
+    whole = LazyWindowFile(mem, lambda: (start, start + 0x2000))
+    assert not whole.open_direct_io()  # every byte present: the page cache may keep it
+
+
+def test_an_absent_parent_is_not_a_ppid(system):
+    from vmcorefs.kernel.tasks import ppid_text
+
+    ghost = 0xFFFF888777000000
+    system.mem.put64(system.t2 + OFF["real_parent"], ghost)
+    tl = system.build()
+    t2 = tl.by_name()["2"]
+    assert t2.ppid is None
+    with pytest.raises(Unavailable, match="parent task_struct at 0xffff888777000000"):
+        ppid_text(t2)
+    assert ppid_text(tl.by_name()["100"]) == "1\n"
+    line = next(x for x in ps_text(tl).splitlines() if "kthreadd" in x)
+    assert line.split()[:2] == ["2", "-"]

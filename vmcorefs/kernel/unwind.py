@@ -396,8 +396,9 @@ ENTRY_INNER_LABELS = frozenset(
     }
 )
 #: GCC names the pieces it splits off or specialises a function into ``f.cold``,
-#: ``f.part.0``, ``f.isra.0``, ``f.constprop.0`` (and combinations); they are code of ``f``.
-_GCC_SUFFIX = re.compile(r"(?:\.(?:cold|part|isra|constprop|lto_priv|localalias)(?:\.\d+)?)+$")
+#: ``f.part.0``, ``f.isra.0``, ``f.constprop.0`` (and combinations; clang's LTO ``f.llvm.N``);
+#: they are code of ``f``, and debuggers name their frames ``f``.
+_GCC_SUFFIX = re.compile(r"(?:\.(?:cold|part|isra|constprop|lto_priv|localalias|llvm)(?:\.\d+)?)+$")
 
 
 def linker_marker(name: str) -> bool:
