@@ -106,6 +106,55 @@ class WindowFile(File):
         return data
 
 
+class SymbolFile(WindowFile):
+    """``sym/NAME``: a window onto ``kvirt`` at a symbol (see kernel/symbols.py for extents).
+
+    Served through the page cache when its whole range is present (the dump never changes);
+    opened with ``direct_io`` when part of it is absent, so that a read stops at the gap and
+    the next one fails with EIO, as for ``kvirt``.
+    """
+
+    direct_io = False
+
+    def __init__(self, space: AddressSpace, base: int, length: int) -> None:
+        super().__init__(space, base, length)
+        self._partly_absent: bool | None = None
+
+    def open_direct_io(self) -> bool:
+        if self._partly_absent is None:  # computed once: a benign race computes it twice
+            try:
+                self.space.read_exact(self.base, self.length)
+                self._partly_absent = False
+            except FaultError:
+                self._partly_absent = True
+        return self._partly_absent
+
+
+class LazyEntries(Mapping[str, Node]):
+    """Directory entries whose nodes are made on first lookup: ``keys`` maps each name to what
+    ``make`` needs. Listing a 100k-entry directory then costs no node and no I/O."""
+
+    def __init__(self, keys: Mapping[str, object], make: Callable[[object], Node]) -> None:
+        self._keys = keys
+        self._make = make
+        self._nodes: dict[str, Node] = {}
+
+    def __getitem__(self, name: str) -> Node:
+        node = self._nodes.get(name)
+        if node is None:
+            node = self._nodes.setdefault(name, self._make(self._keys[name]))
+        return node
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._keys
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 class Directory(Node):
     """A directory whose entries are built once, on first use."""
 
@@ -161,6 +210,36 @@ def _section_info(dump) -> Directory:
     return Directory(lambda: {info_key_filename(k): text(v + "\n") for k, v in vi.items()})
 
 
+def _section_sym(dump) -> Directory:
+    """``sym/NAME``: the kernel's memory at each symbol (naming and sizes: kernel/symbols.py)."""
+
+    def entries() -> Mapping[str, Node]:
+        table = dump.symbols
+
+        def make(i) -> Node:
+            return SymbolFile(dump.kvirt, *table.file_extent(i))
+
+        return LazyEntries(table.file_entries(), make)
+
+    return Directory(entries)
+
+
+def _section_uts(dump) -> Directory:
+    from .kernel.uts import UTS_FIELDS
+
+    def field(name: str) -> BytesFile:
+        return BytesFile(lambda: dump.uts.field(name) + b"\n")
+
+    return Directory({name: field(name) for name in UTS_FIELDS})
+
+
+def _section_mm(dump) -> Directory:
+    def view(name: str) -> BytesFile:
+        return BytesFile(lambda: getattr(dump.mm, name))
+
+    return Directory({name: view(name) for name in ("usage", "vmalloc", "nodes", "buddyinfo")})
+
+
 README_TASKS = (
     "btf          the kernel's own BTF blob (__start_BTF..__stop_BTF):\n"
     "             bpftool btf dump file btf format c\n"
@@ -190,6 +269,13 @@ def readme_text(dump) -> str:
         "             (= address & 0x7fffffffffffffff), e.g.\n"
         "             dd if=kvirt bs=64 count=1 iflag=skip_bytes \\\n"
         "                skip=$((0xffffffff81000000 & 0x7fffffffffffffff)) | hexdump -C\n"
+        "\n"
+        "kallsyms     the symbol table (dump's kallsyms, VMCOREINFO, --vmlinux, --system-map)\n"
+        "             in /proc/kallsyms format, sorted by address\n"
+        "sym/NAME     kernel memory at symbol NAME (NAME@ADDRESS when NAME has several);\n"
+        "             size: the symbol's own, else up to the next symbol, at most 1 MiB;\n"
+        "             per-CPU symbols show CPU 0's copy\n"
+        "\n"
         + README_TASKS
         + "\n"
         "Absent memory (holes, pages the dump left out, unmapped addresses) reads as an\n"
@@ -300,9 +386,13 @@ def build_tree(dump) -> Tree:
         "info": _section_info(dump),
         "phys": WindowFile(dump.phys, 0, dump.phys.size),
         "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1),
+        "uts": _section_uts(dump),
+        "mm": _section_mm(dump),
         "summary": BytesFile(dump.summary),
         "dmesg": BytesFile(dump.dmesg),
         "cpus": _section_cpus(dump),
+        "kallsyms": BytesFile(lambda: dump.symbols.kallsyms_text()),
+        "sym": _section_sym(dump),
         **_section_btf_tasks(dump),
     }
     return Tree(Directory(entries))

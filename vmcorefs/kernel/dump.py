@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 from ..dumpfile.detect import open_source
 from ..dumpfile.source import PhysicalSource
-from ..errors import DumpError, Unavailable
+from ..errors import DumpError, FaultError, Unavailable
 from ..memory.physical import PhysicalMemory
 from ..memory.x86_64 import KernelVirtualMemory
 from ..vmcoreinfo import VmcoreInfo
-from .lazy import lazy  # noqa: F401 - used by the views added below
+from .lazy import lazy
 from .symbols import SymbolSource, SymbolTable, build_symbol_table
+from .symfiles import load_user_symbols
 
 
 @dataclass
@@ -40,12 +41,17 @@ class Dump:
                 "no VMCOREINFO note: not a Linux kernel crash dump this tool can read",
             )
         self.vmcoreinfo = VmcoreInfo(raw)
-        self.phys = PhysicalMemory(source, zero_fill=self.options.zero_fill)
+        self.phys = PhysicalMemory(
+            source, zero_fill=self.options.zero_fill, cache_size_mib=self.options.cache_size_mib
+        )
         self.kvirt = KernelVirtualMemory(
             self.phys, self.vmcoreinfo, cache_size_mib=self.options.cache_size_mib
         )
-        #: Symbols from --vmlinux / --system-map, checked against the dump (kernel/symfiles.py).
-        self.user_symbols: list[SymbolSource] = []
+        #: Symbols from --vmlinux / --system-map, checked against the dump (kernel/symfiles.py)
+        #: now, so that a file that does not belong to the dump is refused before mounting.
+        self.user_symbols: list[SymbolSource] = load_user_symbols(
+            self.options.vmlinux, self.options.system_map, self.kvirt, self.vmcoreinfo
+        )
 
     def close(self) -> None:
         self.source.close()
@@ -63,6 +69,20 @@ class Dump:
     def symbols(self) -> SymbolTable:
         """The merged symbol table (kernel/symbols.py), decoded once, on first use."""
         return build_symbol_table(self.kvirt, self.vmcoreinfo, self.user_symbols)
+
+    @lazy
+    def uts(self):
+        """``init_uts_ns.name``: the six uname strings (:mod:`.uts`)."""
+        from .uts import read_utsname
+
+        return read_utsname(self.vmcoreinfo, self.kvirt)
+
+    @lazy
+    def mm(self):
+        """The ``mm/`` views: usage, vmalloc, nodes, buddyinfo (:mod:`.mm`)."""
+        from .mm import MemoryViews
+
+        return MemoryViews(self)
 
     @lazy
     def kernel_log(self) -> bytes:
@@ -89,7 +109,7 @@ class Dump:
 
         try:
             address = self.symbols.get("panic_cpu")
-        except Unavailable:
+        except (Unavailable, FaultError):  # no symbol table at all
             address = None
         return read_panic_cpu(self.kvirt, address)
 
