@@ -46,7 +46,7 @@ ORC_REG_SP_INDIRECT = 9
 ORC_TYPE_CALL = 0
 ORC_TYPE_REGS = 1
 ORC_TYPE_REGS_PARTIAL = 2
-# ... and from Linux 6.4 (commit fb799447ae29 "x86,objtool: Split UNWIND_HINT_EMPTY in two"),
+# ... and from Linux 6.4 ("x86,objtool: Split UNWIND_HINT_EMPTY in two"),
 # where ``end`` became a type of its own; :class:`OrcLayout` maps these to the ones above.
 _ORC_TYPE_UNDEFINED_V2 = 0
 _ORC_TYPE_END_OF_STACK_V2 = 1
@@ -66,7 +66,8 @@ class OrcEntry:
     type: int  # ORC_TYPE_CALL, ORC_TYPE_REGS, ORC_TYPE_REGS_PARTIAL, or -1 (undefined)
     end: bool  # the end of the stack (UNWIND_HINT_EMPTY / END_OF_STACK)
     #: the caller's frame was interrupted, not a call: its ip is looked up as is. Until 6.2
-    #: the REGS types; since 6.3 a bit of its own (commit ffb1b4a41016).
+    #: the REGS types; since 6.3 a bit of its own ("x86/unwind/orc: Add 'signal' field to
+    #: ORC metadata").
     signal: bool = False
 
 
