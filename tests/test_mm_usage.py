@@ -397,3 +397,103 @@ def test_real_dumps_equal_makedumpfiles_report(case, name):
         }
         if "#" not in got:
             assert got == truth
+
+
+# -- how the mem_section root is found ---------------------------------------------------------
+
+
+def test_mem_section_given_as_the_pointers_address(tmp_path):
+    """A vmlinux gives the address of the pointer mem_section, VMCOREINFO its value: with the
+    former the root array is found by reading the pointer (makedumpfile's second try)."""
+    k, classes = basic_kernel(model="vmemmap")
+    pointer = k.data(8, int(k.vmcoreinfo["SYMBOL(mem_section)"], 16).to_bytes(8, "little"))
+    k.symbol("mem_section", pointer)
+    path = k.write_core(tmp_path / "core")
+    assert usage(path) == expected(k, classes, 16384, set(range(16384)))
+
+
+def test_without_length_mem_section_is_extreme(tmp_path):
+    k, classes = basic_kernel(model="vmemmap")
+    path = k.write_core(tmp_path / "core", drop=["LENGTH(mem_section)"])
+    assert usage(path) == expected(k, classes, 16384, set(range(16384)))
+
+
+# -- rules that newer kernels' VMCOREINFO switches on ------------------------------------------
+
+HUGE, SLAB, UNACCEPTED = -1025, -513, -2049  # PAGE_*_MAPCOUNT_VALUE as Linux 6.12 has them
+
+
+def newer_kernel(**keys: str) -> tuple[SyntheticKernel, dict[str, set[int]]]:
+    k = SyntheticKernel([(0, 64 * MiB)], model="vmemmap")
+    k.add_uts(UTS)
+    for name in ("HUGETLB_PAGE_DTOR",):
+        k.vmcoreinfo.pop(f"NUMBER({name})")
+    k.vmcoreinfo.update(keys)
+    return k, {}
+
+
+def folio(k: SyntheticKernel, pfn: int, order: int, *, head: dict, flags_1: int) -> None:
+    """A large folio the 6.6+ way: the order in the first tail page's flags, low byte."""
+    k.set_page(pfn, **{**head, "flags": head.get("flags", 0) | 1 << PG_head})
+    for t in range(1, 1 << order):
+        k.set_page(pfn + t, chead=k.struct_page_kva(pfn) | 1)
+    k.set_page(pfn + 1, flags=flags_1 | order)
+
+
+def test_hugetlb_by_page_type_linux_6_9(tmp_path):
+    k, _ = newer_kernel(**{"NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)": str(HUGE)})
+    folio(k, 8192, 9, head={"mapcount": HUGE}, flags_1=0)  # hugetlb: 512 user pages
+    folio(k, 9216, 2, head={"mapcount": -1}, flags_1=0)  # another large folio: kept
+    path = k.write_core(tmp_path / "core")
+    got = usage(path)
+    assert got["user_process_data_pages"] == 512
+    assert got == expected(k, {"user": set(range(8192, 8704))}, 16384, set(range(16384)))
+
+
+def test_hugetlb_by_flag_linux_6_6(tmp_path):
+    k, _ = newer_kernel(**{"NUMBER(PG_hugetlb)": "9"})
+    folio(k, 8192, 3, head={}, flags_1=1 << 9)
+    folio(k, 8200, 3, head={}, flags_1=0)  # not hugetlb: kept
+    path = k.write_core(tmp_path / "core")
+    assert usage(path) == expected(k, {"user": set(range(8192, 8200))}, 16384, set(range(16384)))
+
+
+def test_slab_and_unaccepted_page_types(tmp_path):
+    k, _ = newer_kernel(
+        **{
+            "NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)": str(SLAB),
+            "NUMBER(PAGE_UNACCEPTED_MAPCOUNT_VALUE)": str(UNACCEPTED),
+        }
+    )
+    k.set_page(8000, mapcount=SLAB, mapping=k.kva(0x30_0000) | 1)  # slab, not anonymous: kept
+    k.set_page(8001, mapping=k.kva(0x30_0000) | 1)  # anonymous
+    k.set_page(9216, mapcount=UNACCEPTED)  # a MAX_PAGE_ORDER block of unaccepted memory
+    path = k.write_core(tmp_path / "core")
+    want = expected(k, {"user": {8001}, "free": set(range(9216, 10240))}, 16384, set(range(16384)))
+    assert usage(path) == want
+
+
+def test_folio_order_offset_linux_6_3(tmp_path):
+    """Linux 6.3 to 6.5: the order and dtor at OFFSET(folio._folio_order/_dtor) - SIZE(page)."""
+    k, _ = newer_kernel(
+        **{
+            "NUMBER(HUGETLB_PAGE_DTOR)": "2",
+            "OFFSET(folio._folio_dtor)": str(64 + 16),
+            "OFFSET(folio._folio_order)": str(64 + 17),
+        }
+    )
+    k.vmcoreinfo.pop("OFFSET(page.compound_order)")
+    k.vmcoreinfo.pop("OFFSET(page.compound_dtor)")
+    k.compound(8192, 4, dtor=2)
+    path = k.write_core(tmp_path / "core")
+    assert usage(path) == expected(k, {"user": set(range(8192, 8208))}, 16384, set(range(16384)))
+
+
+def test_columns_of_an_unaligned_layout():
+    from vmcorefs.kernel.mm_usage import _column
+
+    data = b"".join(bytes([i]) * 3 + (1000 + i).to_bytes(8, "little") + bytes(69) for i in range(5))
+    assert _column(data, 5, 80, 3, 8) == [1000, 1001, 1002, 1003, 1004]
+    assert _column(data, 5, 80, 0, 4) == [
+        int.from_bytes(bytes([i]) * 3 + bytes([232 + i]), "little") for i in range(5)
+    ]
