@@ -261,8 +261,14 @@ def test_more_excluded_than_present_wraps_like_makedumpfile(tmp_path):
     assert got["remaining_pages"] == (1 << 64) - 512
 
 
-def test_free_pages_from_the_free_lists(tmp_path):
+@pytest.mark.parametrize("window", [None, 512])
+def test_free_pages_from_the_free_lists(tmp_path, monkeypatch, window):
     """A kernel without PAGE_BUDDY_MAPCOUNT_VALUE: the zones' free lists give the free pages."""
+    if window:
+        from vmcorefs.kernel import mm_usage
+
+        monkeypatch.setattr(mm_usage, "BLOCK_PAGES", window)
+        monkeypatch.setattr(mm_usage, "WINDOW_PAGES", window)
     k = SyntheticKernel([(0, 64 * MiB)], model="vmemmap")
     k.add_uts(UTS)
     blocks = {(0, 1, 10, 2): [8192, 10240], (0, 1, 0, 0): [9300], (0, 0, 3, 1): [400]}
@@ -497,3 +503,19 @@ def test_columns_of_an_unaligned_layout():
     assert _column(data, 5, 80, 0, 4) == [
         int.from_bytes(bytes([i]) * 3 + bytes([232 + i]), "little") for i in range(5)
     ]
+
+
+@pytest.mark.parametrize("model", ["vmemmap", "flat"])
+def test_small_windows_give_the_same_counts(tmp_path, monkeypatch, model):
+    """Ranges that run past a window are carried into the next ones."""
+    from vmcorefs.kernel import mm_usage
+
+    k, classes, twice = corner_kernel(model)
+    k.compound(5120, 10, flags=1 << PG_lru, mapping=k.kva(0x30_0000))  # across 2 windows
+    classes["cache"] |= set(range(5120, 6144))
+    path = k.write_core(tmp_path / "core")
+    ram = set(range(0, 10240)) | set(range(12288, 16384))
+    want = expected(k, classes, 16384, ram, extra_free=twice)
+    monkeypatch.setattr(mm_usage, "BLOCK_PAGES", 512)
+    monkeypatch.setattr(mm_usage, "WINDOW_PAGES", 512)
+    assert usage(path) == want

@@ -38,8 +38,8 @@ SECTION_MAP_MASK = ~(SECTION_MAP_LAST_BIT - 1) & 0xFFFF_FFFF_FFFF_FFFF
 X86_64_SECTION_SIZE_BITS = 27
 X86_64_MAX_PHYSMEM_BITS = 46
 X86_64_MAX_PHYSMEM_BITS_LA57 = 52
-#: A sanity bound on nodes and on the sections one dump can describe (2**25: 52-bit, 128 MiB).
-MAX_NODES = 1 << 10
+#: Sanity bounds: nodemask_t bytes (64k nodes), sections one dump can describe (52-bit, 128 MiB)
+MAX_NODEMASK_BYTES = 8192
 MAX_SECTIONS = 1 << 25
 #: mem_section entries read at once (128 KiB of 32-byte entries).
 SECTIONS_PER_READ = 4096
@@ -289,7 +289,7 @@ def online_nodes(vi: VmcoreInfo, kvirt: AddressSpace) -> list[int]:
     """The node ids set in ``node_online_map`` (``SIZE(nodemask_t)`` bytes)."""
     addr = vi.need("SYMBOL", "node_online_map")
     size = vi.need("SIZE", "nodemask_t")
-    if not 0 < size <= MAX_NODES // 8 * 64:
+    if not 0 < size <= MAX_NODEMASK_BYTES:
         raise Unavailable(f"implausible SIZE(nodemask_t) {size}")
     try:
         raw = kvirt.read_exact(addr, size)
