@@ -519,3 +519,16 @@ def test_small_windows_give_the_same_counts(tmp_path, monkeypatch, model):
     monkeypatch.setattr(mm_usage, "BLOCK_PAGES", 512)
     monkeypatch.setattr(mm_usage, "WINDOW_PAGES", 512)
     assert usage(path) == want
+
+
+@pytest.mark.parametrize("zero_fill", [False, True])
+def test_struct_pages_absent_from_the_file_are_never_zero_filled(tmp_path, zero_fill):
+    k, classes = basic_kernel(model="vmemmap")
+    backing = k.struct_page(12000) & ~(PAGE - 1)  # the page holding pfn 12000's struct page
+    lost = set(range(12000 // 64 * 64, 12000 // 64 * 64 + 64))
+    hole = backing // PAGE
+    path = k.write_core(tmp_path / "core", ranges=[(0, backing), (backing + PAGE, 64 * MiB)])
+    got = usage(path, zero_fill=zero_fill)
+    ram = set(range(16384)) - {hole}
+    assert got.pop("#").startswith("# 64 pages have no struct page in the dump")
+    assert got == expected(k, classes, 16384, ram, skip_zero=lost)
