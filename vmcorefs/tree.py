@@ -106,6 +106,55 @@ class WindowFile(File):
         return data
 
 
+class SymbolFile(WindowFile):
+    """``sym/NAME``: a window onto ``kvirt`` at a symbol (see kernel/symbols.py for extents).
+
+    Served through the page cache when its whole range is present (the dump never changes);
+    opened with ``direct_io`` when part of it is absent, so that a read stops at the gap and
+    the next one fails with EIO, as for ``kvirt``.
+    """
+
+    direct_io = False
+
+    def __init__(self, space: AddressSpace, base: int, length: int) -> None:
+        super().__init__(space, base, length)
+        self._partly_absent: bool | None = None
+
+    def open_direct_io(self) -> bool:
+        if self._partly_absent is None:  # computed once: a benign race computes it twice
+            try:
+                self.space.read_exact(self.base, self.length)
+                self._partly_absent = False
+            except FaultError:
+                self._partly_absent = True
+        return self._partly_absent
+
+
+class LazyEntries(Mapping[str, Node]):
+    """Directory entries whose nodes are made on first lookup: ``keys`` maps each name to what
+    ``make`` needs. Listing a 100k-entry directory then costs no node and no I/O."""
+
+    def __init__(self, keys: Mapping[str, object], make: Callable[[object], Node]) -> None:
+        self._keys = keys
+        self._make = make
+        self._nodes: dict[str, Node] = {}
+
+    def __getitem__(self, name: str) -> Node:
+        node = self._nodes.get(name)
+        if node is None:
+            node = self._nodes.setdefault(name, self._make(self._keys[name]))
+        return node
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._keys
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 class Directory(Node):
     """A directory whose entries are built once, on first use."""
 
@@ -161,6 +210,20 @@ def _section_info(dump) -> Directory:
     return Directory(lambda: {info_key_filename(k): text(v + "\n") for k, v in vi.items()})
 
 
+def _section_sym(dump) -> Directory:
+    """``sym/NAME``: the kernel's memory at each symbol (naming and sizes: kernel/symbols.py)."""
+
+    def entries() -> Mapping[str, Node]:
+        table = dump.symbols
+
+        def make(i) -> Node:
+            return SymbolFile(dump.kvirt, *table.file_extent(i))
+
+        return LazyEntries(table.file_entries(), make)
+
+    return Directory(entries)
+
+
 def _section_uts(dump) -> Directory:
     from .kernel.uts import UTS_FIELDS
 
@@ -175,6 +238,19 @@ def _section_mm(dump) -> Directory:
         return BytesFile(lambda: getattr(dump.mm, name))
 
     return Directory({name: view(name) for name in ("usage", "vmalloc", "nodes", "buddyinfo")})
+
+
+README_TASKS = (
+    "btf          the kernel's own BTF blob (__start_BTF..__stop_BTF):\n"
+    "             bpftool btf dump file btf format c\n"
+    "tasks/NAME/  comm state ppid tgid cpu task stack of every task, from BTF (no vmlinux);\n"
+    "             NAME is the pid; a pid that several tasks share is PID@cpuN for each\n"
+    "             CPU's idle task (pid 0) and PID@ADDRESS (task_struct, 16 hex digits) else\n"
+    "ps           PID PPID CPU TASK ST COMM; '>' marks the task running on each CPU\n"
+    "modules      as /proc/modules: name size refcount users state 0xbase\n"
+    "stack        (tasks/NAME/, cpus/N/) one frame a line, innermost first, unwound with the\n"
+    "             dump's ORC tables: function+0xOFF/0xSIZE ([module]); a user-space pc ends it\n"
+)
 
 
 def readme_text(dump) -> str:
@@ -194,6 +270,14 @@ def readme_text(dump) -> str:
         "             dd if=kvirt bs=64 count=1 iflag=skip_bytes \\\n"
         "                skip=$((0xffffffff81000000 & 0x7fffffffffffffff)) | hexdump -C\n"
         "\n"
+        "kallsyms     the symbol table (dump's kallsyms, VMCOREINFO, --vmlinux, --system-map)\n"
+        "             in /proc/kallsyms format, sorted by address\n"
+        "sym/NAME     kernel memory at symbol NAME (NAME@ADDRESS when NAME has several);\n"
+        "             size: the symbol's own, else up to the next symbol, at most 1 MiB;\n"
+        "             per-CPU symbols show CPU 0's copy\n"
+        "\n"
+        + README_TASKS
+        + "\n"
         "Absent memory (holes, pages the dump left out, unmapped addresses) reads as an\n"
         "I/O error (EIO); a read that reaches it stops short first. --zero-fill reads absent\n"
         "physical memory as zeros instead.\n"
@@ -207,11 +291,74 @@ def _cpu_entries(dump, cpu) -> dict[str, Node]:
     return {
         "regs": BytesFile(lambda: regs_text(cpu, crashed=dump.panic_cpu == cpu.index)),
         "prstatus": BytesFile(lambda: cpu.prstatus),
+        "stack": BytesFile(lambda: dump.stacks.cpu_stack(cpu.index)),
     }
 
 
 def _section_cpus(dump) -> Directory:
     return Directory(lambda: {str(c.index): Directory(_cpu_entries(dump, c)) for c in dump.cpus})
+
+
+class LazyWindowFile(File):
+    """A window onto an address space whose bounds are found on first use (``bounds()``);
+    one line ``unavailable: <reason>`` when they cannot be."""
+
+    def __init__(self, space: AddressSpace, bounds: Callable[[], tuple[int, int]]) -> None:
+        self._space = space
+        self._bounds = bounds
+        self._file: File | None = None
+        self._lock = threading.Lock()
+
+    def _resolve(self) -> File:
+        if self._file is None:
+            with self._lock:
+                if self._file is None:
+                    try:
+                        start, stop = self._bounds()
+                        self._file = WindowFile(self._space, start, stop - start)
+                    except Unavailable as exc:
+                        self._file = text(f"unavailable: {exc.reason}\n")
+        return self._file
+
+    def size(self) -> int:
+        return self._resolve().size()
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self._resolve().read(offset, size)
+
+    def open_direct_io(self) -> bool:
+        return self._resolve().open_direct_io()
+
+
+def _task_entries(dump, task) -> dict[str, Node]:
+    """The files of ``tasks/NAME/`` (a ``kernel/tasks.py`` Task)."""
+    return {
+        "comm": BytesFile(lambda: task.comm + b"\n"),
+        "state": text(task.state + "\n"),
+        "ppid": text(f"{task.ppid}\n"),
+        "tgid": text(f"{task.tgid}\n"),
+        "cpu": text(f"{task.cpu}\n"),
+        "task": text(f"0x{task.address:016x}\n"),
+        "stack": BytesFile(lambda: dump.stacks.task_stack(task)),
+    }
+
+
+def _section_tasks(dump) -> Directory:
+    return Directory(
+        lambda: {t.name: Directory(lambda t=t: _task_entries(dump, t)) for t in dump.tasks.tasks}
+    )
+
+
+def _section_btf_tasks(dump) -> dict[str, Node]:
+    """``btf``, ``tasks/``, ``ps``, ``modules``: the kernel's types and what they reveal."""
+    from .kernel.tasks import ps_text
+
+    return {
+        "btf": LazyWindowFile(dump.kvirt, lambda: dump.btf_bounds),
+        "tasks": _section_tasks(dump),
+        "ps": BytesFile(lambda: ps_text(dump.tasks)),
+        "modules": BytesFile(lambda: dump.modules.proc_modules()),
+    }
 
 
 def build_tree(dump) -> Tree:
@@ -227,5 +374,8 @@ def build_tree(dump) -> Tree:
         "summary": BytesFile(dump.summary),
         "dmesg": BytesFile(dump.dmesg),
         "cpus": _section_cpus(dump),
+        "kallsyms": BytesFile(lambda: dump.symbols.kallsyms_text()),
+        "sym": _section_sym(dump),
+        **_section_btf_tasks(dump),
     }
     return Tree(Directory(entries))
