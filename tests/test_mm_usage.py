@@ -386,8 +386,20 @@ STRUCT_PAGE_CLASSES = (
 )
 
 
+REAL_FILES = (
+    "vmcore.elf",
+    "mdf-d31.elf",
+    "mdf-d31-zlib.kdump",
+    "mdf-d31-lzo.kdump",
+    "mdf-d31-snappy.kdump",
+    "mdf-d31-zstd.kdump",
+    "mdf-d31-zlib.flat",
+    "qemu-kdump-zlib.flat",
+)
+
+
 @pytest.mark.realdump
-@pytest.mark.parametrize("name", ["vmcore.elf", "mdf-d31.elf"])
+@pytest.mark.parametrize("name", REAL_FILES)
 def test_real_dumps_equal_makedumpfiles_report(case, name):
     """truth.json holds makedumpfile 1.7.2's own report on the full dump."""
     if name not in case.truth["files"]:
@@ -403,6 +415,8 @@ def test_real_dumps_equal_makedumpfiles_report(case, name):
         }
         if "#" not in got:
             assert got == truth
+    # --zero-fill changes nothing here: classification reads memory as the dump holds it
+    assert usage(case.file(name), zero_fill=True) == got
 
 
 # -- how the mem_section root is found ---------------------------------------------------------

@@ -47,7 +47,9 @@ def test_absent_memory_is_unavailable(tmp_path):
 
 
 @pytest.mark.realdump
-@pytest.mark.parametrize("name", ["vmcore.elf", "mdf-d31.elf"])
+@pytest.mark.parametrize(
+    "name", ["vmcore.elf", "mdf-d31.elf", "mdf-d31-zlib.kdump", "mdf-d31-zlib.flat"]
+)
 def test_real_dumps_equal_the_guests_uname(case, name):
     if name not in case.truth["files"]:
         pytest.skip(f"{case.name} has no {name}")
