@@ -142,7 +142,14 @@ class PageRules:
         version = kernel_version(vi.osrelease)
 
         def num(name: str) -> int | None:
-            return vi.number(name)
+            value = vi.number(name)
+            if value is not None and name.startswith("PG_") and not 0 <= value < 64:
+                raise Unavailable(f"VMCOREINFO has an implausible NUMBER({name}) {value}")
+            return value
+
+        def need(name: str) -> int:
+            vi.need("NUMBER", name)
+            return num(name)  # type: ignore[return-value]
 
         def mapcount(name: str) -> int | None:
             value = num(name)
@@ -190,9 +197,20 @@ class PageRules:
             hugetlb_dtors.add(num("HUGETLB_PAGE_DTOR"))
         if vi.symbol("free_huge_page") is not None:
             hugetlb_dtors.add(vi.symbol("free_huge_page"))
-        for name in ("page.flags", "page.mapping"):
-            if vi.need("OFFSET", name) + 8 > spage:
-                raise Unavailable(f"OFFSET({name}) lies outside SIZE(page) {spage}")
+        if not 8 <= spage <= page_size:
+            raise Unavailable(f"VMCOREINFO has an implausible SIZE(page) {spage}")
+        # Every field read must lie inside its struct page (the tail's fields in the tail).
+        for what, off, width in (
+            ("OFFSET(page.flags)", vi.need("OFFSET", "page.flags"), 8),
+            ("OFFSET(page.mapping)", vi.need("OFFSET", "page.mapping"), 8),
+            ("OFFSET(page._mapcount)", off_mapcount, 4),
+            ("OFFSET(page.private)", off_private, 8),
+            ("OFFSET(page.compound_head)", off_chead, 8),
+            ("the compound order offset", order_offset or None, 2),
+            ("the compound dtor offset", dtor_offset or None, 8 if old else 2),
+        ):
+            if off is not None and not 0 <= off <= spage - width:
+                raise Unavailable(f"{what} {off} lies outside SIZE(page) {spage}")
         return cls(
             page_size=page_size,
             spage=spage,
@@ -205,15 +223,15 @@ class PageRules:
             dtor_offset=dtor_offset,
             order_width=1 if new else 2,
             dtor_width=1 if new else (2 if not old else 8),
-            m_lru=flag_mask(vi.need("NUMBER", "PG_lru")),
-            m_private=flag_mask(vi.need("NUMBER", "PG_private")),
-            m_swapcache=flag_mask(vi.need("NUMBER", "PG_swapcache")),
+            m_lru=flag_mask(need("PG_lru")),
+            m_private=flag_mask(need("PG_private")),
+            m_swapcache=flag_mask(need("PG_swapcache")),
             m_swapbacked=None if swapbacked is None else flag_mask(swapbacked),
             m_hwpoison=None if hwpoison is None else flag_mask(hwpoison),
-            bit_slab=(1 << vi.need("NUMBER", "PG_slab")) & _M64,
+            bit_slab=1 << need("PG_slab"),
             head_mask=vi.need("NUMBER", "PG_head_mask") & _M64,
             buddy_mode=buddy_mode,
-            bit_buddy=(1 << pg_buddy) & _M64 if pg_buddy is not None else 0,
+            bit_buddy=1 << pg_buddy if pg_buddy is not None else 0,
             buddy_mapcount=buddy_value,
             offline_mapcount=mapcount("PAGE_OFFLINE_MAPCOUNT_VALUE"),
             slab_mapcount=mapcount("PAGE_SLAB_MAPCOUNT_VALUE"),
