@@ -312,6 +312,7 @@ class LazyWindowFile(File):
         self._space = space
         self._bounds = bounds
         self._file: File | None = None
+        self._complete: bool | None = None
         self._lock = threading.Lock()
 
     def _resolve(self) -> File:
@@ -332,15 +333,31 @@ class LazyWindowFile(File):
         return self._resolve().read(offset, size)
 
     def open_direct_io(self) -> bool:
-        return self._resolve().open_direct_io()
+        """Through the page cache when every byte is present (checked once), else direct_io
+        so that the short read and the EIO at the gap reach the reader (as ``sym/``)."""
+        f = self._resolve()
+        if not isinstance(f, WindowFile):
+            return f.open_direct_io()
+        if self._complete is None:
+            done, pos = True, 0
+            while pos < f.length:  # bounded: advances by what each read returns, or stops
+                got = len(f.space.read(f.base + pos, min(1 << 20, f.length - pos)))
+                if not got:
+                    done = False
+                    break
+                pos += got
+            self._complete = done
+        return not self._complete
 
 
 def _task_entries(dump, task) -> dict[str, Node]:
     """The files of ``tasks/NAME/`` (a ``kernel/tasks.py`` Task)."""
+    from .kernel.tasks import ppid_text
+
     return {
         "comm": BytesFile(lambda: task.comm + b"\n"),
         "state": text(task.state + "\n"),
-        "ppid": text(f"{task.ppid}\n"),
+        "ppid": BytesFile(lambda: ppid_text(task)),
         "tgid": text(f"{task.tgid}\n"),
         "cpu": text(f"{task.cpu}\n"),
         "task": text(f"0x{task.address:016x}\n"),
