@@ -73,9 +73,10 @@ class Dump:
     @lazy
     def uts(self):
         """``init_uts_ns.name``: the six uname strings (:mod:`.uts`)."""
+        from .strict import strict_spaces
         from .uts import read_utsname
 
-        return read_utsname(self.vmcoreinfo, self.kvirt)
+        return read_utsname(self.vmcoreinfo, strict_spaces(self)[1])
 
     @lazy
     def mm(self):
