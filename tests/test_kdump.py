@@ -72,12 +72,13 @@ def test_info_carries_the_header(tmp_path):
         3,
         8,
     )
-    assert info.extra["utsname.release"] == "6.1.0-test"
-    assert info.extra["utsname.machine"] == "x86_64"
-    assert info.extra["timestamp"] == "1700000000.123456"
-    assert info.extra["header_phys_base"] == str(-0xA800000)
-    assert info.extra["header_version"] == "6"
-    assert info.extra["dumped_pages"] == "100"
+    assert info.extra["kdump utsname release"] == "6.1.0-test"
+    assert info.extra["kdump utsname machine"] == "x86_64"
+    assert info.extra["kdump dump time"] == "2023-11-14 22:13:20.123456 UTC"
+    assert info.extra["kdump header phys_base"] == "-0xa800000"
+    assert info.extra["kdump header version"] == "6"
+    assert info.extra["kdump dumped pages"] == "100"
+    assert info.extra["kdump status"] == "0x20 (zstd)"
     assert "incomplete" not in info.extra
 
 

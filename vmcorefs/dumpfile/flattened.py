@@ -228,7 +228,7 @@ def open_flattened(
     flat = FlattenedFile(file, progress=progress)
     source = open_payload(flat, cache_size_mib=cache_size_mib)
     source.info.format = f"flattened ({source.info.format})"
-    source.info.extra["flattened_records"] = str(flat.records)
+    source.info.extra["flattened records"] = str(flat.records)
     return source
 
 
