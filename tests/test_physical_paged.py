@@ -172,3 +172,21 @@ def test_reads_racing_the_read_ahead_agree(dump):
         phys.read(0, 32 * PAGE)
         phys.read(32 * PAGE, 32 * PAGE)  # starts reading [64, 96) ahead
         assert phys.read(60 * PAGE + 5, 40 * PAGE) == expected(pages, 60 * PAGE + 5, 40 * PAGE)
+
+
+def test_a_fork_leaves_no_read_ahead_to_wait_for(dump):
+    """The CLI may daemonise (fork) after reading: the child must not wait on the parent's
+    read-ahead thread, which it does not have."""
+    import os
+    from concurrent.futures import Future
+
+    src, pages = dump
+    phys = PhysicalMemory(src, cache_size_mib=4)
+    phys._get_pool()  # the parent's pool
+    phys._ahead = (64, 96, Future())  # a read ahead of frames 64..95 that never ends
+    pid = os.fork()
+    if pid == 0:  # child: reads what the parent was reading ahead
+        ok = phys.read(64 * PAGE, 32 * PAGE) == expected(pages, 64 * PAGE, 32 * PAGE)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

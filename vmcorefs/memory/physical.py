@@ -145,7 +145,12 @@ class PhysicalMemory(AddressSpace):
         pages, first, stop = self._lookup(pfn0, count)
         if first < stop:
             ahead = self._ahead
-            if ahead and ahead[0] < pfn0 + stop and pfn0 + first < ahead[1]:
+            if (
+                ahead
+                and ahead[0] < pfn0 + stop
+                and pfn0 + first < ahead[1]
+                and self._pool_pid == os.getpid()  # a fork leaves the thread behind
+            ):
                 # Read ahead is loading these pages: wait for it rather than load them twice.
                 try:
                     ahead[2].result()
@@ -196,8 +201,12 @@ class PhysicalMemory(AddressSpace):
                 or self.cache.max_pages * self.page_size < 4 * size
             ):
                 return
-            if self._ahead is not None and not self._ahead[2].done():
-                return
+            if (
+                self._ahead is not None
+                and not self._ahead[2].done()
+                and self._pool_pid == os.getpid()
+            ):
+                return  # one read ahead at a time
             ps = self.page_size
             first, last = end // ps, (min(end + size, self.size) - 1) // ps
             future = self._get_pool().submit(self._prefetch, first, last - first + 1)
