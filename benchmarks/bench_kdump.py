@@ -222,12 +222,17 @@ def bench_tib(rounds: int) -> None:
             finally:
                 unmount(mnt)
                 proc.wait(timeout=30)
+        returns = []
+        for _ in range(rounds):
+            with vmcorefs_mount([str(path)]) as (_mnt, took):
+                returns.append(took)
         print(
             f"tib: 1 TiB of RAM (max_mapnr 2**28), file {st.st_size / MiB:.0f} MiB apparent, "
             f"{st.st_blocks * 512 / MiB:.0f} MiB on disk"
         )
         print(f"  open_dump in-process    best {min(opens):.3f} s")
         print(f"  mount (-f, to mounted)  best {min(mounts):.3f} s, worst {max(mounts):.3f} s")
+        print(f"  mount (command returns) best {min(returns):.3f} s, worst {max(returns):.3f} s")
         print(f"  daemon peak RSS         {max(rss) / MiB:.0f} MiB (VmHWM)")
 
 
