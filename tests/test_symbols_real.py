@@ -6,22 +6,13 @@ import bisect
 import random
 
 import pytest
+from symtables import gt_core_lines
 
 from vmcorefs.errors import Unavailable
 from vmcorefs.kernel.dump import open_dump
 from vmcorefs.kernel.kallsyms import ABSOLUTE_PERCPU, read_kallsyms
 
 pytestmark = pytest.mark.realdump
-
-
-def gt_core_lines(case) -> list[tuple[int, str, str]]:
-    """(address, type, name) of every core (non-module) line of gt/kallsyms.txt, in order."""
-    out = []
-    for line in case.file("gt/kallsyms.txt").read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3:  # module lines have a fourth field, "[module]"
-            out.append((int(parts[0], 16), parts[1], parts[2]))
-    return out
 
 
 @pytest.fixture(scope="module")

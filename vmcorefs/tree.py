@@ -106,6 +106,55 @@ class WindowFile(File):
         return data
 
 
+class SymbolFile(WindowFile):
+    """``sym/NAME``: a window onto ``kvirt`` at a symbol (see kernel/symbols.py for extents).
+
+    Served through the page cache when its whole range is present (the dump never changes);
+    opened with ``direct_io`` when part of it is absent, so that a read stops at the gap and
+    the next one fails with EIO, as for ``kvirt``.
+    """
+
+    direct_io = False
+
+    def __init__(self, space: AddressSpace, base: int, length: int) -> None:
+        super().__init__(space, base, length)
+        self._partly_absent: bool | None = None
+
+    def open_direct_io(self) -> bool:
+        if self._partly_absent is None:  # computed once: a benign race computes it twice
+            try:
+                self.space.read_exact(self.base, self.length)
+                self._partly_absent = False
+            except FaultError:
+                self._partly_absent = True
+        return self._partly_absent
+
+
+class LazyEntries(Mapping[str, Node]):
+    """Directory entries whose nodes are made on first lookup: ``keys`` maps each name to what
+    ``make`` needs. Listing a 100k-entry directory then costs no node and no I/O."""
+
+    def __init__(self, keys: Mapping[str, object], make: Callable[[object], Node]) -> None:
+        self._keys = keys
+        self._make = make
+        self._nodes: dict[str, Node] = {}
+
+    def __getitem__(self, name: str) -> Node:
+        node = self._nodes.get(name)
+        if node is None:
+            node = self._nodes.setdefault(name, self._make(self._keys[name]))
+        return node
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._keys
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 class Directory(Node):
     """A directory whose entries are built once, on first use."""
 
@@ -161,26 +210,82 @@ def _section_info(dump) -> Directory:
     return Directory(lambda: {info_key_filename(k): text(v + "\n") for k, v in vi.items()})
 
 
+def _section_sym(dump) -> Directory:
+    """``sym/NAME``: the kernel's memory at each symbol (naming and sizes: kernel/symbols.py)."""
+
+    def entries() -> Mapping[str, Node]:
+        table = dump.symbols
+
+        def make(i) -> Node:
+            return SymbolFile(dump.kvirt, *table.file_extent(i))
+
+        return LazyEntries(table.file_entries(), make)
+
+    return Directory(entries)
+
+
+def _section_uts(dump) -> Directory:
+    from .kernel.uts import UTS_FIELDS
+
+    def field(name: str) -> BytesFile:
+        return BytesFile(lambda: dump.uts.field(name) + b"\n")
+
+    return Directory({name: field(name) for name in UTS_FIELDS})
+
+
+def _section_mm(dump) -> Directory:
+    def view(name: str) -> BytesFile:
+        return BytesFile(lambda: getattr(dump.mm, name))
+
+    return Directory({name: view(name) for name in ("usage", "vmalloc", "nodes", "buddyinfo")})
+
+
+#: The body of ``README``: one entry per line of the tree, in tree order.
+README_ENTRIES = """\
+README       this text
+vmcoreinfo   the VMCOREINFO note, exactly as in the dump
+info/KEY     one file per VMCOREINFO key, named verbatim (a '/' is written %2F): its value
+summary      release, crash time, CPUs, RAM, format, compression, dump level, paging, KASLR
+phys         physical memory: file offset = physical address
+kvirt        kernel virtual memory: file offset = address - 2**63
+             (= address & 0x7fffffffffffffff), e.g.
+             dd if=kvirt bs=64 count=1 iflag=skip_bytes \\
+                skip=$((0xffffffff81000000 & 0x7fffffffffffffff)) | hexdump -C
+kallsyms     the symbol table in /proc/kallsyms format, sorted by address (the dump's own
+             kallsyms, VMCOREINFO, --vmlinux, --system-map)
+sym/NAME     kernel memory at symbol NAME (NAME@ADDRESS when NAME has several); size: the
+             symbol's own, else up to the next symbol, at most 1 MiB; per-CPU symbols show
+             CPU 0's copy
+dmesg        the kernel log, as makedumpfile --dump-dmesg prints it
+cpus/N/      regs (name value lines, pid, control registers, "crashed yes"), prstatus (the
+             raw NT_PRSTATUS note), stack
+btf          the kernel's own BTF blob (__start_BTF..__stop_BTF):
+             bpftool btf dump file btf format c
+tasks/NAME/  comm state ppid tgid cpu task stack of every task, from BTF (no vmlinux);
+             NAME is the pid; a pid that several tasks share is PID@cpuN for each
+             CPU's idle task (pid 0) and PID@ADDRESS (task_struct, 16 hex digits) else
+ps           PID PPID CPU TASK ST COMM; '>' marks the task running on each CPU
+modules      as /proc/modules: name size refcount users state 0xbase
+stack        (tasks/NAME/, cpus/N/) one frame a line, innermost first, unwound with the
+             dump's ORC tables: function+0xOFF/0xSIZE ([module]); a user-space pc ends it
+uts/         sysname nodename release version machine domainname, from init_uts_ns
+mm/          usage (page classes as makedumpfile counts them), vmalloc, nodes, buddyinfo
+
+Absent memory (holes, pages the dump left out, unmapped addresses) reads as an I/O error
+(EIO); a read that reaches it stops short first. --zero-fill reads absent physical memory
+as zeros instead. A file that this dump cannot support reads "unavailable: <reason>".
+"""
+
+
 def readme_text(dump) -> str:
-    """The ``README`` at the top of the mount: what each entry is, for this dump."""
+    """The ``README`` at the top of the mount: this dump, then what each entry is."""
     info = dump.source.info
     return (
         "vmcorefs: a Linux kernel crash dump as files (see vmcorefs(1)).\n"
         f"dump: {', '.join(dump.source.paths)}\n"
         f"format: {info.format}, compression: {info.compression}\n"
         f"release: {dump.vmcoreinfo.osrelease or 'unknown'}\n"
-        "\n"
-        "vmcoreinfo   the VMCOREINFO note, as in the dump\n"
-        "info/KEY     one file per VMCOREINFO key: its value\n"
-        "phys         physical memory: file offset = physical address\n"
-        "kvirt        kernel virtual memory: file offset = address - 2**63\n"
-        "             (= address & 0x7fffffffffffffff), e.g.\n"
-        "             dd if=kvirt bs=64 count=1 iflag=skip_bytes \\\n"
-        "                skip=$((0xffffffff81000000 & 0x7fffffffffffffff)) | hexdump -C\n"
-        "\n"
-        "Absent memory (holes, pages the dump left out, unmapped addresses) reads as an\n"
-        "I/O error (EIO); a read that reaches it stops short first. --zero-fill reads absent\n"
-        "physical memory as zeros instead.\n"
+        "\n" + README_ENTRIES
     )
 
 
@@ -191,11 +296,91 @@ def _cpu_entries(dump, cpu) -> dict[str, Node]:
     return {
         "regs": BytesFile(lambda: regs_text(cpu, crashed=dump.panic_cpu == cpu.index)),
         "prstatus": BytesFile(lambda: cpu.prstatus),
+        "stack": BytesFile(lambda: dump.stacks.cpu_stack(cpu.index)),
     }
 
 
 def _section_cpus(dump) -> Directory:
     return Directory(lambda: {str(c.index): Directory(_cpu_entries(dump, c)) for c in dump.cpus})
+
+
+class LazyWindowFile(File):
+    """A window onto an address space whose bounds are found on first use (``bounds()``);
+    one line ``unavailable: <reason>`` when they cannot be."""
+
+    def __init__(self, space: AddressSpace, bounds: Callable[[], tuple[int, int]]) -> None:
+        self._space = space
+        self._bounds = bounds
+        self._file: File | None = None
+        self._complete: bool | None = None
+        self._lock = threading.Lock()
+
+    def _resolve(self) -> File:
+        if self._file is None:
+            with self._lock:
+                if self._file is None:
+                    try:
+                        start, stop = self._bounds()
+                        self._file = WindowFile(self._space, start, stop - start)
+                    except Unavailable as exc:
+                        self._file = text(f"unavailable: {exc.reason}\n")
+        return self._file
+
+    def size(self) -> int:
+        return self._resolve().size()
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self._resolve().read(offset, size)
+
+    def open_direct_io(self) -> bool:
+        """Through the page cache when every byte is present (checked once), else direct_io
+        so that the short read and the EIO at the gap reach the reader (as ``sym/``)."""
+        f = self._resolve()
+        if not isinstance(f, WindowFile):
+            return f.open_direct_io()
+        if self._complete is None:
+            done, pos = True, 0
+            while pos < f.length:  # bounded: advances by what each read returns, or stops
+                got = len(f.space.read(f.base + pos, min(1 << 20, f.length - pos)))
+                if not got:
+                    done = False
+                    break
+                pos += got
+            self._complete = done
+        return not self._complete
+
+
+def _task_entries(dump, task) -> dict[str, Node]:
+    """The files of ``tasks/NAME/`` (a ``kernel/tasks.py`` Task)."""
+    from .kernel.tasks import ppid_text
+
+    return {
+        "comm": BytesFile(lambda: task.comm + b"\n"),
+        "state": text(task.state + "\n"),
+        "ppid": BytesFile(lambda: ppid_text(task)),
+        "tgid": text(f"{task.tgid}\n"),
+        "cpu": text(f"{task.cpu}\n"),
+        "task": text(f"0x{task.address:016x}\n"),
+        "stack": BytesFile(lambda: dump.stacks.task_stack(task)),
+    }
+
+
+def _section_tasks(dump) -> Directory:
+    return Directory(
+        lambda: {t.name: Directory(lambda t=t: _task_entries(dump, t)) for t in dump.tasks.tasks}
+    )
+
+
+def _section_btf_tasks(dump) -> dict[str, Node]:
+    """``btf``, ``tasks/``, ``ps``, ``modules``: the kernel's types and what they reveal."""
+    from .kernel.tasks import ps_text
+
+    return {
+        "btf": LazyWindowFile(dump.kvirt, lambda: dump.btf_bounds),
+        "tasks": _section_tasks(dump),
+        "ps": BytesFile(lambda: ps_text(dump.tasks)),
+        "modules": BytesFile(lambda: dump.modules.proc_modules()),
+    }
 
 
 def build_tree(dump) -> Tree:
@@ -206,8 +391,13 @@ def build_tree(dump) -> Tree:
         "info": _section_info(dump),
         "phys": WindowFile(dump.phys, 0, dump.phys.size),
         "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1),
+        "uts": _section_uts(dump),
+        "mm": _section_mm(dump),
         "summary": BytesFile(dump.summary),
         "dmesg": BytesFile(dump.dmesg),
         "cpus": _section_cpus(dump),
+        "kallsyms": BytesFile(lambda: dump.symbols.kallsyms_text()),
+        "sym": _section_sym(dump),
+        **_section_btf_tasks(dump),
     }
     return Tree(Directory(entries))

@@ -17,11 +17,26 @@ Merging rules:
   recorded anywhere in the dump).
 * Order: by address; at one address kallsyms entries first, in the kernel's order, then the
   others in precedence and file order.
+
+``sym/`` (DESIGN.md "Symbols"), computed here so that the tree only maps names to windows:
+
+* One file per distinct (name, address) pair, named ``NAME``; a name found at more than one
+  address is ``NAME@%016x`` for each of them (and there is no plain ``NAME``).
+* Offset 0 is the symbol's address; the size is the symbol's own where known (``--vmlinux``),
+  else up to the next higher symbol address (0 past the last symbol), capped at
+  :data:`SYM_FILE_CAP` (1 MiB): a read never goes further.
+* Per-CPU symbols (``[__per_cpu_start, __per_cpu_end)``: small offsets on x86_64 before 6.15)
+  read CPU 0's copy, at ``__per_cpu_offset[0]`` + the value; when ``__per_cpu_offset[0]`` is
+  not in the dump they are left out (the reason is in ``notes``).
+* A ``/`` in a name would be written ``%2F`` (and ``%`` then ``%25``), as in ``info/``; names
+  longer than NAME_MAX (255 bytes), which no path can reach, are left out (noted).
 """
 
 from __future__ import annotations
 
 import bisect
+import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +46,11 @@ from .kallsyms import read_kallsyms
 
 #: The type letter of a symbol whose type no source records (VMCOREINFO's SYMBOL() keys).
 UNKNOWN_TYPE = "?"
+#: The most a ``sym/`` file shows: a symbol's size is capped here (DESIGN.md "Symbols").
+SYM_FILE_CAP = 1 << 20
+#: include/uapi/linux/limits.h: the longest file name a path can reach.
+NAME_MAX = 255
+_MASK64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +120,8 @@ class SymbolTable:
         #: ``__per_cpu_offset[0]``: where CPU 0's copy of the per-CPU area is (None: unknown).
         self.percpu_offset0: int | None = None
         self._ranges = self._image_ranges()
+        self._files: dict[str, int] | None = None
+        self._files_lock = threading.Lock()
 
     def symbol(self, i: int) -> Symbol:
         """The symbol at table index ``i``."""
@@ -200,6 +222,66 @@ class SymbolTable:
     def is_percpu(self, sym: Symbol) -> bool:
         r = self.percpu_range()
         return r is not None and r[0] <= sym.address < r[1]
+
+    # -- sym/ and kallsyms -----------------------------------------------------------------
+    def file_entries(self) -> dict[str, int]:
+        """``sym/`` file name -> table index (module docstring). Built once, without I/O."""
+        with self._files_lock:
+            if self._files is None:
+                self._files = self._make_file_entries()
+            return self._files
+
+    def _make_file_entries(self) -> dict[str, int]:
+        files = dict(self._first)  # names that occur once: NAME -> their index
+        for name, many in self._all.items():
+            at: dict[int, int] = {}
+            for i in many:
+                at.setdefault(self.addresses[i], i)
+            if len(at) == 1:
+                continue  # the same pair repeated: one plain NAME (already in files)
+            del files[name]
+            for address, i in at.items():
+                files[f"{name}@{address:016x}"] = i
+        percpu = self.percpu_range()
+        if percpu is not None and self.percpu_offset0 is None:
+            lo = bisect.bisect_left(self.addresses, percpu[0])
+            hi = bisect.bisect_left(self.addresses, percpu[1])
+            dropped = {f for f, i in files.items() if lo <= i < hi}
+            for f in dropped:
+                del files[f]
+        odd = [f for f in files if "/" in f or len(f) > NAME_MAX // 4]
+        for f in odd:
+            i = files.pop(f)
+            escaped = f.replace("%", "%25").replace("/", "%2F") if "/" in f else f
+            if len(os.fsencode(escaped)) > NAME_MAX:
+                self.notes.append(f"sym/: {f[:40]}... is longer than NAME_MAX: left out")
+                continue
+            files.setdefault(escaped, i)
+        return files
+
+    def file_extent(self, i: int) -> tuple[int, int]:
+        """``(kvirt address, size)`` that ``sym/`` shows for table index ``i``."""
+        address = self.addresses[i]
+        size = self.sizes[i]
+        if size is None:
+            nxt = self.next_address(address)
+            size = 0 if nxt is None else nxt - address
+        start = address
+        percpu = self.percpu_range()
+        if percpu is not None and percpu[0] <= address < percpu[1]:
+            if self.percpu_offset0 is None:
+                raise Unavailable("__per_cpu_offset[0] is unknown")
+            start = (self.percpu_offset0 + address) & _MASK64
+        return start, min(size, SYM_FILE_CAP)
+
+    def kallsyms_text(self) -> str:
+        """The table in /proc/kallsyms format: ``"%016x %c %s\\n"``, sorted by address."""
+        return "".join(
+            [
+                f"{a:016x} {t} {n}\n"
+                for a, t, n in zip(self.addresses, self.types, self.names, strict=True)
+            ]
+        )
 
 
 def _percpu_offset0(kvirt, table: SymbolTable) -> tuple[int | None, str | None]:
