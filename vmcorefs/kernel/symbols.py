@@ -120,6 +120,7 @@ class SymbolTable:
         #: ``__per_cpu_offset[0]``: where CPU 0's copy of the per-CPU area is (None: unknown).
         self.percpu_offset0: int | None = None
         self._ranges = self._image_ranges()
+        self._percpu = self._percpu_range()
         self._files: dict[str, int] | None = None
         self._files_lock = threading.Lock()
 
@@ -214,6 +215,9 @@ class SymbolTable:
     # -- per-CPU symbols -------------------------------------------------------------------
     def percpu_range(self) -> tuple[int, int] | None:
         """``[__per_cpu_start, __per_cpu_end)``: the per-CPU template's symbols, or None."""
+        return self._percpu
+
+    def _percpu_range(self) -> tuple[int, int] | None:
         start, end = self.get("__per_cpu_start"), self.get("__per_cpu_end")
         if start is None or end is None or end <= start:
             return None
@@ -267,7 +271,7 @@ class SymbolTable:
             nxt = self.next_address(address)
             size = 0 if nxt is None else nxt - address
         start = address
-        percpu = self.percpu_range()
+        percpu = self._percpu
         if percpu is not None and percpu[0] <= address < percpu[1]:
             if self.percpu_offset0 is None:
                 raise Unavailable("__per_cpu_offset[0] is unknown")
