@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sample import Sample
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DUMPS = REPO.parent / "shared" / "dumps"
 CASES = ("kaslr-256m", "la57-nokaslr-384m")
@@ -78,3 +80,9 @@ def kaslr_case(dumps_dir: Path) -> Case:
     if not (root / "truth.json").exists():
         pytest.skip("case kaslr-256m is absent")
     return Case(root)
+
+
+@pytest.fixture(scope="session")
+def sample() -> Sample:
+    """The bundled sample dump (tests/data/sample/) and its ground truth: always present."""
+    return Sample()

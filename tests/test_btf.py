@@ -351,8 +351,10 @@ def test_record_validation():
         Btf(_types_with(struct.pack("<III", 1, 0, 0)))
     with pytest.raises(BtfError, match="name offset"):
         Btf(_types_with(struct.pack("<III", 99, B.BTF_KIND_INT << 24, 4) + b"\x20\0\0\0"))
-    with pytest.raises(BtfError, match="cut"):
+    with pytest.raises(BtfError, match="runs past"):
         Btf(_types_with(struct.pack("<II", 1, B.BTF_KIND_PTR << 24)))
+    with pytest.raises(BtfError, match="runs past"):
+        Btf(_types_with(struct.pack("<I", 1)))
     with pytest.raises(BtfError, match="start and end with a NUL"):
         blob = _types_with(struct.pack("<III", 1, B.BTF_KIND_PTR << 24, 0))
         Btf(blob[:-3] + b"xa\0")

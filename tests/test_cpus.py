@@ -12,6 +12,7 @@ import struct
 
 import pytest
 
+from tests.cpu_notes import prstatus, qemu_state
 from vmcorefs.dumpfile.source import NT_PRSTATUS, Note
 from vmcorefs.errors import Unavailable
 from vmcorefs.kernel.cpus import cpu_states, read_panic_cpu, regs_text
@@ -23,22 +24,6 @@ NAMES = (
     "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs "
     "eflags rsp ss fs_base gs_base ds es fs gs"
 ).split()
-
-
-def prstatus(pid: int, regs: list[int]) -> bytes:
-    """x86_64 struct elf_prstatus: pr_pid at 32, pr_reg (27 u64) at 112, 336 bytes."""
-    desc = bytearray(336)
-    struct.pack_into("<i", desc, 32, pid)
-    struct.pack_into("<27Q", desc, 112, *regs)
-    return bytes(desc)
-
-
-def qemu_state(crs: list[int], version: int = 1) -> bytes:
-    """QEMUCPUState: version, size, 18 u64 registers, 10 segments of 24 bytes, cr[5]."""
-    desc = bytearray(440)
-    struct.pack_into("<II", desc, 0, version, 440)
-    struct.pack_into("<5Q", desc, 8 + 18 * 8 + 10 * 24, *crs)
-    return bytes(desc)
 
 
 def notes(ncpu: int = 2, with_qemu: bool = True) -> list[Note]:
@@ -114,7 +99,7 @@ def test_read_panic_cpu() -> None:
 
 
 class GtSymbols:
-    """A stand-in for ``dump.symbols`` over the guest's own /proc/kallsyms."""
+    """The guest's own /proc/kallsyms, by name."""
 
     def __init__(self, path) -> None:
         self.table: dict[str, int] = {}
@@ -163,7 +148,8 @@ def test_real_registers_match_qemu(case) -> None:
 @pytest.mark.realdump
 def test_real_crashed_cpu_from_panic_cpu(case) -> None:
     with open_dump(str(case.file("vmcore.elf"))) as dump:
-        dump.symbols = GtSymbols(case.file("gt/kallsyms.txt"))  # until the symbols view lands
+        gt = GtSymbols(case.file("gt/kallsyms.txt"))
+        assert dump.symbols.get("panic_cpu") == gt.get("panic_cpu")  # decoded from the dump
         tree = build_tree(dump)
         crashed = [
             n

@@ -252,6 +252,35 @@ def _section_sym(dump) -> Directory:
     return Directory(entries)
 
 
+def _section_uts(dump) -> Directory:
+    from .kernel.uts import UTS_FIELDS
+
+    def field(name: str) -> BytesFile:
+        return BytesFile(lambda: dump.uts.field(name) + b"\n")
+
+    return Directory({name: field(name) for name in UTS_FIELDS})
+
+
+def _section_mm(dump) -> Directory:
+    def view(name: str) -> BytesFile:
+        return BytesFile(lambda: getattr(dump.mm, name))
+
+    return Directory({name: view(name) for name in ("usage", "vmalloc", "nodes", "buddyinfo")})
+
+
+README_TASKS = (
+    "btf          the kernel's own BTF blob (__start_BTF..__stop_BTF):\n"
+    "             bpftool btf dump file btf format c\n"
+    "tasks/NAME/  comm state ppid tgid cpu task stack of every task, from BTF (no vmlinux);\n"
+    "             NAME is the pid; a pid that several tasks share is PID@cpuN for each\n"
+    "             CPU's idle task (pid 0) and PID@ADDRESS (task_struct, 16 hex digits) else\n"
+    "ps           PID PPID CPU TASK ST COMM; '>' marks the task running on each CPU\n"
+    "modules      as /proc/modules: name size refcount users state 0xbase\n"
+    "stack        (tasks/NAME/, cpus/N/) one frame a line, innermost first, unwound with the\n"
+    "             dump's ORC tables: function+0xOFF/0xSIZE ([module]); a user-space pc ends it\n"
+)
+
+
 def readme_text(dump) -> str:
     """The ``README`` at the top of the mount: what each entry is, for this dump."""
     info = dump.source.info
@@ -275,6 +304,8 @@ def readme_text(dump) -> str:
         "             size: the symbol's own, else up to the next symbol, at most 1 MiB;\n"
         "             per-CPU symbols show CPU 0's copy\n"
         "\n"
+        + README_TASKS
+        + "\n"
         "Absent memory (holes, pages the dump left out, unmapped addresses) reads as an\n"
         "I/O error (EIO); a read that reaches it stops short first. --zero-fill reads absent\n"
         "physical memory as zeros instead.\n"
@@ -288,11 +319,74 @@ def _cpu_entries(dump, cpu) -> dict[str, Node]:
     return {
         "regs": BytesFile(lambda: regs_text(cpu, crashed=dump.panic_cpu == cpu.index)),
         "prstatus": BytesFile(lambda: cpu.prstatus),
+        "stack": BytesFile(lambda: dump.stacks.cpu_stack(cpu.index)),
     }
 
 
 def _section_cpus(dump) -> Directory:
     return Directory(lambda: {str(c.index): Directory(_cpu_entries(dump, c)) for c in dump.cpus})
+
+
+class LazyWindowFile(File):
+    """A window onto an address space whose bounds are found on first use (``bounds()``);
+    one line ``unavailable: <reason>`` when they cannot be."""
+
+    def __init__(self, space: AddressSpace, bounds: Callable[[], tuple[int, int]]) -> None:
+        self._space = space
+        self._bounds = bounds
+        self._file: File | None = None
+        self._lock = threading.Lock()
+
+    def _resolve(self) -> File:
+        if self._file is None:
+            with self._lock:
+                if self._file is None:
+                    try:
+                        start, stop = self._bounds()
+                        self._file = WindowFile(self._space, start, stop - start)
+                    except Unavailable as exc:
+                        self._file = text(f"unavailable: {exc.reason}\n")
+        return self._file
+
+    def size(self) -> int:
+        return self._resolve().size()
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self._resolve().read(offset, size)
+
+    def open_direct_io(self) -> bool:
+        return self._resolve().open_direct_io()
+
+
+def _task_entries(dump, task) -> dict[str, Node]:
+    """The files of ``tasks/NAME/`` (a ``kernel/tasks.py`` Task)."""
+    return {
+        "comm": BytesFile(lambda: task.comm + b"\n"),
+        "state": text(task.state + "\n"),
+        "ppid": text(f"{task.ppid}\n"),
+        "tgid": text(f"{task.tgid}\n"),
+        "cpu": text(f"{task.cpu}\n"),
+        "task": text(f"0x{task.address:016x}\n"),
+        "stack": BytesFile(lambda: dump.stacks.task_stack(task)),
+    }
+
+
+def _section_tasks(dump) -> Directory:
+    return Directory(
+        lambda: {t.name: Directory(lambda t=t: _task_entries(dump, t)) for t in dump.tasks.tasks}
+    )
+
+
+def _section_btf_tasks(dump) -> dict[str, Node]:
+    """``btf``, ``tasks/``, ``ps``, ``modules``: the kernel's types and what they reveal."""
+    from .kernel.tasks import ps_text
+
+    return {
+        "btf": LazyWindowFile(dump.kvirt, lambda: dump.btf_bounds),
+        "tasks": _section_tasks(dump),
+        "ps": BytesFile(lambda: ps_text(dump.tasks)),
+        "modules": BytesFile(lambda: dump.modules.proc_modules()),
+    }
 
 
 def build_tree(dump) -> Tree:
@@ -303,10 +397,13 @@ def build_tree(dump) -> Tree:
         "info": _section_info(dump),
         "phys": WindowFile(dump.phys, 0, dump.phys.size),
         "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1),
+        "uts": _section_uts(dump),
+        "mm": _section_mm(dump),
         "summary": BytesFile(dump.summary),
         "dmesg": BytesFile(dump.dmesg),
         "cpus": _section_cpus(dump),
         "kallsyms": BytesFile(lambda: dump.symbols.kallsyms_text()),
         "sym": _section_sym(dump),
+        **_section_btf_tasks(dump),
     }
     return Tree(Directory(entries))

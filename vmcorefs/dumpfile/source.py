@@ -12,6 +12,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..errors import DumpError
 
@@ -90,6 +91,50 @@ class PhysicalSource(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release file descriptors."""
+
+
+class ReadableFile(Protocol):
+    """What a container reader needs of its file: a path for messages, a size, ``pread``.
+
+    :class:`DumpFile` is one; a flattened stream's index is another (it maps offsets of the
+    reconstructed file onto the stream's records), so the ELF and kdump readers read either.
+    """
+
+    path: str
+    size: int
+
+    def pread(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``; short only at the end of the file."""
+        ...
+
+    def pread_exact(self, offset: int, size: int, what: str = "data") -> bytes:
+        """Exactly ``size`` bytes at ``offset`` or :class:`DumpError` naming ``what``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class PagedSource(ABC):
+    """A container that stores memory page by page (kdump-compressed, its splits).
+
+    Offered besides :meth:`PhysicalSource.read` so that ``memory/`` can keep decompressed pages
+    in its own cache and decompress the pages of a large read in parallel: finding a page
+    (bitmap, descriptor) is cheap, loading it (read, decompress) is what costs.
+    """
+
+    #: Bytes per page (the kdump block size).
+    page_size: int
+    #: Whether loading pages in several threads runs in parallel (the codec releases the GIL).
+    parallel_decompression: bool = False
+
+    @abstractmethod
+    def page_refs(self, pfn: int, count: int) -> list[object | None]:
+        """One opaque reference per page frame ``pfn .. pfn+count-1``; None: not in the dump."""
+
+    @abstractmethod
+    def load_pages(self, refs: Sequence[object]) -> list[bytes | None]:
+        """Each referenced page: exactly ``page_size`` bytes, or None when its data is corrupt
+        or missing (unreadable data is absent, never guessed)."""
 
 
 class DumpFile:

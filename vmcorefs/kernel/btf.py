@@ -285,10 +285,10 @@ class Btf:
         self._strings = strings
         #: type id -> offset of its record in ``data``; id 0 is void and has none.
         self._offsets: list[int] = [0]
-        self._name_offs: list[int] = [0]
+        self._name_offs = array.array("I", [0])
         self._index()
         self._types: dict[int, BtfType] = {}
-        self._by_name_off: dict[int, list[int]] | None = None
+        self._named: dict[str, list[int]] = {}
         self._members: dict[tuple[int, str], Member] = {}
         self._enumerators: dict[str, int] | None = None
         self._lock = threading.Lock()
@@ -302,29 +302,37 @@ class Btf:
             words = array.array("I", self.data[base : self._types_end])
             words.byteswap()
         nwords = len(words)
-        offsets, name_offs = self._offsets, self._name_offs
-        str_len = len(self._strings)
-        # words after struct btf_type: fixed part, and per vlen entry
-        fixed = [_FIXED_TAIL.get(k, 0) // 4 for k in range(NR_BTF_KINDS)]
-        per = [_VLEN_ENTRY.get(k, 0) // 4 for k in range(NR_BTF_KINDS)]
+        # words after struct btf_type: 3 + fixed part, and per vlen entry; None: unknown kind
+        steps: list[tuple[int, int] | None] = [None] * 32
+        for k in range(1, NR_BTF_KINDS):
+            steps[k] = (3 + _FIXED_TAIL.get(k, 0) // 4, _VLEN_ENTRY.get(k, 0) // 4)
+        starts: list[int] = []  # word index of each record
+        add = starts.append
         i = 0
-        while i < nwords:
-            if i + 3 > nwords:
-                raise BtfError(f"type [{len(offsets)}] is cut by the end of the type section")
-            name_off, info = words[i], words[i + 1]
-            kind = (info >> 24) & 0x1F
-            if kind == BTF_KIND_UNKN or kind >= NR_BTF_KINDS:
-                raise BtfError(f"type [{len(offsets)}] has unknown kind {kind}")
-            if name_off >= str_len:
-                raise BtfError(f"type [{len(offsets)}] name offset {name_off:#x} is past strings")
-            nxt = i + 3 + fixed[kind] + per[kind] * (info & 0xFFFF)
-            if nxt > nwords:
-                raise BtfError(f"type [{len(offsets)}] runs past the end of the type section")
-            if len(offsets) > BTF_MAX_TYPE:
-                raise BtfError(f"more than {BTF_MAX_TYPE} types")
-            offsets.append(base + 4 * i)
-            name_offs.append(name_off)
-            i = nxt
+        try:
+            while i < nwords:  # the hot loop: ~100k records; checks that need not be here follow
+                info = words[i + 1]
+                fixed, per = steps[info >> 24 & 0x1F]  # type: ignore[misc]
+                add(i)
+                i += fixed + per * (info & 0xFFFF)
+        except IndexError:
+            raise BtfError(
+                f"type [{len(starts) + 1}] runs past the end of the type section"
+            ) from None
+        except TypeError:
+            kind = words[i + 1] >> 24 & 0x1F
+            raise BtfError(f"type [{len(starts) + 1}] has unknown kind {kind}") from None
+        if i != nwords:
+            raise BtfError(f"type [{len(starts)}] runs past the end of the type section")
+        if len(starts) > BTF_MAX_TYPE:
+            raise BtfError(f"more than {BTF_MAX_TYPE} types")
+        names = array.array("I", [0])
+        names.extend(words[j] for j in starts)
+        if max(names) >= len(self._strings):
+            tid = next(t for t, off in enumerate(names) if off >= len(self._strings))
+            raise BtfError(f"type [{tid}] name offset {names[tid]:#x} is past strings")
+        self._offsets.extend(base + 4 * j for j in starts)
+        self._name_offs = names
 
     @property
     def count(self) -> int:
@@ -440,22 +448,26 @@ class Btf:
     def _ids_named(self, name: str) -> list[int]:
         """Ids of the types whose name is ``name``: the name's offsets in the string section
         (usually one: pahole deduplicates strings), then the types that use them."""
-        by_off = self._by_name_off
-        if by_off is None:
-            by_off = {}
-            for tid, off in enumerate(self._name_offs):
-                if off:
-                    by_off.setdefault(off, []).append(tid)
-            with self._lock:
-                self._by_name_off = by_off
+        cached = self._named.get(name)
+        if cached is not None:
+            return cached
         needle = b"\0" + name.encode() + b"\0"
-        strings = self._strings
+        strings, name_offs = self._strings, self._name_offs
         ids: list[int] = []
         pos = strings.find(needle)
         while pos >= 0:  # bounded: each step moves forward in the string section
-            ids.extend(by_off.get(pos + 1, ()))
+            tid = 0
+            while True:  # every type named by the string at pos + 1 (a C-speed scan)
+                try:
+                    tid = name_offs.index(pos + 1, tid + 1)
+                except ValueError:
+                    break
+                ids.append(tid)
             pos = strings.find(needle, pos + 1)
-        return sorted(ids)
+        ids.sort()
+        with self._lock:
+            self._named[name] = ids
+        return ids
 
     def find_all(self, name: str, kind: int | None = None) -> list[int]:
         """Ids of the types called ``name``; ``"struct x"``, ``"union x"``, ``"enum x"``

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from ..dumpfile.detect import open_source
 from ..dumpfile.source import PhysicalSource
-from ..errors import DumpError, Unavailable
+from ..errors import DumpError, FaultError, Unavailable
 from ..memory.physical import PhysicalMemory
 from ..memory.x86_64 import KernelVirtualMemory
 from ..vmcoreinfo import VmcoreInfo
-from .lazy import lazy  # noqa: F401 - used by the views added below
+from .lazy import lazy
 from .symbols import SymbolSource, SymbolTable, build_symbol_table
 from .symfiles import load_user_symbols
 
@@ -41,7 +41,9 @@ class Dump:
                 "no VMCOREINFO note: not a Linux kernel crash dump this tool can read",
             )
         self.vmcoreinfo = VmcoreInfo(raw)
-        self.phys = PhysicalMemory(source, zero_fill=self.options.zero_fill)
+        self.phys = PhysicalMemory(
+            source, zero_fill=self.options.zero_fill, cache_size_mib=self.options.cache_size_mib
+        )
         self.kvirt = KernelVirtualMemory(
             self.phys, self.vmcoreinfo, cache_size_mib=self.options.cache_size_mib
         )
@@ -69,6 +71,20 @@ class Dump:
         return build_symbol_table(self.kvirt, self.vmcoreinfo, self.user_symbols)
 
     @lazy
+    def uts(self):
+        """``init_uts_ns.name``: the six uname strings (:mod:`.uts`)."""
+        from .uts import read_utsname
+
+        return read_utsname(self.vmcoreinfo, self.kvirt)
+
+    @lazy
+    def mm(self):
+        """The ``mm/`` views: usage, vmalloc, nodes, buddyinfo (:mod:`.mm`)."""
+        from .mm import MemoryViews
+
+        return MemoryViews(self)
+
+    @lazy
     def kernel_log(self) -> bytes:
         """The kernel log as ``makedumpfile --dump-dmesg`` prints it (``kernel/printk.py``)."""
         from .printk import read_dmesg
@@ -93,9 +109,64 @@ class Dump:
 
         try:
             address = self.symbols.get("panic_cpu")
-        except Unavailable:
+        except (Unavailable, FaultError):  # no symbol table at all
             address = None
         return read_panic_cpu(self.kvirt, address)
+
+    @lazy
+    def btf_bounds(self) -> tuple[int, int]:
+        """``(__start_BTF, __stop_BTF)``: where the kernel's own BTF blob lies."""
+        from .btf import btf_bounds
+
+        return btf_bounds(self.symbols)
+
+    @lazy
+    def btf(self):
+        """The kernel's own types (``kernel/btf.py``), parsed once, on first use."""
+        from .btf import load_btf
+
+        return load_btf(self.kvirt, self.symbols)
+
+    @lazy
+    def modules(self):
+        """The loaded modules (``kernel/modules.py`` ModuleList)."""
+        from .modules import ModuleList
+
+        return ModuleList(self.kvirt, self.symbols, self.btf)
+
+    @lazy
+    def tasks(self):
+        """Every task, idle tasks included (``kernel/tasks.py`` TaskList)."""
+        from .tasks import build_task_list
+
+        return build_task_list(self.kvirt, self.symbols, self.btf)
+
+    @lazy
+    def stacks(self):
+        """Stacks of tasks and CPUs from the dump's ORC tables (``kernel/tasks.py`` Stacks)."""
+        from .tasks import Stacks, thread_size
+        from .unwind import Symbolizer, Unwinder
+
+        try:
+            modules = self.modules
+            module_orc, module_symbol = modules.orc_table, modules.symbol
+        except Unavailable:
+            module_orc = module_symbol = None
+        unwinder = Unwinder(self.kvirt, self.symbols, self.btf, module_orc)
+        symbolizer = Symbolizer(self.symbols, module_symbol)
+        return Stacks(
+            self.tasks, unwinder, symbolizer, self.cpu_registers, thread_size(self.symbols)
+        )
+
+    def cpu_registers(self, index: int) -> dict[str, int] | None:
+        """CPU ``index``'s registers by ``user_regs_struct`` name, or None."""
+        try:
+            cpus = self.cpus
+        except Unavailable:
+            return None
+        if 0 <= index < len(cpus) and cpus[index].regs:
+            return cpus[index].regs
+        return None
 
     def summary(self) -> str:
         """The ``summary`` text (``kernel/summary.py``)."""

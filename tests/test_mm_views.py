@@ -1,0 +1,131 @@
+"""``mm/nodes``, ``mm/vmalloc``, ``mm/buddyinfo`` on synthetic kernels and the real dumps."""
+
+from __future__ import annotations
+
+import pytest
+
+import vmcorefs
+from tests.mmbuilder import VMALLOC, MiB, SyntheticKernel
+from vmcorefs.kernel.mm import nodelist
+from vmcorefs.tree import build_tree
+
+
+def tree_of(k: SyntheticKernel, tmp_path, drop=()):
+    return build_tree(vmcorefs.open_dump(k.write_core(tmp_path / "core", drop=drop)))
+
+
+def read(tree, path: str) -> str:
+    return tree.lookup(path).read(0, 1 << 20).decode()
+
+
+def kernel(**kw) -> SyntheticKernel:
+    return SyntheticKernel([(0, 64 * MiB)], init_struct_pages=False, **kw)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "text"),
+    [([0], "0"), ([0, 1], "0-1"), ([0, 1, 3], "0-1,3"), ([2, 4, 5, 6, 9], "2,4-6,9"), ([], "")],
+)
+def test_nodelist_is_the_kernels_list_format(nodes, text):
+    assert nodelist(nodes) == text
+
+
+def test_nodes_from_node_online_map(tmp_path):
+    k = kernel()
+    free = [0] * 11
+    k.add_nodes({0: [(1, free)], 1: [(1, free)], 3: [(1, free)], 700: [(1, free)]})
+    assert read(tree_of(k, tmp_path), "mm/nodes") == "0-1,3,700\n"
+
+
+def test_vmalloc_lines_sorted_by_start(tmp_path):
+    k = kernel()
+    areas = [
+        (VMALLOC + 0x5000, VMALLOC + 0x8000),
+        (VMALLOC, VMALLOC + 0x2000),
+        (VMALLOC + 0x100000, VMALLOC + 0x100000 + (3 << 30)),
+    ]
+    k.add_vmap_areas(areas)
+    want = "".join(f"0x{s:016x}-0x{e:016x} {e - s:10d}\n" for s, e in sorted(areas))
+    assert read(tree_of(k, tmp_path), "mm/vmalloc") == want
+    assert want.splitlines()[0] == "0xffffc90000000000-0xffffc90000002000       8192"
+
+
+def test_vmalloc_loop_is_reported_not_followed(tmp_path):
+    k = kernel()
+    k.add_vmap_areas([(VMALLOC, VMALLOC + 0x1000), (VMALLOC + 0x2000, VMALLOC + 0x3000)])
+    # Make the second entry point back at the first instead of the head.
+    head = int(k.vmcoreinfo["SYMBOL(vmap_area_list)"], 16)
+    first = k.mem.read(head - 0xFFFFFFFF80000000, 8)
+    second_link = int.from_bytes(
+        k.mem.read(int.from_bytes(first, "little") - 0xFFFFFFFF80000000, 8), "little"
+    )
+    k.write(second_link - 0xFFFFFFFF80000000, first)
+    text = read(tree_of(k, tmp_path), "mm/vmalloc")
+    assert text.startswith("unavailable: vmap_area_list is corrupt at ")
+
+
+def test_vmalloc_without_its_keys(tmp_path):
+    k = kernel()
+    k.add_vmap_areas([(VMALLOC, VMALLOC + 0x1000)])
+    text = read(tree_of(k, tmp_path, drop=["OFFSET(vmap_area.list)"]), "mm/vmalloc")
+    assert text == "unavailable: VMCOREINFO has no OFFSET(vmap_area.list)\n"
+
+
+def test_buddyinfo_populated_zones_with_kernel_names(tmp_path):
+    k = kernel()
+    z0 = [0, 0, 0, 0, 0, 1, 1, 1, 0, 1, 3]
+    z1 = [4, 23, 27, 11, 8, 7, 3, 3, 1, 2, 37]
+    z2 = [123456, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    # node 0: DMA, DMA32, an empty Normal zone; node 2: Normal only (zones 0, 1 empty)
+    k.add_nodes({0: [(4095, z0), (61440, z1), (0, z2)], 2: [(0, z0), (0, z1), (8192, z2)]})
+    want = (
+        "Node 0, zone      DMA      0      0      0      0      0      1      1      1      0"
+        "      1      3 \n"
+        "Node 0, zone    DMA32      4     23     27     11      8      7      3      3      1"
+        "      2     37 \n"
+        "Node 2, zone   Normal 123456      0      0      0      0      0      0      0      0"
+        "      0      1 \n"
+    )
+    assert read(tree_of(k, tmp_path), "mm/buddyinfo") == want
+
+
+def test_buddyinfo_of_a_kernel_without_numa(tmp_path):
+    k = kernel()
+    k.add_nodes({0: [(4095, [1] * 11)]}, node_data=False)
+    text = read(tree_of(k, tmp_path), "mm/buddyinfo")
+    assert text == "Node 0, zone      DMA " + "     1 " * 11 + "\n"
+
+
+def test_buddyinfo_without_zone_names(tmp_path):
+    k = kernel()
+    k.add_nodes({0: [(4095, [1] * 11)]})
+    text = read(tree_of(k, tmp_path, drop=["SYMBOL(zone_names)"]), "mm/buddyinfo")
+    assert text.startswith("unavailable: the kernel symbol zone_names is not known")
+    assert text.count("\n") == 1
+
+
+def test_buddyinfo_refuses_an_unknown_free_area_layout(tmp_path):
+    k = kernel()
+    k.add_nodes({0: [(4095, [1] * 11)]})
+    k.vmcoreinfo["SIZE(free_area)"] = "96"
+    text = read(tree_of(k, tmp_path), "mm/buddyinfo")
+    assert text.startswith("unavailable: SIZE(free_area) 96 is not 5 list heads and nr_free")
+
+
+# -- the real dumps ------------------------------------------------------------------------
+
+
+@pytest.mark.realdump
+@pytest.mark.parametrize("name", ["vmcore.elf", "mdf-d31.elf"])
+def test_real_views(case, name):
+    if name not in case.truth["files"]:
+        pytest.skip(f"{case.name} has no {name}")
+    expect = case.json("expect.json")
+    with vmcorefs.open_dump(str(case.file(name))) as dump:
+        tree = build_tree(dump)
+        assert read(tree, "mm/nodes").strip() == case.file("gt/node-online.txt").read_text().strip()
+        assert read(tree, "mm/buddyinfo") == expect["buddyinfo"]
+        lines = read(tree, "mm/vmalloc").splitlines()
+        areas = [(int(x[2:18], 16), int(x[21:37], 16)) for x in lines]
+        assert sorted(areas) == areas
+        assert set(areas) == {tuple(a) for a in expect["vmalloc"]}

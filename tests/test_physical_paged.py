@@ -1,0 +1,149 @@
+"""memory/physical.py over a paged source: the page cache, parallel loading, zero-fill."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from kdumpwriter import KdumpSpec, build_kdump, pattern_page
+
+from vmcorefs.dumpfile.kdump import KdumpSource
+from vmcorefs.dumpfile.source import DumpFile
+from vmcorefs.memory import physical
+from vmcorefs.memory.physical import PageCache, PhysicalMemory
+
+PAGE = 4096
+
+
+class CountingSource(KdumpSource):
+    """Counts the pages it is asked to load (and on which threads)."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.loaded = 0
+        self.threads: set[str] = set()
+        self._count_lock = threading.Lock()
+
+    def load_pages(self, refs):
+        with self._count_lock:
+            self.loaded += len(refs)
+            self.threads.add(threading.current_thread().name)
+        return super().load_pages(refs)
+
+
+@pytest.fixture
+def dump(tmp_path):
+    """Frames 0..599: 0..499 dumped (zlib) except 100 and 101 (excluded), 300 a zero page."""
+    pages = {p: pattern_page(p) for p in range(500) if p not in (100, 101)}
+    pages[300] = bytes(PAGE)
+    path = tmp_path / "paged.kdump"
+    path.write_bytes(build_kdump(KdumpSpec(max_mapnr=600, pages=pages, compression="zlib")))
+    src = CountingSource(DumpFile(str(path)))
+    yield src, pages
+    src.close()
+
+
+def expected(pages, addr, size, zero_fill=False, end=600 * PAGE):
+    out = bytearray()
+    pos = addr
+    while pos < min(addr + size, end):
+        page = pages.get(pos // PAGE)
+        if page is None:
+            if not zero_fill:
+                break
+            page = bytes(PAGE)
+        take = min(PAGE - pos % PAGE, addr + size - pos)
+        out += page[pos % PAGE : pos % PAGE + take]
+        pos += take
+    return bytes(out)
+
+
+def test_reads_match_the_source_and_the_model(dump):
+    src, pages = dump
+    phys = PhysicalMemory(src)
+    reads = [(0, PAGE), (5, 10), (PAGE - 3, 7), (0, 100 * PAGE + 9), (99 * PAGE, 3 * PAGE)]
+    reads += [(102 * PAGE + 1, 1 << 20), (499 * PAGE, 5 * PAGE), (600 * PAGE, 1)]
+    for addr, size in reads:
+        assert phys.read(addr, size) == expected(pages, addr, size), (addr, size)
+        assert src.read(addr, size) == expected(pages, addr, size), (addr, size)
+
+
+def test_cached_pages_are_not_loaded_again(dump):
+    src, pages = dump
+    phys = PhysicalMemory(src, cache_size_mib=4)
+    assert phys.read(0, 50 * PAGE) == expected(pages, 0, 50 * PAGE)
+    assert src.loaded == 50
+    assert phys.read(10 * PAGE, 20 * PAGE) == expected(pages, 10 * PAGE, 20 * PAGE)
+    assert src.loaded == 50
+    assert phys.read(100 * PAGE, PAGE) == b""
+    assert phys.read(100 * PAGE, PAGE) == b""  # absence is cached too
+    assert src.loaded == 50
+
+
+def test_cache_size_bounds_the_pages_kept(dump):
+    src, pages = dump
+    phys = PhysicalMemory(src, cache_size_mib=1)  # 256 pages
+    phys.read(102 * PAGE, 398 * PAGE)
+    assert len(phys.cache) == 256
+    loaded = src.loaded
+    phys.read(499 * PAGE, PAGE)  # among the most recent: still cached
+    assert src.loaded == loaded
+    phys.read(102 * PAGE, PAGE)  # the oldest: evicted
+    assert src.loaded == loaded + 1
+
+
+def test_large_reads_load_in_parallel(dump, monkeypatch):
+    src, pages = dump
+    monkeypatch.setattr(physical, "PARALLEL_MIN_PAGES", 4)
+    phys = PhysicalMemory(src)
+    monkeypatch.setattr(phys, "_workers", 3)
+    got = phys.read(102 * PAGE, 300 * PAGE)
+    assert got == expected(pages, 102 * PAGE, 300 * PAGE)
+    assert any(name.startswith("vmcorefs-pages") for name in src.threads)
+
+
+def test_concurrent_readers_agree(dump):
+    src, pages = dump
+    phys = PhysicalMemory(src, cache_size_mib=1)
+    errors = []
+
+    def reader(seed):
+        import random
+
+        rng = random.Random(seed)
+        for _ in range(200):
+            addr, size = rng.randrange(600 * PAGE), rng.randrange(1, 40 * PAGE)
+            if phys.read(addr, size) != expected(pages, addr, size):
+                errors.append((addr, size))
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_zero_fill_over_excluded_pages(dump):
+    src, pages = dump
+    phys = PhysicalMemory(src, zero_fill=True)
+    for addr, size in [(99 * PAGE, 4 * PAGE), (100 * PAGE + 7, 9), (498 * PAGE, 1 << 20)]:
+        assert phys.read(addr, size) == expected(pages, addr, size, zero_fill=True)
+    assert len(phys.read(0, 1 << 30)) == 600 * PAGE
+
+
+def test_zero_pages_share_one_object(dump):
+    src, _ = dump
+    phys = PhysicalMemory(src)
+    assert phys.read(300 * PAGE, PAGE) == bytes(PAGE)
+    a = src.load_pages(src.page_refs(300, 1))[0]
+    b = src.load_pages(src.page_refs(300, 1))[0]
+    assert a is b
+
+
+def test_page_cache_lru_order():
+    cache = PageCache(3)
+    cache.put_many([(1, b"a"), (2, b"b"), (3, b"c")])
+    assert cache.get_many(1, 1) == [b"a"]  # 1 is now the most recent
+    cache.put_many([(4, b"d")])
+    assert cache.get_many(1, 4) == [b"a", None, b"c", b"d"]

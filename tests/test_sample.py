@@ -1,0 +1,178 @@
+"""The bundled sample dump through the library, against the ground truth taken in the guest.
+
+Every expected value comes from ``tests/data/sample/`` files written by
+``tools/make-sample-vmcore`` from outside vmcorefs: the guest's uname, /proc/kallsyms,
+/proc/iomem, the VMCOREINFO note as QEMU wrote it, makedumpfile's report and its
+``--dump-dmesg`` output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from tests.mounting import mounted
+from tests.sample import START_KERNEL
+from vmcorefs.kernel.dump import open_dump
+from vmcorefs.tree import NotFound, build_tree
+
+#: The issue's budget for the committed sample.
+SAMPLE_SIZE_LIMIT = 20_000_000
+#: ``struct new_utsname`` (include/uapi/linux/utsname.h): six char[__NEW_UTS_LEN + 1] fields.
+NEW_UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
+NEW_UTS_LEN = 65
+
+
+@pytest.fixture(scope="module")
+def dump(sample):
+    try:
+        opened = open_dump(str(sample.dump))
+    except ModuleNotFoundError as exc:
+        if exc.name != "vmcorefs.dumpfile.kdump":
+            raise
+        pytest.skip("the kdump-compressed reader (dumpfile/kdump.py) is not on this branch yet")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
+def tree(dump):
+    return build_tree(dump)
+
+
+def read_file(tree, path: str, limit: int = 1 << 20) -> bytes:
+    """A tree file's content, or skip when this branch does not have that file yet."""
+    try:
+        node = tree.lookup(path)
+    except NotFound:
+        pytest.skip(f"/{path} is not in the tree on this branch yet")
+    return node.read(0, limit)
+
+
+# --- the files themselves -------------------------------------------------------------------
+
+
+def test_sample_is_small_and_intact(sample):
+    data = sample.dump.read_bytes()
+    assert len(data) == sample.truth["dump"]["size"] <= SAMPLE_SIZE_LIMIT
+    # A git LFS pointer or a damaged checkout would pass a size check only by accident.
+    assert hashlib.sha256(data).hexdigest() == sample.truth["dump"]["sha256"]
+    assert data[:8] == b"KDUMP   "
+
+
+def test_ground_truth_agrees_with_itself(sample):
+    truth = sample.truth
+    assert truth["osrelease"] == sample.uts["release"]
+    assert truth["uts"] == sample.uts
+    for name, addr in truth["symbols"].items():
+        assert sample.symbol(name) == int(addr, 16), name
+    core = [line for line in sample.kallsyms if line[3] is None]
+    assert len(core) == truth["kallsyms_count"]
+    assert truth["marker"] in sample.text("dmesg.txt")
+
+
+# --- through the library --------------------------------------------------------------------
+
+
+def test_vmcoreinfo_is_the_note_qemu_wrote(sample, dump):
+    # vmcoreinfo.txt was read from QEMU's ELF by the builder, before makedumpfile.
+    assert dump.vmcoreinfo.raw == (sample.root / "vmcoreinfo.txt").read_bytes()
+    assert dump.vmcoreinfo.osrelease == sample.uts["release"]
+    assert dump.vmcoreinfo.page_size == sample.truth["page_size"]
+    # The KASLR slide, from the guest's own _text.
+    assert dump.vmcoreinfo.kerneloffset == sample.symbol("_text") - START_KERNEL
+    assert dump.vmcoreinfo.kerneloffset == sample.truth["kerneloffset"] != 0
+
+
+def test_linux_banner_through_kvirt(sample, dump):
+    banner = dump.kvirt.cstring(sample.symbol("linux_banner"), 512).decode()
+    assert banner.startswith(f"Linux version {sample.uts['release']} (")
+    # linux_banner ends with UTS_VERSION and a newline (init/version.c).
+    assert banner.endswith(f" {sample.uts['version']}\n")
+
+
+def test_init_uts_ns_is_uname(sample, dump):
+    base = sample.symbol("init_uts_ns") + dump.vmcoreinfo.need("OFFSET", "uts_namespace.name")
+    raw = dump.kvirt.read_exact(base, NEW_UTS_LEN * len(NEW_UTS_FIELDS))
+    for i, field in enumerate(NEW_UTS_FIELDS):
+        value = raw[i * NEW_UTS_LEN : (i + 1) * NEW_UTS_LEN].split(b"\0", 1)[0].decode()
+        assert value == sample.uts[field], field
+
+
+def test_phys_size_is_makedumpfiles_page_count(sample, dump):
+    pages = sample.truth["makedumpfile_d31_page_counts"]["total_pages"]
+    assert dump.phys.size == pages * sample.truth["page_size"]
+    assert dump.phys.read(dump.phys.size, 16) == b""
+
+
+@pytest.mark.parametrize("name", ["Kernel code", "Kernel rodata"])
+def test_kernel_image_in_system_ram_reads_alike_in_phys_and_kvirt(sample, dump, name):
+    start, end = sample.iomem_range(name)
+    ram = [(s, e) for s, e, what, depth in sample.iomem() if what == "System RAM" and depth == 0]
+    assert any(s <= start and end <= e for s, e in ram)
+    # /proc/iomem places the image physically, kallsyms virtually: _text is "Kernel code".
+    code_start, _ = sample.iomem_range("Kernel code")
+    virt = sample.symbol("_text") + (start - code_start)
+    size = min(end - start, 1 << 20)
+    data = dump.phys.read_exact(start, size)
+    assert data == dump.kvirt.read_exact(virt, size)
+    assert data != bytes(size)  # real code and data, not zero pages
+
+
+def test_linux_banner_through_phys(sample, dump):
+    # The banner is in rodata: its physical address from iomem and kallsyms alone.
+    start, end = sample.iomem_range("Kernel rodata")
+    offset = sample.symbol("linux_banner") - sample.symbol("_text")
+    code_start, _ = sample.iomem_range("Kernel code")
+    assert start <= code_start + offset < end
+    phys = dump.phys.read_exact(code_start + offset, 14)
+    assert phys == b"Linux version "
+
+
+def test_every_core_symbol_is_in_the_merged_table(sample, dump):
+    table = dump.symbols
+    have = set(zip(table.addresses, table.types, table.names, strict=True))
+    missing = [line[:3] for line in sample.kallsyms if line[3] is None and line[:3] not in have]
+    assert not missing[:10]
+
+
+# --- through the tree -----------------------------------------------------------------------
+
+
+def test_tree_info_and_vmcoreinfo(sample, tree):
+    assert read_file(tree, "info/OSRELEASE") == (sample.uts["release"] + "\n").encode()
+    assert read_file(tree, "vmcoreinfo") == (sample.root / "vmcoreinfo.txt").read_bytes()
+
+
+def test_tree_dmesg_is_makedumpfiles(sample, tree):
+    expected = (sample.root / "dmesg.makedumpfile.txt").read_bytes()
+    assert read_file(tree, "dmesg", 1 << 24) == expected
+    assert sample.truth["marker"].encode() in expected
+
+
+def test_tree_uts(sample, tree):
+    for field in NEW_UTS_FIELDS:
+        assert read_file(tree, f"uts/{field}") == (sample.uts[field] + "\n").encode()
+
+
+def test_tree_sym_linux_banner(sample, tree):
+    data = read_file(tree, "sym/linux_banner", 64)
+    assert data.startswith(f"Linux version {sample.uts['release']} ".encode())
+
+
+# --- mounted, as the README's quick start does it -------------------------------------------
+
+
+@pytest.mark.mount
+def test_quick_start_reads(sample, dump, tmp_path):
+    with mounted([str(sample.dump)], tmp_path / "mnt") as mnt:
+        assert (mnt / "info" / "OSRELEASE").read_text() == sample.uts["release"] + "\n"
+        fd = os.open(mnt / "kvirt", os.O_RDONLY)
+        try:
+            offset = sample.symbol("linux_banner") & 0x7FFFFFFFFFFFFFFF  # the kvirt offset rule
+            data = os.pread(fd, 64, offset)
+        finally:
+            os.close(fd)
+        assert data.startswith(f"Linux version {sample.uts['release']} ".encode())

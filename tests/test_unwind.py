@@ -1,0 +1,364 @@
+"""The ORC unwinder and frame naming on a synthetic kernel: text symbols, ORC tables and stacks
+written by the test, with the layouts (orc_entry, pt_regs, inactive_task_frame) in BTF.
+
+Expected frames are worked out by hand from the kernel's rules (arch/x86/kernel/unwind_orc.c),
+not taken from the program's output.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from tests.btfbuilder import BtfBuilder
+from tests.kernelfakes import SparseMemory, symbol_table
+from vmcorefs.errors import Unavailable
+from vmcorefs.kernel import unwind as U
+from vmcorefs.kernel.btf import Btf
+from vmcorefs.kernel.unwind import Frame, OrcLayout, OrcTable, Symbolizer, Unwinder
+
+TEXT = 0xFFFFFFFF81000000
+ORC_IP = 0xFFFFFFFF82000000
+ORC = 0xFFFFFFFF82100000
+STACK = 0xFFFFC90000010000  # a task stack
+IRQ_STACK = 0xFFFFC90000200000  # above it: leaving the IRQ stack lowers sp
+
+PT_REGS = "r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ip cs flags sp ss".split()
+PT = {name: 8 * i for i, name in enumerate(PT_REGS)}
+KERNEL_CS, USER_CS = 0x10, 0x33
+
+FUNCS = {
+    "_stext": TEXT,
+    "__schedule": TEXT + 0x100,
+    "schedule": TEXT + 0x200,
+    "worker_thread.isra.0": TEXT + 0x300,
+    "kthread": TEXT + 0x400,
+    "ret_from_fork": TEXT + 0x500,
+    "entry_SYSCALL_64": TEXT + 0x600,
+    "entry_SYSCALL_64_after_hwframe": TEXT + 0x638,
+    "syscall_return_via_sysret": TEXT + 0x6A0,
+    "xen_error_entry": TEXT + 0x700,
+    "do_syscall_64": TEXT + 0x800,
+    "asm_common_interrupt": TEXT + 0x900,
+    "__irqentry_text_end": TEXT + 0xA00,
+    "common_interrupt_return": TEXT + 0xA00,
+    "handle_irq": TEXT + 0xB00,
+    "foo.cold": TEXT + 0xC00,
+    "asm_exc_page_fault": TEXT + 0xC40,
+    "foo": TEXT + 0xD00,
+    "noreturn_caller": TEXT + 0xE00,
+    "next_func": TEXT + 0xE10,
+    "looper": TEXT + 0xF00,
+    "_etext": TEXT + 0x1000,
+    "_end": TEXT + 0x2000,
+}
+
+
+def fn(name: str, off: int = 0) -> int:
+    return FUNCS[name] + off
+
+
+def orc_bytes(sp_off, bp_off, sp_reg, bp_reg, typ, end=0) -> bytes:
+    """struct orc_entry (6.1): s16 sp_offset, s16 bp_offset, sp_reg:4 bp_reg:4 type:2 end:1."""
+    return struct.pack("<hhBB", sp_off, bp_off, sp_reg | bp_reg << 4, typ | end << 2)
+
+
+def layout_btf(v2: bool = False) -> Btf:
+    b = BtfBuilder()
+    u64 = b.int_("long unsigned int", 8)
+    s16 = b.int_("short int", 2, signed=True)
+    uint = b.int_("unsigned int", 4)
+    tail = (
+        [("type", uint, 40, 3), ("signal", uint, 43, 1)]
+        if v2
+        else [("type", uint, 40, 2), ("end", uint, 42, 1)]
+    )
+    b.struct(
+        "orc_entry",
+        6,
+        [("sp_offset", s16, 0), ("bp_offset", s16, 16), ("sp_reg", uint, 32, 4),
+         ("bp_reg", uint, 36, 4), *tail],
+    )  # fmt: skip
+    b.struct("pt_regs", 168, [(n, u64, 64 * i) for i, n in enumerate(PT_REGS)])
+    frame = "r15 r14 r13 r12 bx bp ret_addr".split()
+    b.struct("inactive_task_frame", 56, [(n, u64, 64 * i) for i, n in enumerate(frame)])
+    return Btf(b.build())
+
+
+S, BP, PREV_SP, UNDEF = U.ORC_REG_SP, U.ORC_REG_BP, U.ORC_REG_PREV_SP, U.ORC_REG_UNDEFINED
+CALL, REGS, PARTIAL = U.ORC_TYPE_CALL, U.ORC_TYPE_REGS, U.ORC_TYPE_REGS_PARTIAL
+
+#: (ip, entry) sorted by ip: each function starts with "CALL, sp + 8" and then has its body's
+#: rule at +4.
+ROWS = [
+    (fn("_stext"), orc_bytes(0, 0, UNDEF, UNDEF, CALL)),  # a section terminator (end=0)
+    (fn("__schedule"), orc_bytes(8, 0, S, UNDEF, CALL)),
+    (fn("__schedule", 4), orc_bytes(32, -16, S, PREV_SP, CALL)),
+    (fn("schedule"), orc_bytes(8, 0, S, UNDEF, CALL)),
+    (fn("schedule", 4), orc_bytes(16, -16, BP, PREV_SP, CALL)),  # frame pointer based
+    (fn("worker_thread.isra.0"), orc_bytes(24, 0, S, UNDEF, CALL)),
+    (fn("kthread"), orc_bytes(16, 0, S, UNDEF, CALL)),
+    (fn("ret_from_fork"), orc_bytes(0, 0, UNDEF, UNDEF, CALL, end=1)),  # UNWIND_HINT_EMPTY
+    (fn("ret_from_fork", 0x10), orc_bytes(8, 0, S, UNDEF, CALL)),
+    (fn("ret_from_fork", 0x18), orc_bytes(0, 0, UNDEF, UNDEF, CALL, end=1)),  # end of stack
+    (fn("entry_SYSCALL_64"), orc_bytes(0, 0, UNDEF, UNDEF, CALL, end=1)),
+    (fn("entry_SYSCALL_64_after_hwframe"), orc_bytes(0, 0, S, UNDEF, REGS)),
+    (fn("xen_error_entry"), orc_bytes(8, 0, S, UNDEF, CALL)),
+    (fn("do_syscall_64"), orc_bytes(8, 0, S, UNDEF, CALL)),
+    (fn("do_syscall_64", 4), orc_bytes(16, -16, S, PREV_SP, CALL)),
+    (fn("asm_common_interrupt"), orc_bytes(0, 0, S, UNDEF, PARTIAL)),
+    (fn("asm_common_interrupt", 0x20), orc_bytes(0, 0, U.ORC_REG_SP_INDIRECT, UNDEF, REGS)),
+    (fn("common_interrupt_return"), orc_bytes(0, 0, S, UNDEF, REGS)),
+    (fn("handle_irq"), orc_bytes(8, 0, S, UNDEF, CALL)),
+    (fn("handle_irq", 4), orc_bytes(16, -16, S, PREV_SP, CALL)),
+    (fn("foo.cold"), orc_bytes(8, 0, S, UNDEF, CALL)),
+    (fn("asm_exc_page_fault"), orc_bytes(0, 0, S, UNDEF, PARTIAL)),
+    (fn("foo"), orc_bytes(8, 0, S, UNDEF, CALL)),
+    (fn("noreturn_caller"), orc_bytes(8, 0, S, UNDEF, CALL)),
+    (fn("next_func"), orc_bytes(-8, 0, S, UNDEF, CALL)),  # bad data: sp would go down
+    (fn("looper"), orc_bytes(16, 0, S, UNDEF, CALL)),
+    (fn("_etext"), orc_bytes(0, 0, UNDEF, UNDEF, CALL)),
+]
+
+
+class Kernel:
+    def __init__(self, rows=ROWS, v2: bool = False) -> None:
+        self.mem = SparseMemory()
+        for i, (ip, raw) in enumerate(rows):
+            self.mem.put32(ORC_IP + 4 * i, ip - (ORC_IP + 4 * i))
+            self.mem.write(ORC + 6 * i, raw)
+        syms = dict(FUNCS)
+        syms.update(
+            __start_orc_unwind_ip=ORC_IP,
+            __stop_orc_unwind_ip=ORC_IP + 4 * len(rows),
+            __start_orc_unwind=ORC,
+            __stop_orc_unwind=ORC + 6 * len(rows),
+        )
+        self.symbols = symbol_table(syms)
+        self.btf = layout_btf(v2)
+
+    def unwinder(self, **kw) -> Unwinder:
+        return Unwinder(self.mem, self.symbols, self.btf, **kw)
+
+    def names(self, frames: list[Frame], **kw) -> list[str]:
+        return Symbolizer(self.symbols, **kw).format(frames).splitlines()
+
+
+@pytest.fixture
+def k() -> Kernel:
+    return Kernel()
+
+
+def test_sleeping_kthread_ends_in_ret_from_fork(k):
+    thread_sp = STACK + 0x100
+    bp1 = 0x1111
+    # inactive_task_frame: r15 r14 r13 r12 bx bp ret_addr
+    k.mem.put64(thread_sp, 0, 0, 0, 0, 0, bp1, fn("__schedule", 0x50))
+    sp0 = thread_sp + 56
+    cfa1 = sp0 + 32  # __schedule: sp + 32, bp saved at cfa - 16
+    cfa2 = cfa1 + 48  # schedule: bp + 16, so the bp saved by __schedule is cfa2 - 16
+    k.mem.put64(cfa1 - 16, cfa2 - 16, fn("schedule", 0x20))
+    bp3 = 0x3333
+    k.mem.put64(cfa2 - 16, bp3, fn("worker_thread.isra.0", 0x30))
+    cfa3 = cfa2 + 24
+    k.mem.put64(cfa3 - 8, fn("kthread", 0x40))
+    cfa4 = cfa3 + 16
+    k.mem.put64(cfa4 - 8, fn("ret_from_fork", 0x1F))
+    frames = k.unwinder().from_inactive_frame(thread_sp)
+    assert [f.sp for f in frames] == [sp0, cfa1, cfa2, cfa3, cfa4]
+    assert k.names(frames) == [
+        "__schedule+0x50/0x100",
+        "schedule+0x20/0x100",
+        "worker_thread+0x30/0x100",  # worker_thread.isra.0: GCC's clone of worker_thread
+        "kthread+0x40/0x100",
+        "ret_from_fork+0x1f/0x100",
+    ]
+
+
+def test_a_task_that_never_ran_starts_at_ret_from_fork(k):
+    thread_sp = STACK + 0x100
+    k.mem.put64(thread_sp, 0, 0, 0, 0, 0, 0, fn("ret_from_fork"))
+    k.mem.put64(thread_sp + 56, 0, fn("kthread", 0x40))  # what a call rule would read
+    frames = k.unwinder().from_inactive_frame(thread_sp)
+    # the entry at ret_from_fork itself (not at ip - 1, in the function before) ends the stack
+    assert k.names(frames) == ["ret_from_fork+0x0/0x100"]
+    assert frames[0].call is False
+
+
+def test_syscall_stops_at_the_user_pc(k):
+    r0 = STACK + 0x800
+    pt = r0 + 16  # do_syscall_64's caller frame: the pt_regs that entry_SYSCALL_64 pushed
+    k.mem.put64(r0, 0x5555, fn("entry_SYSCALL_64", 0x58))
+    regs = dict.fromkeys(PT_REGS, 0)
+    regs.update(ip=0x401000, sp=0x7FFD0000, cs=USER_CS, bp=0x7FFD0010)
+    k.mem.put64(pt, *(regs[n] for n in PT_REGS))
+    frames = k.unwinder().from_registers({"ip": fn("do_syscall_64", 0x10), "sp": r0, "bp": 0,
+                                          "cs": KERNEL_CS})  # fmt: skip
+    assert k.names(frames) == [
+        "do_syscall_64+0x10/0x100",  # interrupted: the ip itself, not ip - 1
+        "entry_SYSCALL_64+0x58/0x100",  # not entry_SYSCALL_64_after_hwframe: a label inside
+        "0x401000",
+    ]
+    assert frames[-1].user and frames[-1].sp == 0x7FFD0000
+
+
+def test_registers_in_user_mode_are_one_user_frame(k):
+    frames = k.unwinder().from_registers({"ip": 0x401234, "sp": 0x7FFF0000, "cs": USER_CS})
+    assert k.names(frames) == ["0x401234"]
+
+
+def test_interrupt_on_the_irq_stack_back_to_the_task_stack(k):
+    irq0 = IRQ_STACK + 0x100
+    task_sp = STACK + 0x400  # lower than the IRQ stack: sp goes down where the stack switches
+    pt = STACK + 0x300  # pt_regs of the interrupted kernel code, on the task stack
+    k.mem.put64(irq0, 0x7777, fn("asm_common_interrupt", 0x30))
+    k.mem.put64(irq0 + 16, pt)  # SP_INDIRECT: the previous sp saved on top of the IRQ stack
+    bp_task = task_sp - 16 + 0x40
+    regs = dict.fromkeys(PT_REGS, 0)
+    regs.update(ip=fn("schedule", 0x60), sp=task_sp, cs=KERNEL_CS, bp=bp_task)
+    k.mem.put64(pt, *(regs[n] for n in PT_REGS))
+    cfa3 = bp_task + 16  # schedule: sp = bp + 16 (bp from the saved registers)
+    k.mem.put64(cfa3 - 16, 0x9999, fn("kthread", 0x40))
+    k.mem.put64(cfa3 + 16 - 8, fn("ret_from_fork", 0x1F))
+    frames = k.unwinder().from_registers({"ip": fn("handle_irq", 8), "sp": irq0, "bp": 0,
+                                          "cs": KERNEL_CS})  # fmt: skip
+    assert k.names(frames) == [
+        "handle_irq+0x8/0x100",
+        "asm_common_interrupt+0x30/0x100",
+        "schedule+0x60/0x100",  # interrupted, so named at the ip itself
+        "kthread+0x40/0x100",
+        "ret_from_fork+0x1f/0x100",
+    ]
+    assert frames[2].sp == task_sp < frames[1].sp
+
+
+def test_iret_frame_and_a_call_to_a_noreturn_function(k):
+    sp = STACK + 0x600
+    # REGS_PARTIAL at sp: the IRET frame ip, cs, flags, sp, ss
+    k.mem.put64(sp, fn("foo.cold", 0x10), KERNEL_CS, 0x246, sp + 0x100, 0x18)
+    # foo.cold: CALL sp + 8; its return address is noreturn_caller's end = next_func's start
+    k.mem.put64(sp + 0x100, fn("next_func"))
+    k.mem.put64(sp + 0x108, fn("kthread", 0x40))
+    k.mem.put64(sp + 0x118, fn("ret_from_fork", 0x1F))
+    frames = k.unwinder().from_registers({"ip": fn("asm_exc_page_fault", 4), "sp": sp,
+                                          "cs": KERNEL_CS})  # fmt: skip
+    assert k.names(frames) == [
+        "asm_exc_page_fault+0x4/0xc0",
+        "foo+0x10/0x40",  # foo.cold: code of foo; offset and size within the cold part
+        "noreturn_caller+0x10/0x10",  # looked up at ip - 1: the call, not next_func
+        "kthread+0x40/0x100",
+        "ret_from_fork+0x1f/0x100",
+    ]
+
+
+def test_a_null_function_pointer_call(k):
+    sp = STACK + 0x700
+    k.mem.put64(sp, fn("kthread", 0x40))
+    k.mem.put64(sp + 8 + 8, fn("ret_from_fork", 0x1F))
+    frames = k.unwinder().from_registers({"ip": 0, "sp": sp, "cs": KERNEL_CS})
+    assert k.names(frames) == ["0x0", "kthread+0x40/0x100", "ret_from_fork+0x1f/0x100"]
+
+
+def test_linker_markers_give_way_to_the_function(k):
+    names = k.names([Frame(fn("common_interrupt_return", 0x10), 0, call=False)])
+    assert names == ["common_interrupt_return+0x10/0x100"]  # not __irqentry_text_end
+
+
+def test_stack_going_the_wrong_way_stops(k):
+    sp = STACK + 0x900
+    k.mem.put64(sp, fn("next_func", 4))  # noreturn_caller -> next_func, whose rule is bad
+    frames = k.unwinder().from_registers({"ip": fn("noreturn_caller", 4), "sp": sp,
+                                          "cs": KERNEL_CS})  # fmt: skip
+    assert len(frames) == 2  # next_func's frame is shown, the one it would give is not
+
+
+def test_depth_is_bounded(k):
+    sp = STACK + 0x1000
+    for i in range(2 * U.MAX_FRAMES):  # each looper frame returns into looper again
+        k.mem.put64(sp + 16 * i + 8, fn("looper", 8))
+    frames = k.unwinder().from_registers({"ip": fn("looper", 8), "sp": sp, "cs": KERNEL_CS})
+    assert len(frames) == U.MAX_FRAMES
+
+
+def test_absent_stack_and_unknown_code_stop_the_walk(k):
+    sp = STACK + 0x3000
+    frames = k.unwinder().from_registers({"ip": fn("kthread", 8), "sp": sp, "cs": KERNEL_CS})
+    assert len(frames) == 1  # the return address is not in the dump
+    k.mem.put64(sp + 8, 0xFFFFFFFFA0000000)  # into code no ORC table covers
+    k.mem.put64(sp + 16, fn("ret_from_fork", 0x1F))
+    frames = k.unwinder().from_registers({"ip": fn("kthread", 8), "sp": sp, "cs": KERNEL_CS})
+    assert k.names(frames) == ["kthread+0x8/0x100", "0xffffffffa0000000"]
+    with pytest.raises(Unavailable, match="saved frame"):
+        k.unwinder().from_inactive_frame(STACK + 0x5000)
+
+
+def test_module_tables_and_symbols(k):
+    mod_text = 0xFFFFFFFFC0000000
+    mod_ip, mod_orc = 0xFFFFFFFFC0010000, 0xFFFFFFFFC0011000
+    rows = [(mod_text, orc_bytes(8, 0, S, UNDEF, CALL)),
+            (mod_text + 4, orc_bytes(24, 0, S, UNDEF, CALL))]  # fmt: skip
+    for i, (ip, raw) in enumerate(rows):
+        k.mem.put32(mod_ip + 4 * i, ip - (mod_ip + 4 * i))
+        k.mem.write(mod_orc + 6 * i, raw)
+    table = OrcTable(k.mem, OrcLayout(k.btf), mod_ip, mod_orc, 2, "mod")
+
+    def module_orc(addr: int):
+        return table if mod_text <= addr < mod_text + 0x1000 else None
+
+    def module_symbol(addr: int):
+        if mod_text <= addr < mod_text + 0x1000:
+            return "fw_cfg_read.constprop.0", addr - mod_text, 0x80, "qemu_fw_cfg"
+        return None
+
+    sp = STACK + 0xA00
+    k.mem.put64(sp + 16, fn("kthread", 0x40))
+    k.mem.put64(sp + 24 + 8, fn("ret_from_fork", 0x1F))
+    frames = k.unwinder(module_orc=module_orc).from_registers(
+        {"ip": mod_text + 0x10, "sp": sp, "cs": KERNEL_CS}
+    )
+    assert k.names(frames, module_symbol=module_symbol) == [
+        "fw_cfg_read+0x10/0x80 [qemu_fw_cfg]",
+        "kthread+0x40/0x100",
+        "ret_from_fork+0x1f/0x100",
+    ]
+
+
+def test_orc_layout_of_linux_6_4():
+    """6.4 split the end bit into types: UNDEFINED 0, END_OF_STACK 1, CALL 2, REGS 3, ..."""
+    layout = OrcLayout(layout_btf(v2=True))
+    raw = struct.pack("<hhBB", 16, -16, S | PREV_SP << 4, 2)
+    assert layout.decode(raw) == U.OrcEntry(16, -16, S, PREV_SP, CALL, False)
+    assert layout.decode(struct.pack("<hhBB", 0, 0, S, 3)).type == REGS
+    assert layout.decode(struct.pack("<hhBB", 0, 0, S, 4)).type == PARTIAL
+    end = layout.decode(struct.pack("<hhBB", 0, 0, S, 1))
+    assert end.end and end.sp_reg == UNDEF
+    assert layout.decode(struct.pack("<hhBB", 0, 0, S, 0)).type == -1
+    old = OrcLayout(layout_btf())
+    assert old.decode(orc_bytes(-8, 24, BP, S, PARTIAL, end=1)) == U.OrcEntry(
+        -8, 24, BP, S, PARTIAL, True
+    )
+
+
+def test_orc_tables_must_agree():
+    k = Kernel()
+    k.symbols = symbol_table({**FUNCS, "__start_orc_unwind_ip": ORC_IP,
+                              "__stop_orc_unwind_ip": ORC_IP + 4 * len(ROWS),
+                              "__start_orc_unwind": ORC,
+                              "__stop_orc_unwind": ORC + 6 * len(ROWS) + 6})  # fmt: skip
+    with pytest.raises(Unavailable, match="disagree"):
+        k.unwinder()
+    k.symbols = symbol_table(FUNCS)
+    with pytest.raises(Unavailable, match="CONFIG_UNWINDER_ORC"):
+        k.unwinder()
+
+
+def test_function_names():
+    assert U.function_name("__handle_sysrq.cold") == "__handle_sysrq"
+    assert U.function_name("orc_find.part.0") == "orc_find"
+    assert U.function_name("foo.constprop.0.isra.0") == "foo"
+    assert U.function_name("bar.isra.0.cold") == "bar"
+    assert U.function_name("baz") == "baz"
+    assert U.function_name("x.y") == "x.y"
+    assert U.linker_marker("__irqentry_text_end") and U.linker_marker("__start_orc_unwind")
+    assert not U.linker_marker("common_interrupt_return") and not U.linker_marker("_end")

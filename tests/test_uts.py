@@ -1,0 +1,58 @@
+"""``uts/``: the six new_utsname strings from init_uts_ns, synthetic and real."""
+
+from __future__ import annotations
+
+import pytest
+
+import vmcorefs
+from tests.mmbuilder import MiB, SyntheticKernel
+from vmcorefs.kernel.uts import UTS_FIELDS
+from vmcorefs.tree import build_tree
+
+FIELDS = [b"Linux", b"host-\xc3\xa9", b"6.1.0-x", b"#1 SMP " + b"v" * 57, b"x86_64", b"(none)"]
+
+
+def make(tmp_path, fields=FIELDS, drop=()):
+    k = SyntheticKernel([(0, 64 * MiB)], init_struct_pages=False)
+    k.add_uts(fields)
+    return build_tree(vmcorefs.open_dump(k.write_core(tmp_path / "core", drop=drop))), k
+
+
+def test_each_field_is_its_bytes_and_a_newline(tmp_path):
+    tree, _ = make(tmp_path)
+    assert sorted(tree.lookup("uts").entries()) == sorted(UTS_FIELDS)
+    for name, value in zip(UTS_FIELDS, FIELDS, strict=True):
+        assert tree.lookup(f"uts/{name}").read(0, 200) == value + b"\n"
+    # a 64-byte value fills its array up to the NUL of the 65th byte
+    assert len(FIELDS[3]) == 64
+
+
+@pytest.mark.parametrize("key", ["SYMBOL(init_uts_ns)", "OFFSET(uts_namespace.name)"])
+def test_missing_key_is_unavailable(tmp_path, key):
+    tree, _ = make(tmp_path, drop=[key])
+    assert (
+        tree.lookup("uts/release").read(0, 200)
+        == f"unavailable: VMCOREINFO has no {key}\n".encode()
+    )
+
+
+def test_absent_memory_is_unavailable(tmp_path):
+    k = SyntheticKernel([(0, 64 * MiB)], init_struct_pages=False)
+    k.symbol("init_uts_ns", 0xFFFFC90000000000)  # not mapped
+    k.vmcoreinfo["OFFSET(uts_namespace.name)"] = "0"
+    tree = build_tree(vmcorefs.open_dump(k.write_core(tmp_path / "core")))
+    text = tree.lookup("uts/sysname").read(0, 300).decode()
+    assert text.startswith("unavailable: init_uts_ns.name is not in the dump")
+    assert text.count("\n") == 1
+
+
+@pytest.mark.realdump
+@pytest.mark.parametrize("name", ["vmcore.elf", "mdf-d31.elf"])
+def test_real_dumps_equal_the_guests_uname(case, name):
+    if name not in case.truth["files"]:
+        pytest.skip(f"{case.name} has no {name}")
+    with vmcorefs.open_dump(str(case.file(name))) as dump:
+        tree = build_tree(dump)
+        for field in UTS_FIELDS:
+            want = (case.truth["uts"][field] + "\n").encode()
+            assert tree.lookup(f"uts/{field}").read(0, 200) == want

@@ -1,0 +1,201 @@
+"""``mm/``: what VMCOREINFO's memory-management entries say, as text a person can ``cat``.
+
+- ``nodes``: ``node_online_map`` in the kernel's list format (``%*pbl``: ``0``, ``0-1,3``).
+- ``vmalloc``: one line per ``vmap_area`` on ``vmap_area_list``, by start address.
+- ``buddyinfo``: ``/proc/buddyinfo`` rebuilt from the nodes' zones; zone names come from the
+  kernel's own ``zone_names[]`` (a symbol: kallsyms, ``--vmlinux`` or ``--system-map``).
+- ``usage``: every page frame classified as makedumpfile classifies it (:mod:`.mm_usage`).
+
+Each is computed once, on first use, and never from a guess: a missing key or absent memory
+makes the file one ``unavailable: <reason>`` line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import FaultError, Unavailable
+from ..memory.physical import PhysicalMemory
+from ..memory.space import AddressSpace
+from ..memory.x86_64 import KernelVirtualMemory
+from ..vmcoreinfo import VmcoreInfo
+from .lazy import lazy
+from .mm_usage import page_usage
+from .sparsemem import is_kvaddr, node_pgdats, online_nodes
+
+#: Bound on the vmap_area_list walk (a machine has some thousands of areas).
+MAX_VMAP_AREAS = 1 << 22
+#: Bound on ``pglist_data.nr_zones`` (MAX_NR_ZONES is at most 6 in any kernel so far).
+MAX_ZONES = 16
+#: Longest zone name read from ``zone_names[]`` ("DMA32", "Normal", "Movable", "Device").
+MAX_ZONE_NAME = 32
+#: include/linux/mm_types.h (since 2.6.28): struct vmap_area starts with va_start, va_end.
+VA_END_AFTER_VA_START = 8
+
+
+def nodelist(nodes: list[int]) -> str:
+    """The kernel's ``%*pbl`` list: ``0``, ``0-1,3``."""
+    parts: list[str] = []
+    i = 0
+    while i < len(nodes):
+        j = i
+        while j + 1 < len(nodes) and nodes[j + 1] == nodes[j] + 1:
+            j += 1
+        parts.append(str(nodes[i]) if i == j else f"{nodes[i]}-{nodes[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def nodes_text(vi: VmcoreInfo, kvirt: AddressSpace) -> str:
+    return nodelist(online_nodes(vi, kvirt)) + "\n"
+
+
+def vmap_areas(vi: VmcoreInfo, kvirt: AddressSpace) -> list[tuple[int, int]]:
+    """``(va_start, va_end)`` of each ``vmap_area`` on ``vmap_area_list``, sorted by start.
+
+    VMCOREINFO gives ``OFFSET(vmap_area.va_start)`` only; ``va_end`` is the next field, as in
+    every kernel that has the list (2.6.28 to 6.8; 6.9 dropped the list and its keys).
+    """
+    head = vi.need("SYMBOL", "vmap_area_list")
+    off_start = vi.need("OFFSET", "vmap_area.va_start")
+    off_list = vi.need("OFFSET", "vmap_area.list")
+    off_next = vi.offset("list_head.next") or 0
+    out: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    try:
+        node = kvirt.u64(head + off_next)
+        while node != head:
+            if node in seen or not is_kvaddr(node):
+                raise Unavailable(f"vmap_area_list is corrupt at {node:#x} (a loop or a bad link)")
+            if len(out) >= MAX_VMAP_AREAS:
+                raise Unavailable(f"vmap_area_list has more than {MAX_VMAP_AREAS} entries")
+            seen.add(node)
+            va = node - off_list
+            start = kvirt.u64(va + off_start)
+            end = kvirt.u64(va + off_start + VA_END_AFTER_VA_START)
+            out.append((start, end))
+            node = kvirt.u64(node + off_next)
+    except FaultError as exc:
+        raise Unavailable(f"vmap_area_list: {exc}") from None
+    out.sort()
+    return out
+
+
+def vmalloc_text(vi: VmcoreInfo, kvirt: AddressSpace) -> str:
+    return "".join(f"0x{s:016x}-0x{e:016x} {e - s:10d}\n" for s, e in vmap_areas(vi, kvirt))
+
+
+def zone_names(kvirt: AddressSpace, address: int | None, count: int) -> list[str]:
+    """The first ``count`` names of the kernel's ``zone_names[]`` (an array of ``char *``)."""
+    if address is None:
+        raise Unavailable(
+            "the kernel symbol zone_names is not known (needs the dump's kallsyms, Linux 6.0+, "
+            "or --vmlinux / --system-map): zone names are never guessed"
+        )
+    names = []
+    try:
+        for z in range(count):
+            ptr = kvirt.u64(address + 8 * z)
+            raw = kvirt.cstring(ptr, MAX_ZONE_NAME)
+            if not raw or not raw.isascii() or not raw.decode().isprintable():
+                raise Unavailable(f"zone_names[{z}] is not a zone name: {raw!r}")
+            names.append(raw.decode())
+    except FaultError as exc:
+        raise Unavailable(f"zone_names: {exc}") from None
+    return names
+
+
+def buddyinfo_text(
+    vi: VmcoreInfo, kvirt: AddressSpace, zone_names_address: Callable[[], int | None]
+) -> str:
+    """``/proc/buddyinfo`` (mm/vmstat.c ``frag_show_print``) for the zones with pages.
+
+    ``free_area.nr_free`` follows the ``LENGTH(free_area.free_list)`` list heads (struct
+    free_area since 2.6.24); that layout is checked against ``SIZE(free_area)``.
+    """
+    size_zone = vi.need("SIZE", "zone")
+    off_zones = vi.need("OFFSET", "pglist_data.node_zones")
+    off_nr_zones = vi.need("OFFSET", "pglist_data.nr_zones")
+    off_span = vi.need("OFFSET", "zone.spanned_pages")
+    off_free = vi.need("OFFSET", "zone.free_area")
+    orders = vi.need("LENGTH", "zone.free_area")
+    size_fa = vi.need("SIZE", "free_area")
+    off_list = vi.need("OFFSET", "free_area.free_list")
+    types = vi.need("LENGTH", "free_area.free_list")
+    size_lh = vi.size("list_head") or 16
+    nr_free_off = off_list + types * size_lh
+    if nr_free_off + 8 != size_fa:
+        raise Unavailable(
+            f"SIZE(free_area) {size_fa} is not {types} list heads and nr_free: layout unknown"
+        )
+    if not 0 < orders <= 64:
+        raise Unavailable(f"implausible LENGTH(zone.free_area) {orders}")
+    rows: list[tuple[int, int, list[int]]] = []
+    highest = 0
+    try:
+        for nid, pgdat in node_pgdats(vi, kvirt):
+            nr_zones = kvirt.s32(pgdat + off_nr_zones)
+            if not 0 <= nr_zones <= MAX_ZONES:
+                raise Unavailable(f"node {nid} has an implausible nr_zones {nr_zones}")
+            for z in range(nr_zones):
+                zone = pgdat + off_zones + z * size_zone
+                if kvirt.u64(zone + off_span) == 0:
+                    continue  # not populated (VMCOREINFO has no present_pages)
+                free = [
+                    kvirt.u64(zone + off_free + o * size_fa + nr_free_off) for o in range(orders)
+                ]
+                rows.append((nid, z, free))
+                highest = max(highest, z + 1)
+    except FaultError as exc:
+        raise Unavailable(f"zones: {exc}") from None
+    names = zone_names(kvirt, zone_names_address(), highest) if rows else []
+    return "".join(
+        f"Node {nid}, zone {names[z]:>8} " + "".join(f"{n:6d} " for n in free) + "\n"
+        for nid, z, free in rows
+    )
+
+
+class MemoryViews:
+    """The ``mm/`` files of one dump, each built once, on first use.
+
+    Classification must never see invented bytes, so with ``--zero-fill`` it reads through
+    its own strict views of physical and kernel virtual memory.
+    """
+
+    def __init__(self, dump) -> None:
+        self.dump = dump
+        self.vmcoreinfo: VmcoreInfo = dump.vmcoreinfo
+        phys: PhysicalMemory = dump.phys
+        if phys.zero_fill:
+            phys = PhysicalMemory(phys.source, zero_fill=False)
+            kvirt: AddressSpace = KernelVirtualMemory(
+                phys, self.vmcoreinfo, cache_size_mib=dump.options.cache_size_mib
+            )
+        else:
+            kvirt = dump.kvirt
+        self.phys = phys
+        self.kvirt = kvirt
+
+    def _zone_names_address(self) -> int | None:
+        try:
+            return self.dump.symbols.get("zone_names")
+        except Unavailable:  # no symbol table at all: the names are not known
+            return None
+
+    @lazy
+    def usage(self) -> str:
+        return page_usage(
+            self.vmcoreinfo, self.kvirt, self.phys, self.phys.source.ranges()
+        ).render()
+
+    @lazy
+    def nodes(self) -> str:
+        return nodes_text(self.vmcoreinfo, self.kvirt)
+
+    @lazy
+    def vmalloc(self) -> str:
+        return vmalloc_text(self.vmcoreinfo, self.kvirt)
+
+    @lazy
+    def buddyinfo(self) -> str:
+        return buddyinfo_text(self.vmcoreinfo, self.kvirt, self._zone_names_address)

@@ -1,0 +1,722 @@
+"""``mm/usage``: every page frame classified as ``makedumpfile -d 31`` classifies it.
+
+The rules are makedumpfile 1.7.2's (``__exclude_unnecessary_pages``, ``page_is_buddy_v3``,
+``is_cache_page``, ``isOffline``, ``exclude_free_page``, ``exclude_range``, ``print_report``), plus
+the rules later releases added for newer kernels. Those are keyed on VMCOREINFO entries that
+older kernels do not export (``OFFSET(folio._folio_order)``, ``NUMBER(PG_hugetlb)``,
+``NUMBER(PAGE_*_MAPCOUNT_VALUE)`` for slab, hugetlb and unaccepted pages,
+``OFFSET(page.compound_info)``), so on a kernel like 6.1 they change nothing.
+
+In the order makedumpfile applies them, for each page frame inside the dump's RAM ranges:
+
+1. a compound tail page (``compound_head`` bit 0) is skipped: its head decides for it;
+2. a buddy page (``_mapcount`` = ``PAGE_BUDDY_MAPCOUNT_VALUE`` and not ``PG_slab``) is free,
+   with its ``2**private`` pages; kernels without that value give the zones' free lists instead;
+3. an LRU or swap-cache page not mapped anonymously is cache, private when ``PG_private``;
+4. an anonymous page (``mapping`` bit 0) or a hugetlb compound page is user data;
+5. ``PG_hwpoison`` makes it hwpoison; ``_mapcount`` = ``PAGE_OFFLINE_MAPCOUNT_VALUE`` offline;
+6. the rest is kept (kernel data), and of those, the pages filled with zeros are counted
+   apart (this needs the page's content: a page the dump lacks is reported in a ``#`` line).
+
+A compound head of cache, user, hwpoison or offline data classifies ``2**order`` pages at
+once; ranges count every frame up to ``max_mapnr`` (holes included), as makedumpfile does.
+
+``max_mapnr`` is the dump's physical end in pages, lowered to the end of the last ``mem_map``
+(makedumpfile's ``get_mem_map``); ``memory_hole`` is what the dump's RAM ranges leave out.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import FaultError, Unavailable
+from ..memory.physical import PhysicalMemory
+from ..memory.space import AddressSpace
+from ..vmcoreinfo import VmcoreInfo
+from .sparsemem import MemMap, MemMapChunk, node_pgdats, read_mem_map
+
+#: include/linux/page-flags.h: bit 0 of page->mapping marks an anonymous page.
+PAGE_MAPPING_ANON = 1
+#: makedumpfile reads struct pages in windows of this many (PGMM_CACHED); a compound head in
+#: the last slot of a window has its order ignored, so the rule depends on it.
+PGMM_CACHED = 512
+#: makedumpfile's IS_HUGETLB: the dtor a hugetlb folio is given on Linux 6.6 and later.
+IS_HUGETLB = -1
+#: Struct pages read per block (a multiple of PGMM_CACHED): 1 MiB of 64-byte pages.
+BLOCK_PAGES = 16 * 1024
+#: Page contents read at most at once by the zero test.
+ZERO_BLOCK_PAGES = 256
+#: Excluded pages the zero test reads over rather than start another read.
+ZERO_TEST_GAP = 1
+#: Bound on free-list entries walked per list (kernels without PAGE_BUDDY_MAPCOUNT_VALUE).
+MAX_FREE_LIST_ENTRIES = 1 << 26
+
+USAGE_KEYS = (
+    "original_pages",
+    "excluded_pages",
+    "pages_filled_with_zero",
+    "non_private_cache_pages",
+    "private_cache_pages",
+    "user_process_data_pages",
+    "free_pages",
+    "hwpoison_pages",
+    "offline_pages",
+    "remaining_pages",
+    "memory_hole",
+    "total_pages",
+)
+
+_ZERO_RUN = re.compile(b"\x00+")
+_U8 = struct.Struct("<B")
+_U16 = struct.Struct("<H")
+_U64 = struct.Struct("<Q")
+_M32 = 0xFFFF_FFFF
+_M64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def kernel_version(osrelease: str | None) -> tuple[int, int, int]:
+    """``(major, minor, patch)`` of an OSRELEASE like ``6.1.0-56-amd64``."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", osrelease or "")
+    if not m:
+        raise Unavailable(f"VMCOREINFO's OSRELEASE {osrelease!r} has no kernel version")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def flag_mask(nr: int) -> int:
+    """makedumpfile's ``test_bit``: an ``int`` mask ``1 << (nr & 0x1f)``, sign-extended."""
+    n = nr & 0x1F
+    return (0xFFFF_FFFF_8000_0000 if n == 31 else 1 << n) & _M64
+
+
+@dataclass(frozen=True)
+class PageRules:
+    """The VMCOREINFO numbers and offsets the classification needs, checked once."""
+
+    page_size: int
+    spage: int
+    off_flags: int
+    off_mapping: int
+    off_mapcount: int | None
+    off_private: int | None
+    off_chead: int | None
+    #: compound order/dtor: offsets inside the first tail page (0: not known)
+    order_offset: int
+    dtor_offset: int
+    order_width: int  #: 1 (4.16+) or 2 bytes
+    dtor_width: int  #: 1 (4.16+), 2 (4.4+) or 8 bytes
+    m_lru: int
+    m_private: int
+    m_swapcache: int
+    m_swapbacked: int | None
+    m_hwpoison: int | None
+    bit_slab: int
+    head_mask: int
+    buddy_mode: str  #: "mapcount", "pg_buddy" or "freelist"
+    bit_buddy: int
+    buddy_mapcount: int | None
+    offline_mapcount: int | None
+    slab_mapcount: int | None
+    hugetlb_mapcount: int | None
+    unaccepted_mapcount: int | None
+    bit_hugetlb: int | None
+    hugetlb_dtors: frozenset[int]
+    free_area_length: int | None
+
+    @classmethod
+    def from_vmcoreinfo(cls, vi: VmcoreInfo) -> PageRules:
+        page_size = vi.page_size or 4096
+        spage = vi.need("SIZE", "page")
+        version = kernel_version(vi.osrelease)
+
+        def num(name: str) -> int | None:
+            return vi.number(name)
+
+        def mapcount(name: str) -> int | None:
+            value = num(name)
+            return None if value is None else value & _M32
+
+        off_chead = vi.offset("page.compound_head")
+        if off_chead is None:  # Linux 7.1 renamed it
+            off_chead = vi.offset("page.compound_info")
+        # Compound order and dtor live in the first tail page (folio fields since 6.3).
+        folio_order, folio_dtor = vi.offset("folio._folio_order"), vi.offset("folio._folio_dtor")
+        lru = vi.offset("page.lru")
+        old = version < (4, 4, 0)
+        if folio_order is not None:
+            order_offset = folio_order - spage
+        elif vi.offset("page.compound_order") is not None:
+            order_offset = vi.offset("page.compound_order") or 0
+        elif old and lru is not None:
+            order_offset = lru + (vi.offset("list_head.prev") or 8)
+        else:
+            order_offset = 0
+        if folio_dtor is not None:
+            dtor_offset = folio_dtor - spage
+        elif vi.offset("page.compound_dtor") is not None:
+            dtor_offset = vi.offset("page.compound_dtor") or 0
+        elif old and lru is not None:
+            dtor_offset = lru + (vi.offset("list_head.next") or 0)
+        else:
+            dtor_offset = 0
+        new = version >= (4, 16, 0)
+        off_mapcount = vi.offset("page._mapcount")
+        off_private = vi.offset("page.private")
+        pg_buddy = num("PG_buddy")
+        buddy_value = mapcount("PAGE_BUDDY_MAPCOUNT_VALUE")
+        # setup_page_is_buddy (as reordered in makedumpfile 1.7.6: the mapcount value first)
+        if off_private is not None and buddy_value is not None and off_mapcount is not None:
+            buddy_mode = "mapcount"
+        elif off_private is not None and pg_buddy is not None:
+            buddy_mode = "pg_buddy"
+        else:
+            buddy_mode = "freelist"
+        swapbacked = num("PG_swapbacked")
+        hwpoison = num("PG_hwpoison")
+        hugetlb_dtors = set()
+        if num("HUGETLB_PAGE_DTOR") is not None:
+            hugetlb_dtors.add(num("HUGETLB_PAGE_DTOR"))
+        if vi.symbol("free_huge_page") is not None:
+            hugetlb_dtors.add(vi.symbol("free_huge_page"))
+        for name in ("page.flags", "page.mapping"):
+            if vi.need("OFFSET", name) + 8 > spage:
+                raise Unavailable(f"OFFSET({name}) lies outside SIZE(page) {spage}")
+        return cls(
+            page_size=page_size,
+            spage=spage,
+            off_flags=vi.need("OFFSET", "page.flags"),
+            off_mapping=vi.need("OFFSET", "page.mapping"),
+            off_mapcount=off_mapcount,
+            off_private=off_private,
+            off_chead=off_chead,
+            order_offset=order_offset,
+            dtor_offset=dtor_offset,
+            order_width=1 if new else 2,
+            dtor_width=1 if new else (2 if not old else 8),
+            m_lru=flag_mask(vi.need("NUMBER", "PG_lru")),
+            m_private=flag_mask(vi.need("NUMBER", "PG_private")),
+            m_swapcache=flag_mask(vi.need("NUMBER", "PG_swapcache")),
+            m_swapbacked=None if swapbacked is None else flag_mask(swapbacked),
+            m_hwpoison=None if hwpoison is None else flag_mask(hwpoison),
+            bit_slab=(1 << vi.need("NUMBER", "PG_slab")) & _M64,
+            head_mask=vi.need("NUMBER", "PG_head_mask") & _M64,
+            buddy_mode=buddy_mode,
+            bit_buddy=(1 << pg_buddy) & _M64 if pg_buddy is not None else 0,
+            buddy_mapcount=buddy_value,
+            offline_mapcount=mapcount("PAGE_OFFLINE_MAPCOUNT_VALUE"),
+            slab_mapcount=mapcount("PAGE_SLAB_MAPCOUNT_VALUE"),
+            hugetlb_mapcount=mapcount("PAGE_HUGETLB_MAPCOUNT_VALUE"),
+            unaccepted_mapcount=mapcount("PAGE_UNACCEPTED_MAPCOUNT_VALUE"),
+            bit_hugetlb=None if num("PG_hugetlb") is None else 1 << num("PG_hugetlb"),
+            hugetlb_dtors=frozenset(hugetlb_dtors),
+            free_area_length=vi.length("zone.free_area"),
+        )
+
+
+@dataclass
+class PageUsage:
+    """makedumpfile's counters (``pfn_*``) and what could not be decided."""
+
+    max_mapnr: int = 0
+    memory_hole: int = 0
+    zero: int = 0
+    cache: int = 0
+    cache_private: int = 0
+    user: int = 0
+    free: int = 0
+    hwpoison: int = 0
+    offline: int = 0
+    #: kept pages whose content the dump lacks (no zero test possible)
+    no_content: int = 0
+    #: pages in RAM whose struct page the dump lacks (not classified)
+    no_struct_page: int = 0
+
+    @property
+    def original(self) -> int:
+        return self.max_mapnr - self.memory_hole
+
+    @property
+    def excluded(self) -> int:
+        return (
+            self.zero
+            + self.cache
+            + self.cache_private
+            + self.user
+            + self.free
+            + self.hwpoison
+            + self.offline
+        )
+
+    def counts(self) -> dict[str, int]:
+        """The report's numbers, in its order; unsigned 64-bit like makedumpfile's ``mdf_pfn_t``
+        (ranges over holes can make more pages excluded than there are, which wraps)."""
+        return {k: v & _M64 for k, v in self._counts().items()}
+
+    def _counts(self) -> dict[str, int]:
+        return {
+            "original_pages": self.original,
+            "excluded_pages": self.excluded,
+            "pages_filled_with_zero": self.zero,
+            "non_private_cache_pages": self.cache,
+            "private_cache_pages": self.cache_private,
+            "user_process_data_pages": self.user,
+            "free_pages": self.free,
+            "hwpoison_pages": self.hwpoison,
+            "offline_pages": self.offline,
+            "remaining_pages": self.original - self.excluded,
+            "memory_hole": self.memory_hole,
+            "total_pages": self.max_mapnr,
+        }
+
+    def render(self) -> str:
+        """The ``mm/usage`` text: ``name value`` lines, then at most one ``#`` line."""
+        lines = [f"{k} {v}\n" for k, v in self.counts().items()]
+        notes = []
+        if self.no_struct_page:
+            notes.append(
+                f"{self.no_struct_page} pages have no struct page in the dump: not classified, "
+                "counted in remaining_pages"
+            )
+        if self.no_content:
+            notes.append(
+                f"{self.no_content} kept pages are not in the dump: no zero test, counted in "
+                "remaining_pages"
+            )
+        if notes:
+            lines.append("# " + "; ".join(notes) + "\n")
+        return "".join(lines)
+
+
+def pfn_ranges(
+    ranges: Sequence[tuple[int, int]], page_size: int, limit: int
+) -> list[tuple[int, int]]:
+    """The dump's RAM ranges as pfn ranges below ``limit`` (makedumpfile's 1st bitmap: a page
+    counts from its first byte's range, ``create_bitmap_from_memhole`` rounds both ends down)."""
+    shift = page_size.bit_length() - 1
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        a, b = start >> shift, min(end >> shift, limit)
+        if out and a <= out[-1][1]:
+            a = out[-1][1]
+        if a < b:
+            if out and out[-1][1] == a:
+                out[-1] = (out[-1][0], b)
+            else:
+                out.append((a, b))
+    return out
+
+
+class _Columns:
+    """The struct page fields of one block, as lists (one C-level pass per field)."""
+
+    def __init__(self, data: bytes, n: int, rules: PageRules) -> None:
+        self.flags = _column(data, n, rules.spage, rules.off_flags, 8)
+        self.mapping = _column(data, n, rules.spage, rules.off_mapping, 8)
+        zeros = [0] * n
+        self.chead = (
+            _column(data, n, rules.spage, rules.off_chead, 8)
+            if rules.off_chead is not None
+            else zeros
+        )
+        self.mapcount = (
+            _column(data, n, rules.spage, rules.off_mapcount, 4)
+            if rules.off_mapcount is not None
+            else zeros
+        )
+        self.private = (
+            _column(data, n, rules.spage, rules.off_private, 8)
+            if rules.off_private is not None
+            else zeros
+        )
+
+
+def _column(data: bytes, n: int, spage: int, offset: int, width: int) -> list[int]:
+    """Field ``offset`` (unsigned, ``width`` bytes) of each of ``n`` records of ``spage``."""
+    code = "Q" if width == 8 else "I"
+    if offset % width == 0 and spage % width == 0 and offset + width <= spage:
+        step = spage // width
+        view = memoryview(data)[: n * spage].cast(code)
+        return view[offset // width :: step].tolist()
+    fmt = struct.Struct("<" + code)
+    return [fmt.unpack_from(data, i * spage + offset)[0] for i in range(n)]
+
+
+# Counter slots of _Classifier.counts, in PageUsage's order.
+_FREE, _CACHE, _CACHE_PRIVATE, _USER, _HWPOISON, _OFFLINE = range(6)
+
+
+class _Classifier:
+    """One pass of ``__exclude_unnecessary_pages`` over every mem_map chunk."""
+
+    def __init__(
+        self, rules: PageRules, kvirt: AddressSpace, max_mapnr: int, segs: list[tuple[int, int]]
+    ) -> None:
+        self.r = rules
+        self.kvirt = kvirt
+        self.max_mapnr = max_mapnr
+        self.segs = segs
+        self._seg_starts = [s for s, _ in segs]
+        self.usage = PageUsage()
+        self.counts = [0] * 6
+        #: per pfn: 0 kept, 1 excluded, 2 struct page absent (makedumpfile's 2nd bitmap)
+        self.state = bytearray(max_mapnr)
+        #: the end of the last multi-page range: its frames are not looked at again
+        self.skip_until = 0
+
+    # -- reading -----------------------------------------------------------------------------
+    def run(self, chunks: Sequence[MemMapChunk]) -> None:
+        for chunk in chunks:
+            end = min(chunk.pfn_end, self.max_mapnr)
+            pfn = chunk.pfn_start
+            # Each mem_map is walked from its start, as makedumpfile calls
+            # __exclude_unnecessary_pages once per mem_map.
+            self.skip_until = 0
+            while pfn < end:
+                block_end = min(end, (pfn // BLOCK_PAGES + 1) * BLOCK_PAGES)
+                first = max(pfn, self.skip_until)
+                inside = self._segs_in(first, block_end)
+                if inside:
+                    pfn = self._read_block(chunk, inside, block_end, end)
+                else:
+                    pfn = block_end
+        u, counts = self.usage, self.counts
+        u.free += counts[_FREE]
+        u.cache += counts[_CACHE]
+        u.cache_private += counts[_CACHE_PRIVATE]
+        u.user += counts[_USER]
+        u.hwpoison += counts[_HWPOISON]
+        u.offline += counts[_OFFLINE]
+        self.counts = [0] * 6
+
+    def _segs_in(self, a: int, b: int) -> list[tuple[int, int]]:
+        """The RAM stretches inside ``[a, b)``."""
+        i = max(0, bisect.bisect_right(self._seg_starts, a) - 1)
+        out = []
+        for s, e in self.segs[i:]:
+            if s >= b:
+                break
+            if e > a:
+                out.append((max(a, s), min(b, e)))
+        return out
+
+    def _read_block(
+        self, chunk: MemMapChunk, inside: list[tuple[int, int]], block_end: int, chunk_end: int
+    ) -> int:
+        """Classify the struct pages of ``inside`` (up to ``block_end``); returns where to go
+        on (past struct pages that the dump lacks)."""
+        spage = self.r.spage
+        first = inside[0][0]
+        addr = chunk.page_address(first, spage)
+        want = block_end - first
+        data = self.kvirt.read(addr, want * spage)
+        got = len(data) // spage
+        if got:
+            self._classify(first, data, got, inside, chunk_end)
+        if got == want:
+            return block_end
+        # The struct pages from first+got on are absent: go on at the next page of them.
+        boundary = ((addr + len(data)) | (self.r.page_size - 1)) + 1
+        resume = first + -(-(boundary - addr) // spage)
+        resume = min(max(resume, first + got + 1), block_end)
+        state = self.state
+        for a, b in inside:
+            for p in range(max(a, first + got, self.skip_until), min(b, resume)):
+                if state[p] == 0:
+                    state[p] = 2
+                    self.usage.no_struct_page += 1
+        return resume
+
+    # -- the rules -----------------------------------------------------------------------------
+    def _classify(
+        self, pfn0: int, data: bytes, n: int, inside: list[tuple[int, int]], chunk_end: int
+    ) -> None:
+        """Classify the pfns of ``inside`` from ``pfn0`` on (``n`` struct pages in ``data``)."""
+        r = self.r
+        counts = self.counts
+        state = self.state
+        max_mapnr = self.max_mapnr
+        cols = _Columns(data, n, r)
+        flags_l, mapping_l, chead_l = cols.flags, cols.mapping, cols.chead
+        mapcount_l, private_l = cols.mapcount, cols.private
+        head_mask, bit_slab = r.head_mask, r.bit_slab
+        m_lru, m_private, m_swapcache = r.m_lru, r.m_private, r.m_swapcache
+        m_swapbacked, m_hwpoison = r.m_swapbacked, r.m_hwpoison
+        buddy_mode, buddy_mapcount, bit_buddy = r.buddy_mode, r.buddy_mapcount, r.bit_buddy
+        slab_mapcount = r.slab_mapcount
+        offline_mapcount, unaccepted_mapcount = r.offline_mapcount, r.unaccepted_mapcount
+        free_area_length = r.free_area_length
+        hugetlb_dtors = r.hugetlb_dtors
+        data_end = pfn0 + n
+        pfn = pfn0
+        for a, b in inside:
+            pfn = max(a, pfn0, self.skip_until)
+            b = min(b, data_end)
+            while pfn < b:
+                i = pfn - pfn0
+                if chead_l[i] & 1:  # a tail page: its head classified it
+                    pfn += 1
+                    continue
+                flags = flags_l[i]
+                mapcount = mapcount_l[i]
+                if slab_mapcount is not None and mapcount == slab_mapcount:
+                    slab = True  # Linux 6.10+: slab is a page type
+                else:
+                    slab = bool(flags & bit_slab)
+                nr = 1
+                dtor = 0
+                if flags & head_mask and pfn % PGMM_CACHED != PGMM_CACHED - 1:
+                    nr, dtor = self._compound(pfn, i, data, n, mapcount, chunk_end)
+                # 1. free: a buddy page heads 2**private free pages
+                if buddy_mode == "mapcount":
+                    buddy = not slab and mapcount == buddy_mapcount
+                elif buddy_mode == "pg_buddy":
+                    buddy = bool(flags & bit_buddy)
+                else:
+                    buddy = False
+                if buddy:
+                    order = private_l[i]
+                    if (free_area_length is not None and order >= free_area_length) or order >= 64:
+                        pfn += 1  # "Invalid free page order": left as it is
+                        continue
+                    nr = 1 << order
+                    slot = _FREE
+                elif unaccepted_mapcount is not None and mapcount == unaccepted_mapcount:
+                    # Linux 6.16+: unaccepted memory, listed in MAX_PAGE_ORDER blocks
+                    nr = 1 << ((free_area_length or 1) - 1)
+                    slot = _FREE
+                else:
+                    # 2. cache, 3. user data, 4. hwpoison, 5. offline
+                    anon = mapping_l[i] & PAGE_MAPPING_ANON and not slab
+                    if (
+                        flags & m_lru
+                        or (m_swapbacked is None or flags & m_swapbacked)
+                        and flags & m_swapcache
+                    ) and not anon:
+                        slot = _CACHE_PRIVATE if flags & m_private else _CACHE
+                    elif anon or dtor in hugetlb_dtors or dtor == IS_HUGETLB:
+                        slot = _USER
+                    elif m_hwpoison is not None and flags & m_hwpoison:
+                        slot = _HWPOISON
+                    elif offline_mapcount is not None and not slab and mapcount == offline_mapcount:
+                        slot = _OFFLINE
+                    else:
+                        pfn += 1  # kept: the zero test decides later
+                        continue
+                if nr == 1:
+                    state[pfn] = 1
+                    counts[slot] += 1
+                    pfn += 1
+                    continue
+                # exclude_range: every frame of the range up to max_mapnr, holes included
+                end = min(pfn + nr, max_mapnr)
+                state[pfn:end] = b"\x01" * (end - pfn)
+                counts[slot] += end - pfn
+                pfn += nr
+                self.skip_until = pfn
+
+    def _compound(
+        self, pfn: int, i: int, data: bytes, n: int, mapcount: int, chunk_end: int
+    ) -> tuple[int, int]:
+        """``(2**order, dtor)`` of the compound head ``pfn``, read from its first tail page."""
+        r = self.r
+        if i + 1 >= n or pfn + 1 >= chunk_end:
+            return 1, 0  # makedumpfile would read past its window: no order known
+        tail = (i + 1) * r.spage
+        order = 0
+        dtor = 0
+        if r.hugetlb_mapcount is not None:  # Linux 6.9+: order in folio._flags_1
+            order = _U64.unpack_from(data, tail + r.off_flags)[0] & 0xFF
+            if mapcount == r.hugetlb_mapcount:
+                dtor = IS_HUGETLB
+        elif r.bit_hugetlb is not None:  # Linux 6.6+
+            flags_1 = _U64.unpack_from(data, tail + r.off_flags)[0]
+            order = flags_1 & 0xFF
+            if flags_1 & r.bit_hugetlb:
+                dtor = IS_HUGETLB
+        else:
+            if r.order_offset:
+                fmt = _U8 if r.order_width == 1 else _U16
+                order = fmt.unpack_from(data, tail + r.order_offset)[0]
+            if r.dtor_offset:
+                fmt = {1: _U8, 2: _U16, 8: _U64}[r.dtor_width]
+                dtor = fmt.unpack_from(data, tail + r.dtor_offset)[0]
+        if order >= 64 or pfn & ((1 << order) - 1):
+            order = 0  # invalid order
+        return 1 << order, dtor
+
+
+def _free_lists(vi: VmcoreInfo, kvirt: AddressSpace, memmap: MemMap, c: _Classifier) -> None:
+    """makedumpfile's ``exclude_free_page`` for kernels without a buddy mark in struct page:
+    every block on every free list of every populated zone is free."""
+    for name in (
+        ("SIZE", "zone"),
+        ("OFFSET", "zone.free_area"),
+        ("OFFSET", "zone.spanned_pages"),
+        ("OFFSET", "pglist_data.node_zones"),
+        ("OFFSET", "pglist_data.nr_zones"),
+        ("SIZE", "free_area"),
+        ("OFFSET", "free_area.free_list"),
+        ("OFFSET", "list_head.next"),
+        ("OFFSET", "list_head.prev"),
+        ("OFFSET", "page.lru"),
+        ("LENGTH", "zone.free_area"),
+    ):
+        vi.need(*name)
+    size_zone, off_free = vi.need("SIZE", "zone"), vi.need("OFFSET", "zone.free_area")
+    off_span = vi.need("OFFSET", "zone.spanned_pages")
+    off_zones, off_nr = (
+        vi.need("OFFSET", "pglist_data.node_zones"),
+        vi.need("OFFSET", "pglist_data.nr_zones"),
+    )
+    size_fa, off_list = vi.need("SIZE", "free_area"), vi.need("OFFSET", "free_area.free_list")
+    off_next, off_prev = vi.need("OFFSET", "list_head.next"), vi.need("OFFSET", "list_head.prev")
+    off_lru = vi.need("OFFSET", "page.lru")
+    orders = vi.need("LENGTH", "zone.free_area")
+    types = vi.length("free_area.free_list") or 1
+    size_lh = vi.size("list_head") or 16
+    if not 0 < orders <= 64 or not 0 < types <= 64:
+        raise Unavailable("implausible LENGTH(zone.free_area) or LENGTH(free_area.free_list)")
+    for nid, pgdat in node_pgdats(vi, kvirt):
+        try:
+            nr_zones = kvirt.s32(pgdat + off_nr)
+        except FaultError as exc:
+            raise Unavailable(f"node {nid} nr_zones is not in the dump ({exc})") from None
+        if not 0 <= nr_zones <= 16:
+            raise Unavailable(f"node {nid} has an implausible nr_zones {nr_zones}")
+        for z in range(nr_zones):
+            zone = pgdat + off_zones + z * size_zone
+            try:
+                if not kvirt.u64(zone + off_span):
+                    continue
+                for order in range(orders - 1, -1, -1):
+                    for mt in range(types):
+                        head = zone + off_free + size_fa * order + off_list + size_lh * mt
+                        _walk_free_list(kvirt, memmap, c, head, order, off_next, off_prev, off_lru)
+            except FaultError as exc:
+                raise Unavailable(f"node {nid} zone {z} free lists: {exc}") from None
+
+
+def _walk_free_list(
+    kvirt: AddressSpace,
+    memmap: MemMap,
+    c: _Classifier,
+    head: int,
+    order: int,
+    off_next: int,
+    off_prev: int,
+    off_lru: int,
+) -> None:
+    previous = head
+    curr = kvirt.u64(head + off_next)
+    for _ in range(MAX_FREE_LIST_ENTRIES):
+        if curr == head:
+            return
+        start = memmap.page_to_pfn((curr - off_lru) & _M64)
+        if start is None:
+            raise Unavailable(f"free list entry {curr:#x} is not a struct page")
+        if kvirt.u64(curr + off_prev) != previous:
+            raise Unavailable(f"the free list at {head:#x} is broken")
+        end = min(start + (1 << order), c.max_mapnr)
+        if start < end:
+            c.state[start:end] = b"\x01" * (end - start)
+            c.usage.free += end - start
+        previous = curr
+        curr = kvirt.u64(curr + off_next)
+    raise Unavailable(f"the free list at {head:#x} does not end")
+
+
+def _zero_test(phys: PhysicalMemory, c: _Classifier, page_size: int) -> None:
+    """Count the kept pages filled with zeros (makedumpfile's ``is_zero_page`` on each page it
+    would write); a kept page that the dump lacks cannot be tested.
+
+    Runs of kept pages separated by a few excluded ones are read together (one read instead of
+    one per run; the few pages between cost less than the calls they save).
+    """
+    zero_page = bytes(page_size)
+    zero_block = bytes(page_size * ZERO_BLOCK_PAGES)
+    state = c.state
+    u = c.usage
+    for lo, hi, runs in _zero_test_spans(state, c.segs):
+        data = phys.read(lo * page_size, (hi - lo) * page_size)
+        held = lo + len(data) // page_size
+        whole = zero_block.startswith(data)  # every byte read is zero
+        for start, end in runs:
+            top = min(end, held)
+            if start < top:
+                if whole:
+                    u.zero += top - start
+                else:
+                    for p in range(start, top):
+                        if data.startswith(zero_page, (p - lo) * page_size):
+                            u.zero += 1
+            if end > held:
+                _zero_test_run(phys, u, max(start, held), end, page_size, zero_page)
+
+
+def _zero_test_spans(state: bytearray, segs: list[tuple[int, int]]):
+    """``(lo, hi, runs)``: runs of kept pfns, grouped while the gaps are at most
+    ``ZERO_TEST_GAP`` pages and the group at most ``ZERO_BLOCK_PAGES`` long."""
+    for a, b in segs:
+        lo = hi = -1
+        runs: list[tuple[int, int]] = []
+        for m in _ZERO_RUN.finditer(state, a, b):
+            start, end = m.start(), m.end()
+            while start < end:
+                if runs and (start - hi > ZERO_TEST_GAP or start - lo >= ZERO_BLOCK_PAGES):
+                    yield lo, hi, runs
+                    runs = []
+                if not runs:
+                    lo = start
+                cut = min(end, lo + ZERO_BLOCK_PAGES)
+                runs.append((start, cut))
+                hi = cut
+                start = cut
+        if runs:
+            yield lo, hi, runs
+
+
+def _zero_test_run(
+    phys: PhysicalMemory, u: PageUsage, pfn: int, end: int, page_size: int, zero_page: bytes
+) -> None:
+    """The zero test of kept pages ``[pfn, end)`` past a gap in the dump, a read at a time."""
+    while pfn < end:
+        n = end - pfn
+        data = phys.read(pfn * page_size, n * page_size)
+        got = len(data) // page_size
+        for k in range(got):
+            if data.startswith(zero_page, k * page_size):
+                u.zero += 1
+        pfn += got
+        if got == n:
+            return
+        if len(data) > got * page_size:
+            skip = 1  # a page only partly in the dump
+        else:
+            absent_end = phys.source.absent_until(pfn * page_size, end * page_size)
+            skip = min(max(1, absent_end // page_size - pfn), end - pfn)
+        u.no_content += skip
+        pfn += skip
+
+
+def page_usage(
+    vi: VmcoreInfo, kvirt: AddressSpace, phys: PhysicalMemory, ranges: Sequence[tuple[int, int]]
+) -> PageUsage:
+    """Classify every page frame of the dump (``phys`` and ``kvirt`` must not zero-fill)."""
+    rules = PageRules.from_vmcoreinfo(vi)
+    page_size = rules.page_size
+    initial = -(-phys.size // page_size)
+    memmap = read_mem_map(vi, kvirt, initial)
+    chunks = memmap.chunks
+    max_mapnr = min(initial, memmap.max_pfn) if chunks else initial
+    segs = pfn_ranges(ranges, page_size, max_mapnr)
+    c = _Classifier(rules, kvirt, max_mapnr, segs)
+    c.usage.max_mapnr = max_mapnr
+    c.usage.memory_hole = max_mapnr - sum(b - a for a, b in segs)
+    c.run(chunks)
+    if rules.buddy_mode == "freelist":
+        _free_lists(vi, kvirt, memmap, c)
+    _zero_test(phys, c, page_size)
+    return c.usage

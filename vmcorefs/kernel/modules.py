@@ -1,0 +1,351 @@
+"""Loaded modules (the kernel's ``modules`` list), ``/proc/modules`` lines, and what the
+unwinder needs of them: their ORC tables and their own symbol tables.
+
+``/proc/modules`` is printed as ``kernel/module/procfs.c`` ``m_show()`` prints it (Linux 6.1):
+``name size refcount users state 0xbase[ (taints)]`` with size = init + core layout sizes
+(core only once init is freed), refcount = ``refcnt - MODULE_REF_BASE``, users = the modules
+on ``source_list`` each followed by ``,`` (``[permanent],`` for a module without an exit
+function), else ``-``. Layouts come from BTF: ``core_layout`` (until Linux 6.3) or ``mem[]``
+(6.4+).
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass, field
+
+from ..errors import FaultError, Unavailable
+from .btf import Btf, BtfError
+from .unwind import OrcLayout, OrcTable
+
+#: kernel/module/main.c: the reference a live module holds on itself.
+MODULE_REF_BASE = 1
+#: include/linux/module.h MODULE_NAME_LEN on 64-bit (the BTF array size wins when present).
+MODULE_NAME_LEN = 56
+#: Modules at most (a walk of the list stops there).
+MAX_MODULES = 65536
+#: Symbols per module at most, and KSYM_NAME_LEN (6.1: 512) for their names.
+MAX_MODULE_SYMBOLS = 1 << 20
+KSYM_NAME_LEN = 512
+#: ORC entries per module at most.
+MAX_MODULE_ORCS = 1 << 22
+#: include/uapi/linux/elf.h: Elf64_Sym, and SHN_UNDEF.
+_ELF64_SYM = struct.Struct("<IBBHQQ")
+SHN_UNDEF = 0
+
+
+@dataclass
+class Module:
+    address: int
+    name: str
+    state: int
+    base: int
+    size: int  # the size /proc/modules prints
+    core_size: int
+    text_size: int
+    refcount: int | None
+    users: list[str]
+    permanent: bool
+    taints: int
+    ranges: list[tuple[int, int]]
+    orc: tuple[int, int, int] | None  # (orc_unwind_ip, orc_unwind, num_orcs)
+    kallsyms: tuple[int, int, int] | None  # (symtab, num_symtab, strtab)
+    _symbols: list[tuple[int, str]] | None = field(default=None, repr=False)
+
+    def contains(self, addr: int) -> bool:
+        return any(lo <= addr < hi for lo, hi in self.ranges)
+
+
+class ModuleList:
+    """The ``modules`` list, read once."""
+
+    def __init__(self, kvirt, symbols, btf: Btf) -> None:
+        self.kvirt, self.btf = kvirt, btf
+        self.problems: list[str] = []
+        head = symbols.get("modules")
+        if head is None:
+            raise Unavailable("the symbol table has no modules list")
+        try:
+            self._layout(btf)
+        except BtfError as exc:
+            raise Unavailable(f"BTF lacks the module layout: {exc}") from None
+        self.taint_flags = symbols.get("taint_flags")
+        self.modules: list[Module] = []
+        seen: set[int] = set()
+        try:
+            node = kvirt.u64(head)
+        except FaultError as exc:
+            raise Unavailable(f"the modules list head is not in the dump ({exc})") from None
+        while node != head:
+            if node in seen or len(seen) >= MAX_MODULES:
+                self.problems.append(f"the modules list does not return to its head ({node:#x})")
+                break
+            seen.add(node)
+            try:
+                self.modules.append(self._read(node - self.off_list))
+                node = kvirt.u64(node)
+            except FaultError as exc:
+                self.problems.append(f"the modules list breaks at {node:#x} ({exc})")
+                break
+        self._orc: dict[int, OrcTable | None] = {}
+        self._orc_layout: OrcLayout | None = None
+        self._lock = threading.Lock()
+
+    # -- layout --------------------------------------------------------------------------
+    def _layout(self, btf: Btf) -> None:
+        mod = btf.find("struct module")
+        off = btf.offsetof
+        self.off_list = off(mod, "list")
+        self.off_name = off(mod, "name")
+        self.name_len = btf.member_size(mod, "name") or MODULE_NAME_LEN
+        self.off_state = off(mod, "state")
+        self.state_size = btf.member_size(mod, "state")
+        states = {v.name: v.value for v in btf.find("enum module_state").values}
+        self.STATE_LIVE = states["MODULE_STATE_LIVE"]
+        self.STATE_COMING = states["MODULE_STATE_COMING"]
+        self.STATE_GOING = states["MODULE_STATE_GOING"]
+        self.STATE_UNFORMED = states["MODULE_STATE_UNFORMED"]
+        if btf.has_member(mod, "core_layout"):  # until Linux 6.3
+            self.layouts = None
+            self.off_core = off(mod, "core_layout")
+            self.off_init = off(mod, "init_layout")
+            self.off_base = off("struct module_layout", "base")
+            self.off_size = off("struct module_layout", "size")
+            self.off_text_size = off("struct module_layout", "text_size")
+        else:  # Linux 6.4+: struct module_memory mem[MOD_MEM_NUM_TYPES], MOD_TEXT first
+            arr = btf.resolve(btf.member(mod, "mem").type_id)
+            self.layouts = arr.nelems
+            self.off_mem = off(mod, "mem")
+            self.mem_size = btf.sizeof(arr.elem_type)
+            self.off_base = off("struct module_memory", "base")
+            self.off_size = off("struct module_memory", "size")
+        self.off_refcnt = off(mod, "refcnt") if btf.has_member(mod, "refcnt") else None
+        self.off_source_list = (
+            off(mod, "source_list") if btf.has_member(mod, "source_list") else None
+        )
+        if self.off_source_list is not None:
+            self.use_source_list = off("struct module_use", "source_list")
+            self.use_source = off("struct module_use", "source")
+        self.off_init_fn = off(mod, "init")
+        self.off_exit_fn = off(mod, "exit") if btf.has_member(mod, "exit") else None
+        self.off_taints = off(mod, "taints")
+        self.off_orc = None
+        if btf.has_member(mod, "arch.orc_unwind_ip"):
+            self.off_orc = (
+                off(mod, "arch.orc_unwind_ip"),
+                off(mod, "arch.orc_unwind"),
+                off(mod, "arch.num_orcs"),
+            )
+        self.off_kallsyms = off(mod, "kallsyms") if btf.has_member(mod, "kallsyms") else None
+        if self.off_kallsyms is not None:
+            self.ks_symtab = off("struct mod_kallsyms", "symtab")
+            self.ks_num = off("struct mod_kallsyms", "num_symtab")
+            self.ks_strtab = off("struct mod_kallsyms", "strtab")
+        if btf.has_member("struct taint_flag", "c_true"):
+            tf = btf.find("struct taint_flag")
+            self.taint_size = btf.sizeof(tf)
+            self.taint_c_true = off(tf, "c_true")
+            self.taint_module = off(tf, "module")
+        else:
+            self.taint_size = 0
+
+    # -- reading -------------------------------------------------------------------------
+    def _read(self, addr: int) -> Module:
+        kv = self.kvirt
+        name = kv.read_exact(addr + self.off_name, self.name_len).split(b"\0", 1)[0]
+        state = int.from_bytes(kv.read_exact(addr + self.off_state, self.state_size), "little")
+        ranges: list[tuple[int, int]] = []
+        if self.layouts is None:
+            base = kv.u64(addr + self.off_core + self.off_base)
+            core = kv.u32(addr + self.off_core + self.off_size)
+            text = kv.u32(addr + self.off_core + self.off_text_size)
+            init_base = kv.u64(addr + self.off_init + self.off_base)
+            init = kv.u32(addr + self.off_init + self.off_size)
+            size = core + init
+            ranges.append((base, base + core))
+            if init_base and init:
+                ranges.append((init_base, init_base + init))
+        else:
+            size = 0
+            base = kv.u64(addr + self.off_mem + self.off_base)
+            core = kv.u32(addr + self.off_mem + self.off_size)
+            text = core
+            for i in range(self.layouts):
+                at = addr + self.off_mem + i * self.mem_size
+                b, s = kv.u64(at + self.off_base), kv.u32(at + self.off_size)
+                size += s
+                if b and s:
+                    ranges.append((b, b + s))
+        refcount = None
+        if self.off_refcnt is not None:
+            refcount = kv.s32(addr + self.off_refcnt) - MODULE_REF_BASE
+        users: list[str] = []
+        if self.off_source_list is not None:
+            head = addr + self.off_source_list
+            node, seen = kv.u64(head), set()
+            while node != head and node not in seen and len(seen) < MAX_MODULES:
+                seen.add(node)
+                use = node - self.use_source_list
+                source = kv.u64(use + self.use_source)
+                raw = kv.read_exact(source + self.off_name, self.name_len)
+                users.append(raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
+                node = kv.u64(node)
+        permanent = False
+        if self.off_exit_fn is not None:
+            permanent = bool(kv.u64(addr + self.off_init_fn)) and not kv.u64(
+                addr + self.off_exit_fn
+            )
+        orc = None
+        if self.off_orc is not None:
+            ip, table, num = self.off_orc
+            orc = (kv.u64(addr + ip), kv.u64(addr + table), kv.u32(addr + num))
+        kallsyms = None
+        if self.off_kallsyms is not None:
+            ks = kv.u64(addr + self.off_kallsyms)
+            if ks:
+                kallsyms = (
+                    kv.u64(ks + self.ks_symtab),
+                    kv.u32(ks + self.ks_num),
+                    kv.u64(ks + self.ks_strtab),
+                )
+        return Module(
+            address=addr,
+            name=name.decode("utf-8", "replace"),
+            state=state,
+            base=base,
+            size=size,
+            core_size=core,
+            text_size=text,
+            refcount=refcount,
+            users=users,
+            permanent=permanent,
+            taints=kv.u64(addr + self.off_taints),
+            ranges=ranges,
+            orc=orc,
+            kallsyms=kallsyms,
+        )
+
+    def _taint_chars(self, taints: int) -> str:
+        """``module_flags_taint()``: ``c_true`` of each set bit that ``taint_flags[]`` marks as
+        a module taint (the table is read from the dump)."""
+        out = []
+        if not taints or self.taint_flags is None or not self.taint_size:
+            return ""
+        for bit in range(64):
+            if not taints >> bit & 1:
+                continue
+            try:
+                raw = self.kvirt.read_exact(self.taint_flags + bit * self.taint_size,
+                                            self.taint_size)  # fmt: skip
+            except FaultError:
+                continue
+            if raw[self.taint_module]:
+                out.append(chr(raw[self.taint_c_true]))
+        return "".join(out)
+
+    # -- /proc/modules ---------------------------------------------------------------------
+    def proc_modules(self) -> str:
+        lines = []
+        for m in self.modules:
+            if m.state == self.STATE_UNFORMED:
+                continue
+            if m.refcount is None:
+                unload = " - -"
+            else:
+                users = "".join(f"{u}," for u in m.users)
+                if m.permanent:
+                    users += "[permanent],"
+                unload = f" {m.refcount} {users or '-'}"
+            state = (
+                "Unloading"
+                if m.state == self.STATE_GOING
+                else "Loading"
+                if m.state == self.STATE_COMING
+                else "Live"
+            )
+            flags = ""
+            if m.taints or m.state in (self.STATE_GOING, self.STATE_COMING):
+                flags = self._taint_chars(m.taints)
+                flags += "-" if m.state == self.STATE_GOING else ""
+                flags += "+" if m.state == self.STATE_COMING else ""
+                flags = f" ({flags})"
+            lines.append(f"{m.name} {m.size}{unload} {state} 0x{m.base:016x}{flags}\n")
+        return "".join(lines)
+
+    # -- for the unwinder ------------------------------------------------------------------
+    def module_at(self, addr: int) -> Module | None:
+        for m in self.modules:
+            if m.contains(addr):
+                return m
+        return None
+
+    def orc_table(self, addr: int) -> OrcTable | None:
+        """The ORC table of the module holding ``addr`` (``orc_module_find``)."""
+        m = self.module_at(addr)
+        if m is None or m.orc is None:
+            return None
+        if m.address not in self._orc:
+            table = None
+            ip, orc, num = m.orc
+            if ip and orc and 0 < num <= MAX_MODULE_ORCS:
+                try:
+                    if self._orc_layout is None:
+                        self._orc_layout = OrcLayout(self.btf)
+                    table = OrcTable(self.kvirt, self._orc_layout, ip, orc, num, m.name)
+                except Unavailable:
+                    table = None
+            with self._lock:
+                self._orc[m.address] = table
+        return self._orc[m.address]
+
+    def _module_symbols(self, m: Module) -> list[tuple[int, str]]:
+        if m._symbols is None:
+            syms: list[tuple[int, str]] = []
+            if m.kallsyms is not None:
+                symtab, num, strtab = m.kallsyms
+                if 0 < num <= MAX_MODULE_SYMBOLS:
+                    raw = self.kvirt.read(symtab, num * _ELF64_SYM.size)
+                    for i in range(1, len(raw) // _ELF64_SYM.size):  # ELF symbols start at 1
+                        st_name, _, _, shndx, value, _ = _ELF64_SYM.unpack_from(
+                            raw, i * _ELF64_SYM.size
+                        )
+                        if shndx == SHN_UNDEF or not m.contains(value):
+                            continue
+                        try:
+                            name = self.kvirt.cstring(strtab + st_name, KSYM_NAME_LEN)
+                        except FaultError:
+                            continue
+                        # empty names and mapping symbols ($x, .L...) are skipped, as the
+                        # kernel's find_kallsyms_symbol() does
+                        if not name or name.startswith((b"$", b".L")):
+                            continue
+                        syms.append((value, name.decode("utf-8", "replace")))
+            syms.sort()
+            with self._lock:
+                m._symbols = syms
+        return m._symbols
+
+    def symbol(self, addr: int) -> tuple[str, int, int, str] | None:
+        """``(name, offset, size, module)`` as ``find_kallsyms_symbol()`` computes them: the
+        closest symbol at or below ``addr``, size up to the next symbol or the text end."""
+        m = self.module_at(addr)
+        if m is None:
+            return None
+        best: tuple[int, str] | None = None
+        nextval = None
+        for lo, hi in m.ranges:
+            if lo <= addr < hi:
+                nextval = lo + m.text_size if lo == m.base else hi
+        for value, name in self._module_symbols(m):  # sorted by value
+            if value <= addr:
+                if best is None or value > best[0]:
+                    best = (value, name)
+            else:
+                if nextval is None or value < nextval:
+                    nextval = value
+                break
+        if best is None:
+            return None
+        end = nextval if nextval is not None and nextval > best[0] else addr + 1
+        return best[1], addr - best[0], end - best[0], m.name

@@ -1,0 +1,53 @@
+"""``uts/``: the machine's names as ``uname(2)`` reports them, from ``init_uts_ns`` in memory.
+
+VMCOREINFO gives ``SYMBOL(init_uts_ns)`` and ``OFFSET(uts_namespace.name)``; the ``struct
+new_utsname`` there is six ``char[__NEW_UTS_LEN + 1]`` arrays in a fixed order
+(include/uapi/linux/utsname.h, unchanged since Linux 2.6.19). Reading the live structure (not
+VMCOREINFO's ``OSRELEASE``) shows what the running kernel said, ``hostname`` changes included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import FaultError, Unavailable
+from ..memory.space import AddressSpace
+from ..vmcoreinfo import VmcoreInfo
+
+#: include/uapi/linux/utsname.h
+__NEW_UTS_LEN = 64
+UTS_FIELD_SIZE = __NEW_UTS_LEN + 1
+#: The members of ``struct new_utsname``, in order.
+UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
+
+
+@dataclass(frozen=True)
+class Utsname:
+    """The six ``new_utsname`` strings, raw bytes without their NUL."""
+
+    sysname: bytes
+    nodename: bytes
+    release: bytes
+    version: bytes
+    machine: bytes
+    domainname: bytes
+
+    def field(self, name: str) -> bytes:
+        return getattr(self, name)
+
+
+def read_utsname(vmcoreinfo: VmcoreInfo, kvirt: AddressSpace) -> Utsname:
+    """``init_uts_ns.name`` read from memory; Unavailable names the missing key or address."""
+    base = vmcoreinfo.need("SYMBOL", "init_uts_ns") + vmcoreinfo.need(
+        "OFFSET", "uts_namespace.name"
+    )
+    try:
+        raw = kvirt.read_exact(base, UTS_FIELD_SIZE * len(UTS_FIELDS))
+    except FaultError as exc:
+        raise Unavailable(f"init_uts_ns.name is not in the dump ({exc})") from None
+    values = []
+    for i in range(len(UTS_FIELDS)):
+        chunk = raw[i * UTS_FIELD_SIZE : (i + 1) * UTS_FIELD_SIZE]
+        # The kernel keeps each array NUL-terminated; a full array is cut at its size.
+        values.append(chunk.split(b"\0", 1)[0])
+    return Utsname(*values)
