@@ -303,9 +303,7 @@ def readme_text(dump) -> str:
         "sym/NAME     kernel memory at symbol NAME (NAME@ADDRESS when NAME has several);\n"
         "             size: the symbol's own, else up to the next symbol, at most 1 MiB;\n"
         "             per-CPU symbols show CPU 0's copy\n"
-        "\n"
-        + README_TASKS
-        + "\n"
+        "\n" + README_TASKS + "\n"
         "Absent memory (holes, pages the dump left out, unmapped addresses) reads as an\n"
         "I/O error (EIO); a read that reaches it stops short first. --zero-fill reads absent\n"
         "physical memory as zeros instead.\n"
