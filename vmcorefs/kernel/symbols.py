@@ -35,6 +35,7 @@ Merging rules:
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import threading
 from collections import Counter
@@ -43,6 +44,8 @@ from dataclasses import dataclass
 
 from ..errors import FaultError, Unavailable
 from .kallsyms import read_kallsyms
+
+log = logging.getLogger("vmcorefs")
 
 #: The type letter of a symbol whose type no source records (VMCOREINFO's SYMBOL() keys).
 UNKNOWN_TYPE = "?"
@@ -115,7 +118,7 @@ class SymbolTable:
                     self._all.setdefault(name, []).append(i)
         #: One line per source used, e.g. "kallsyms (absolute-percpu): 94266 symbols".
         self.sources = list(sources)
-        #: Why a source is missing or what was left out (shown in the README).
+        #: Why a source is missing or what was left out (logged; for README/summary).
         self.notes = list(notes)
         #: ``__per_cpu_offset[0]``: where CPU 0's copy of the per-CPU area is (None: unknown).
         self.percpu_offset0: int | None = None
@@ -349,4 +352,6 @@ def build_symbol_table(kvirt, vmcoreinfo, user_sources: Sequence[SymbolSource] =
     table.percpu_offset0, note = _percpu_offset0(kvirt, table)
     if note:
         table.notes.append(note)
+    for line in table.sources + table.notes:
+        log.debug("symbols: %s", line)
     return table
