@@ -64,7 +64,13 @@ class BytesFile(File):
                         value = f"unavailable: {exc.reason}\n"
                     except FaultError as exc:
                         value = f"unavailable: {exc}\n"
-                    self._content = value.encode() if isinstance(value, str) else bytes(value)
+                    # Names decoded from the dump keep their raw bytes as surrogates (kallsyms):
+                    # encoded back the same way, the file holds the dump's exact bytes.
+                    self._content = (
+                        value.encode("utf-8", "surrogateescape")
+                        if isinstance(value, str)
+                        else bytes(value)
+                    )
         return self._content
 
     def size(self) -> int:
