@@ -184,10 +184,11 @@ class Directory(Node):
 
 
 class Tree:
-    """Path lookup over a root directory."""
+    """Path lookup over a root directory; ``check`` raises DumpError once the dump changed."""
 
-    def __init__(self, root: Directory) -> None:
+    def __init__(self, root: Directory, check: Callable[[], None] | None = None) -> None:
         self.root = root
+        self.check = check or (lambda: None)
 
     def lookup(self, path: str) -> Node:
         node: Node = self.root
@@ -389,4 +390,4 @@ def build_tree(dump) -> Tree:
         "sym": _section_sym(dump),
         **_section_btf_tasks(dump),
     }
-    return Tree(Directory(entries))
+    return Tree(Directory(entries), getattr(dump, "check", None))

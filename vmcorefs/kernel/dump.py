@@ -63,6 +63,10 @@ class Dump:
     def close(self) -> None:
         self.source.close()
 
+    def check(self) -> None:
+        """DumpError when the dump file changed since it was opened (truncated, overwritten)."""
+        self.source.check()
+
     def __enter__(self) -> Dump:
         return self
 
