@@ -68,7 +68,13 @@ class BytesFile(File):
                         value = f"unavailable: {exc.reason}\n"
                     except FaultError as exc:
                         value = f"unavailable: {exc}\n"
-                    self._content = value.encode() if isinstance(value, str) else bytes(value)
+                    # Names decoded from the dump keep their raw bytes as surrogates (kallsyms):
+                    # encoded back the same way, the file holds the dump's exact bytes.
+                    self._content = (
+                        value.encode("utf-8", "surrogateescape")
+                        if isinstance(value, str)
+                        else bytes(value)
+                    )
         return self._content
 
     def size(self) -> int:
@@ -205,10 +211,11 @@ class Directory(Node):
 
 
 class Tree:
-    """Path lookup over a root directory."""
+    """Path lookup over a root directory; ``check`` raises DumpError once the dump changed."""
 
-    def __init__(self, root: Directory) -> None:
+    def __init__(self, root: Directory, check: Callable[[], None] | None = None) -> None:
         self.root = root
+        self.check = check or (lambda: None)
 
     def lookup(self, path: str) -> Node:
         node: Node = self.root
@@ -428,4 +435,4 @@ def build_tree(dump) -> Tree:
         "sym": _section_sym(dump),
         **_section_btf_tasks(dump),
     }
-    return Tree(Directory(entries))
+    return Tree(Directory(entries), getattr(dump, "check", None))
