@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from tests import fuzzing as fz
 
+pytestmark = pytest.mark.fuzz
 STATS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 
 
