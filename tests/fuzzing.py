@@ -162,7 +162,7 @@ def walk_tree(tree: Tree, out: Outcome, *, phys: Sequence[int] = (), kvirt: Sequ
             except FaultError:
                 out.faults += 1
                 continue
-            assert size >= 0
+            assert 0 <= size < 1 << 63, (child, size)  # st_size is a signed 64-bit number
             if child in ("/phys", "/kvirt"):
                 base = 0 if child == "/phys" else 1 << 63
                 for i, addr in enumerate(phys if child == "/phys" else kvirt):

@@ -64,3 +64,19 @@ def test_symbol_names_that_are_not_utf8_keep_their_bytes(scratch):
     assert odd  # the raw bytes, not replacement characters
     listed = {n.encode("utf-8", "surrogateescape") for n in tree.lookup("sym").entries()}
     assert any(n.split(b"@")[0] in odd for n in listed)
+
+
+def test_pt_load_beyond_the_physical_address_space_is_refused(scratch):
+    # Found by review of the fuzz walk (st_size must fit stat's signed 64 bits): a PT_LOAD
+    # whose p_paddr + p_memsz passed 2**63 made phys an impossible size, which ctypes would
+    # silently wrap in getattr. x86_64 physical addresses have at most 52 bits.
+    import struct
+
+    raw, _ = fz.elf_seed()
+    phdr = 64 + 56 * 1  # the first PT_LOAD (the PT_NOTE comes first)
+    assert struct.unpack_from("<I", raw, phdr)[0] == 1
+    mutated = bytearray(raw)
+    struct.pack_into("<Q", mutated, phdr + 24, 0xFFFF_FFFF_FFFF_0000)  # p_paddr
+    path = scratch.write(bytes(mutated))
+    with pytest.raises(DumpError, match="52-bit physical address space"):
+        vmcorefs.open_dump(path)
