@@ -49,16 +49,17 @@ MEMORY_HEADROOM = 768 << 20
 MiB = 1 << 20
 
 
-def budget(default: int) -> int:
-    """Cases for one fuzz test: ``VMCOREFS_FUZZ_CASES`` when set, else ``default``."""
+def budget(default: int, scale: int = 1) -> int:
+    """Cases for one fuzz test: ``VMCOREFS_FUZZ_CASES`` (divided by ``scale`` for the tests
+    whose cases cost more) when set, else ``default``."""
     value = os.environ.get("VMCOREFS_FUZZ_CASES")
-    return int(value) if value else default
+    return max(default, int(value) // scale) if value else default
 
 
-def fuzz_settings(default: int) -> settings:
+def fuzz_settings(default: int, scale: int = 1) -> settings:
     """Derandomized hypothesis settings with a fixed case budget and no example database."""
     return settings(
-        max_examples=budget(default),
+        max_examples=budget(default, scale),
         derandomize=True,
         database=None,
         deadline=None,
@@ -161,7 +162,7 @@ def walk_tree(tree: Tree, out: Outcome, *, phys: Sequence[int] = (), kvirt: Sequ
             except FaultError:
                 out.faults += 1
                 continue
-            assert size >= 0
+            assert 0 <= size < 1 << 63, (child, size)  # st_size is a signed 64-bit number
             if child in ("/phys", "/kvirt"):
                 base = 0 if child == "/phys" else 1 << 63
                 for i, addr in enumerate(phys if child == "/phys" else kvirt):

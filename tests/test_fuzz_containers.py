@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from tests import fuzzing as fz
 
+pytestmark = pytest.mark.fuzz
 STATS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 
 
@@ -96,7 +97,7 @@ def test_fuzz_split(scratch, data):
 
 
 @pytest.mark.skipif(not fz.SAMPLE.exists(), reason="no bundled sample")
-@fz.fuzz_settings(40)
+@fz.fuzz_settings(12, scale=100)
 @given(st.data())
 def test_fuzz_sample(scratch, data):
     """The real sample's headers, bitmaps and descriptors (fewer cases: a walk costs more)."""

@@ -24,6 +24,7 @@ from vmcorefs.errors import FaultError, Unavailable
 from vmcorefs.kernel import btf as B
 from vmcorefs.kernel import unwind as U
 
+pytestmark = pytest.mark.fuzz
 STATS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 STRUCTURES = ["page tables", "struct pages", "uts, nodes, vmap areas", "printk ring",
               "kallsyms tables"]  # fmt: skip

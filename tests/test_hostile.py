@@ -64,3 +64,46 @@ def test_symbol_names_that_are_not_utf8_keep_their_bytes(scratch):
     assert odd  # the raw bytes, not replacement characters
     listed = {n.encode("utf-8", "surrogateescape") for n in tree.lookup("sym").entries()}
     assert any(n.split(b"@")[0] in odd for n in listed)
+
+
+def test_pt_load_beyond_the_physical_address_space_is_refused(scratch):
+    # Found by review of the fuzz walk (st_size must fit stat's signed 64 bits): a PT_LOAD
+    # whose p_paddr + p_memsz passed 2**63 made phys an impossible size, which ctypes would
+    # silently wrap in getattr. x86_64 physical addresses have at most 52 bits.
+    import struct
+
+    raw, _ = fz.elf_seed()
+    phdr = 64 + 56 * 1  # the first PT_LOAD (the PT_NOTE comes first)
+    assert struct.unpack_from("<I", raw, phdr)[0] == 1
+    mutated = bytearray(raw)
+    struct.pack_into("<Q", mutated, phdr + 24, 0xFFFF_FFFF_FFFF_0000)  # p_paddr
+    path = scratch.write(bytes(mutated))
+    with pytest.raises(DumpError, match="52-bit physical address space"):
+        vmcorefs.open_dump(path)
+
+
+def test_ram_bitmap_of_alternating_bits_is_bounded(scratch):
+    # Found by probing the kdump bitmaps at scale (the fuzz seeds' bitmaps are one block): a
+    # 2 MiB kdump whose 1st bitmap alternates 0x55 made `summary` and `mm/usage` take seconds
+    # and about 600 MiB, one tuple per run. A RAM map has tens of ranges: past 65536 runs the
+    # bitmap is corrupt, and the views that need the RAM ranges say so.
+    from tests import kdumpwriter as kw
+    from vmcorefs.dumpfile.kdump import _HEADER, DiskDumpHeader
+
+    k = fz.kernel()
+    pages = {p: k.pages[p] for p in range(768)}
+    spec = kw.KdumpSpec(max_mapnr=1 << 23, pages=pages, vmcoreinfo=k.vmcoreinfo)
+    raw = bytearray(kw.build_kdump(spec))
+    h = DiskDumpHeader.parse(bytes(raw[: _HEADER.size]))
+    first = (1 + h.sub_hdr_size) * h.block_size
+    half = h.bitmap_blocks * h.block_size // 2
+    raw[first + 4096 : first + half] = b"\x55" * (half - 4096)
+    path = scratch.write(bytes(raw))
+    with fz.limits(seconds=10, headroom=256 << 20):
+        tree = vmcorefs.tree.build_tree(vmcorefs.open_dump(path))
+        summary = tree.lookup("summary").read(0, 4096)
+        usage = tree.lookup("mm/usage").read(0, 4096)
+        assert tree.lookup("phys").read(0x10_0000, 4096) == k.pages[0x100]
+    assert b"RAM: unavailable: the kdump's RAM bitmap has more than 65536 ranges" in summary
+    assert b"release: " in summary
+    assert usage.startswith(b"unavailable: ")
