@@ -12,6 +12,7 @@ import stat
 import threading
 from collections.abc import Callable, Mapping
 
+from .dumpfile.source import Piece
 from .errors import FaultError, Unavailable, VmcorefsError
 from .memory.cache import LockedLRU
 from .memory.space import AddressSpace
@@ -44,6 +45,11 @@ class File(Node):
 
     def read(self, offset: int, size: int) -> bytes:
         raise NotImplementedError
+
+    def extents(self, offset: int, size: int) -> list[Piece]:
+        """What :meth:`read` returns, as pieces (see ``AddressSpace.extents``)."""
+        data = self.read(offset, size)
+        return [data] if data else []
 
     def open_direct_io(self) -> bool:
         """Whether this open should use ``direct_io`` (decided per open; see ``SymbolFile``)."""
@@ -114,6 +120,14 @@ class WindowFile(File):
         if not data:
             raise FaultError(self.space.name, self.base + offset)
         return data
+
+    def extents(self, offset: int, size: int) -> list[Piece]:
+        if offset >= self.length or size <= 0:
+            return []
+        pieces = self.space.extents(self.base + offset, min(size, self.length - offset))
+        if not pieces:
+            raise FaultError(self.space.name, self.base + offset)
+        return pieces
 
 
 class SymbolFile(WindowFile):

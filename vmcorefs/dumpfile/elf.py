@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import DumpError
-from .source import DumpFile, Note, PhysicalSource, SourceInfo, parse_notes
+from .source import DumpFile, FileExtent, Note, PhysicalSource, Piece, SourceInfo, parse_notes
 
 ELF_MAGIC = b"\x7fELF"
 EHDR_SIZE = 64
@@ -168,6 +168,31 @@ class ElfSource(PhysicalSource):
                 merged.append((s.start, s.end))
         return merged
 
+    def _runs(self, paddr: int, size: int) -> list[tuple[int | None, int]]:
+        """``(file offset, length)`` runs holding ``[paddr, paddr+size)`` in order, up to the
+        first hole; a ``None`` offset is a run of zeros (past ``p_filesz``, up to ``p_memsz``).
+        Bounded by the number of segments."""
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        runs: list[tuple[int | None, int]] = []
+        pos, end = paddr, paddr + size
+        segments = self.segments
+        while i >= 0 and pos < end and i < len(segments):
+            seg = segments[i]
+            if not seg.start <= pos < seg.end:
+                break
+            rel = pos - seg.start
+            n = min(end, seg.end) - pos
+            if rel < seg.filesz:
+                want = min(n, seg.filesz - rel)
+                runs.append((seg.offset + rel, want))
+                pos += want
+                n -= want
+            if n > 0:
+                runs.append((None, n))
+                pos += n
+            i += 1
+        return runs
+
     def read(self, paddr: int, size: int) -> bytes:
         i = bisect.bisect_right(self._starts, paddr) - 1
         if i < 0:
@@ -177,27 +202,36 @@ class ElfSource(PhysicalSource):
         if rel + size <= seg.filesz:  # the common case: inside one segment's file bytes
             return self.file.pread(seg.offset + rel, size)
         parts: list[bytes] = []
-        pos, end = paddr, paddr + size
-        segments = self.segments
-        while pos < end and i < len(segments):
-            seg = segments[i]
-            if not seg.start <= pos < seg.end:
-                break
-            rel = pos - seg.start
-            n = min(end, seg.end) - pos
-            if rel < seg.filesz:
-                want = min(n, seg.filesz - rel)
-                data = self.file.pread(seg.offset + rel, want)
-                parts.append(data)
-                pos += len(data)
-                if len(data) < want:  # the file is shorter than its headers say
-                    break
-                n -= want
-            if n > 0:  # p_filesz .. p_memsz: zeros by the ELF convention
+        for offset, n in self._runs(paddr, size):
+            if offset is None:
                 parts.append(bytes(n))
-                pos += n
-            i += 1
+                continue
+            data = self.file.pread(offset, n)
+            parts.append(data)
+            if len(data) < n:  # the file is shorter than its headers say
+                break
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def extents(self, paddr: int, size: int) -> list[Piece]:
+        file = self.file
+        if not isinstance(file, DumpFile):  # an ELF inside a flattened stream: plain bytes
+            return super().extents(paddr, size)
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        if i >= 0:  # the common case: inside one segment's file bytes
+            seg = self.segments[i]
+            offset = seg.offset + paddr - seg.start
+            if paddr + size <= seg.start + seg.filesz and offset + size <= file.size:
+                return [FileExtent(file, offset, size)]
+        pieces: list[Piece] = []
+        for offset, n in self._runs(paddr, size):
+            if offset is None:
+                pieces.append(bytes(n))
+                continue
+            n = min(n, file.size - offset)  # a truncated copy holds less than its headers
+            if n <= 0:
+                break
+            pieces.append(FileExtent(file, offset, n))
+        return pieces
 
     def absent_until(self, paddr: int, limit: int) -> int:
         i = bisect.bisect_right(self._starts, paddr)

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..errors import DumpError
 
@@ -51,6 +51,20 @@ class SourceInfo:
     extra: dict[str, str] = field(default_factory=dict)  #: further "key: value" facts
 
 
+class FileExtent(NamedTuple):
+    """``length`` bytes of a dump held verbatim in ``file`` at ``offset``: a reader may copy them
+    straight into its own buffer (:meth:`DumpFile.preadinto`), sparing one copy of the data.
+    A named tuple: one is made per FUSE read, so it must be cheap."""
+
+    file: DumpFile
+    offset: int
+    length: int
+
+
+#: A piece of a read: bytes, or where in a file the bytes lie verbatim.
+Piece = bytes | FileExtent
+
+
 class PhysicalSource(ABC):
     """Physical memory as one dump container holds it.
 
@@ -69,6 +83,12 @@ class PhysicalSource(ABC):
     @abstractmethod
     def read(self, paddr: int, size: int) -> bytes:
         """Bytes held from ``paddr``, at most ``size``, stopping at the first absent byte."""
+
+    def extents(self, paddr: int, size: int) -> list[Piece]:
+        """The bytes :meth:`read` would return, as pieces; a container that stores memory
+        verbatim in a file returns :class:`FileExtent` pieces for it (ELF)."""
+        data = self.read(paddr, size)
+        return [data] if data else []
 
     @abstractmethod
     def absent_until(self, paddr: int, limit: int) -> int:
@@ -207,6 +227,27 @@ class DumpFile:
             ) from None
         self._verify()
         return data
+
+    def preadinto(self, offset: int, buffer: memoryview) -> int:
+        """Read into ``buffer`` (up to its length) at ``offset``; the count, short only at the
+        end of the file. Not verified: the caller calls :meth:`verify` once it has read all it
+        needs, before it uses the bytes."""
+        if self.changed:
+            raise DumpError(self.path, self.changed)
+        if offset >= self.size or not len(buffer):
+            return 0
+        try:
+            return os.preadv(self.fd, [buffer], offset)
+        except OSError as exc:
+            raise DumpError(
+                self.path, f"read error at offset {offset:#x}: {exc.strerror}"
+            ) from None
+
+    def verify(self) -> None:
+        """DumpError when the file changed since it was opened (one ``fstat``, now)."""
+        if self.changed:
+            raise DumpError(self.path, self.changed)
+        self._verify()
 
     def check(self) -> None:
         """DumpError once the file changed under us (size or mtime differ from when it was

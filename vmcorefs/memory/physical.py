@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ..dumpfile.source import PagedSource, PhysicalSource
+from ..dumpfile.source import PagedSource, PhysicalSource, Piece
 from .space import AddressSpace
 
 #: Cached marker of a page that is not in the dump (a page is never empty).
@@ -130,6 +130,12 @@ class PhysicalMemory(AddressSpace):
                 parts.append(more)
                 pos += len(more)
         return b"".join(parts)
+
+    def extents(self, addr: int, size: int) -> list[Piece]:
+        if self._paged is not None or self.zero_fill or addr < 0 or addr >= self.size:
+            return super().extents(addr, size)
+        self._check()
+        return self.source.extents(addr, min(size, self.size - addr))
 
     def present(self, addr: int, size: int) -> bool:
         """True when every byte of ``[addr, addr+size)`` is held (zero-fill counts as held)."""

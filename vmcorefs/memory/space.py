@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from abc import ABC, abstractmethod
 
+from ..dumpfile.source import Piece
 from ..errors import FaultError
 
 _U16 = struct.Struct("<H")
@@ -29,6 +30,12 @@ class AddressSpace(ABC):
     @abstractmethod
     def read(self, addr: int, size: int) -> bytes:
         """Bytes present from ``addr``, at most ``size``, stopping at the first absent byte."""
+
+    def extents(self, addr: int, size: int) -> list[Piece]:
+        """What :meth:`read` returns, as pieces: bytes, or :class:`FileExtent` where the bytes
+        lie verbatim in a dump file (a FUSE reply can then be filled with one copy)."""
+        data = self.read(addr, size)
+        return [data] if data else []
 
     def read_exact(self, addr: int, size: int) -> bytes:
         """Exactly ``size`` bytes or :class:`FaultError` at the first absent address."""

@@ -14,8 +14,10 @@ cache lookup, and the kernel image's fast path is the same mechanism, verified e
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..dumpfile.source import Piece
 from ..errors import DumpError, FaultError
 from ..vmcoreinfo import VmcoreInfo
 from .cache import LockedLRU
@@ -197,26 +199,17 @@ class KernelVirtualMemory(AddressSpace):
     def translate(self, vaddr: int) -> int:
         return self.translator.translate(vaddr)
 
-    def read(self, addr: int, size: int) -> bytes:
-        end = min(addr + size, ADDRESS_SPACE_END)
-        if addr < 0 or addr >= end:
-            return b""
+    def _runs(self, addr: int, end: int) -> Iterator[tuple[int, int]]:
+        """``(paddr, n)``: the mapped prefix of ``[addr, end)`` as physically contiguous runs
+        (consecutive translations merged); ends at the first unmapped address."""
         translate_run = self.translator.translate_run
-        try:
-            paddr, n = translate_run(addr, end - addr)
-        except FaultError:
-            return b""
-        if n == end - addr:  # the common case: one physically contiguous run
-            return self.phys.read(paddr, n)
-        parts: list[bytes] = []
         pos = addr
         while pos < end:
             try:
                 paddr, n = translate_run(pos, end - pos)
             except FaultError:
-                break
-            # Merge the following runs while they continue physically (chunk boundaries).
-            while pos + n < end:
+                return
+            while pos + n < end:  # merge runs that continue physically (chunk boundaries)
                 try:
                     nxt, m = translate_run(pos + n, end - pos - n)
                 except FaultError:
@@ -224,9 +217,35 @@ class KernelVirtualMemory(AddressSpace):
                 if nxt != paddr + n:
                     break
                 n += m
+            yield paddr, n
+            pos += n
+
+    def read(self, addr: int, size: int) -> bytes:
+        end = min(addr + size, ADDRESS_SPACE_END)
+        if addr < 0 or addr >= end:
+            return b""
+        try:
+            paddr, n = self.translator.translate_run(addr, end - addr)
+        except FaultError:
+            return b""
+        if n == end - addr:  # the common case: one physically contiguous run
+            return self.phys.read(paddr, n)
+        parts: list[bytes] = []
+        for paddr, n in self._runs(addr, end):
             data = self.phys.read(paddr, n)
             parts.append(data)
-            pos += len(data)
             if len(data) < n:
                 break
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def extents(self, addr: int, size: int) -> list[Piece]:
+        end = min(addr + size, ADDRESS_SPACE_END)
+        if addr < 0 or addr >= end:
+            return []
+        pieces: list[Piece] = []
+        for paddr, n in self._runs(addr, end):
+            got = self.phys.extents(paddr, n)
+            pieces += got
+            if sum(len(p) if isinstance(p, bytes) else p.length for p in got) < n:
+                break
+        return pieces
