@@ -5,8 +5,9 @@ stored raw when compressing would not make it smaller. A page that does not deco
 exactly one page is corrupt: it reads as absent, never as a guess. The output is capped at one
 page whatever the stream claims, so a corrupt (or hostile) page cannot exhaust memory.
 
-Which bindings release the GIL (measured, 4 KiB pages, 2 threads): zlib (CPython's module) and
-zstandard (one decompressor per thread: a ``ZstdDecompressor`` is not thread-safe) scale;
+Which bindings release the GIL (measured, 4 KiB pages, 2 threads on an idle machine): zlib
+(CPython's module; isal's, used when installed, releases it around inflate too) and zstandard
+(one decompressor per thread: a ``ZstdDecompressor`` is not thread-safe) scale;
 python-lzo and cramjam's snappy release it too but a 4 KiB page takes so little time (3-4 µs)
 that two threads gain nothing.
 """
@@ -58,8 +59,14 @@ def compression_name(flags: int) -> str:
     return found[0] if len(found) == 1 else "mixed"
 
 
+try:  # ISA-L inflates the same zlib streams about 1.6 times faster, checksum checked alike
+    from isal import isal_zlib as inflate_module
+except ImportError:  # pragma: no cover - isal is a dependency; the standard module still works
+    inflate_module = zlib
+
+
 def _zlib(data: bytes, page_size: int) -> bytes | None:
-    d = zlib.decompressobj()
+    d = inflate_module.decompressobj()
     out = d.decompress(data, page_size)
     # eof: the stream ended with its checksum verified, within the one-page cap.
     return out if len(out) == page_size and d.eof else None
