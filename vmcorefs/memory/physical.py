@@ -110,6 +110,10 @@ class PhysicalMemory(AddressSpace):
             data = self._read_paged(addr, size)
             if size >= READAHEAD_MIN:
                 self._readahead(addr, size)
+            else:
+                # Small reads move the sequential position too: the kernel splits a 1 MiB read
+                # into an unaligned buffer in two requests (1 MiB - 48 bytes, then 48 bytes).
+                self._last_end = addr + size
             return data
         data = self.source.read(addr, size)
         if not self.zero_fill or len(data) == size:
