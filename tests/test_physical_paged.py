@@ -204,3 +204,15 @@ def test_read_ahead_follows_requests_split_by_the_kernel(dump):
         assert phys.read(pos + big, 48) == expected(pages, pos + big, 48)
         pos += big + 48
     assert phys._ahead is not None and phys._ahead[0] == (pos - 48) // PAGE
+
+
+def test_no_read_ahead_for_cheap_codecs(tmp_path):
+    pages = {p: pattern_page(p) for p in range(200)}
+    path = tmp_path / "lzo.kdump"
+    path.write_bytes(build_kdump(KdumpSpec(max_mapnr=200, pages=pages, compression="lzo")))
+    src = KdumpSource(DumpFile(str(path)))
+    phys = PhysicalMemory(src)
+    for i in range(4):
+        assert phys.read(i * 40 * PAGE, 40 * PAGE) == expected(pages, i * 40 * PAGE, 40 * PAGE)
+    assert phys._ahead is None
+    src.close()
