@@ -95,28 +95,45 @@ def align8(buf: bytearray) -> None:
     buf += bytes(-len(buf) % 8)
 
 
-def build(encoding: str, symbols=None, *, relative_base_key: bool | None = None, stext=STEXT):
-    """Lay the tables out as scripts/kallsyms.c does; return (kvirt, vmcoreinfo)."""
+def build(
+    encoding: str,
+    symbols=None,
+    *,
+    relative_base_key: bool | None = None,
+    stext=STEXT,
+    offsets_last: bool = False,
+):
+    """Lay the tables out as scripts/kallsyms.c does; return (kvirt, vmcoreinfo, locations).
+
+    ``offsets_last``: the later order (num_syms, names, markers, token table and index, then
+    the offsets), instead of the 6.1 order (offsets, relative_base, num_syms, names, ...).
+    """
     if symbols is None:
         symbols = SYMBOLS if encoding in (ABSOLUTE, ABSOLUTE_PERCPU) else NONPERCPU
     tokens = make_tokens()
     buf = bytearray()
     loc: dict[str, int] = {}
     base = min(a for a, t, _ in symbols if t != "A")
-    loc["kallsyms_offsets" if encoding != ABSOLUTE else "kallsyms_addresses"] = TABLES
-    for i, (addr, type_, _name) in enumerate(symbols):
-        if encoding == ABSOLUTE:
-            buf += struct.pack("<Q", addr)
-        elif encoding == RELATIVE:
-            buf += struct.pack("<I", addr - base)
-        elif encoding == ABSOLUTE_PERCPU:
-            buf += struct.pack("<i", addr if type_ == "A" else base - addr - 1)
-        else:
-            buf += struct.pack("<i", addr - (TABLES + 4 * i))
-    align8(buf)
-    if encoding in (RELATIVE, ABSOLUTE_PERCPU):
-        loc["kallsyms_relative_base"] = TABLES + len(buf)
-        buf += struct.pack("<Q", base)
+
+    def addresses() -> None:
+        at = TABLES + len(buf)
+        loc["kallsyms_offsets" if encoding != ABSOLUTE else "kallsyms_addresses"] = at
+        for i, (addr, type_, _name) in enumerate(symbols):
+            if encoding == ABSOLUTE:
+                buf.extend(struct.pack("<Q", addr))
+            elif encoding == RELATIVE:
+                buf.extend(struct.pack("<I", addr - base))
+            elif encoding == ABSOLUTE_PERCPU:
+                buf.extend(struct.pack("<i", addr if type_ == "A" else base - addr - 1))
+            else:
+                buf.extend(struct.pack("<i", addr - (at + 4 * i)))
+        align8(buf)
+        if encoding in (RELATIVE, ABSOLUTE_PERCPU):
+            loc["kallsyms_relative_base"] = TABLES + len(buf)
+            buf.extend(struct.pack("<Q", base))
+
+    if not offsets_last:
+        addresses()
     loc["kallsyms_num_syms"] = TABLES + len(buf)
     buf += struct.pack("<I", len(symbols))
     align8(buf)
@@ -137,6 +154,9 @@ def build(encoding: str, symbols=None, *, relative_base_key: bool | None = None,
     align8(buf)
     loc["kallsyms_token_index"] = TABLES + len(buf)
     buf += struct.pack("<256H", *index)
+    align8(buf)
+    if offsets_last:
+        addresses()
     if relative_base_key and "kallsyms_relative_base" not in loc:
         # A key 7.0 no longer has; its value here is a plausible base.
         loc["kallsyms_relative_base"] = TABLES + len(buf)

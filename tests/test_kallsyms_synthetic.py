@@ -20,9 +20,10 @@ from vmcorefs.kernel.symbols import build_symbol_table
 from vmcorefs.vmcoreinfo import VmcoreInfo
 
 
+@pytest.mark.parametrize("offsets_last", [False, True])
 @pytest.mark.parametrize("encoding", [ABSOLUTE, RELATIVE, ABSOLUTE_PERCPU, PLACE_RELATIVE])
-def test_each_encoding_round_trips(encoding):
-    kvirt, vi, _ = build(encoding)
+def test_each_encoding_round_trips(encoding, offsets_last):
+    kvirt, vi, _ = build(encoding, offsets_last=offsets_last)
     expected = SYMBOLS if encoding in (ABSOLUTE, ABSOLUTE_PERCPU) else NONPERCPU
     table = read_kallsyms(kvirt, vi)
     assert table.encoding == encoding

@@ -13,11 +13,15 @@ import threading
 from collections.abc import Callable, Mapping
 
 from .errors import FaultError, Unavailable, VmcorefsError
+from .memory.cache import LockedLRU
 from .memory.space import AddressSpace
 
 FILE_MODE = stat.S_IFREG | 0o444
 DIR_MODE = stat.S_IFDIR | 0o555
 KVIRT_BASE = 1 << 63
+#: sym/ files whose bytes (read at open to decide on direct_io) are kept for the reads that
+#: follow; at most this many, each at most 1 MiB.
+SYM_RECENT = 32
 
 
 class NotFound(VmcorefsError):
@@ -64,7 +68,13 @@ class BytesFile(File):
                         value = f"unavailable: {exc.reason}\n"
                     except FaultError as exc:
                         value = f"unavailable: {exc}\n"
-                    self._content = value.encode() if isinstance(value, str) else bytes(value)
+                    # Names decoded from the dump keep their raw bytes as surrogates (kallsyms):
+                    # encoded back the same way, the file holds the dump's exact bytes.
+                    self._content = (
+                        value.encode("utf-8", "surrogateescape")
+                        if isinstance(value, str)
+                        else bytes(value)
+                    )
         return self._content
 
     def size(self) -> int:
@@ -111,23 +121,37 @@ class SymbolFile(WindowFile):
 
     Served through the page cache when its whole range is present (the dump never changes);
     opened with ``direct_io`` when part of it is absent, so that a read stops at the gap and
-    the next one fails with EIO, as for ``kvirt``.
+    the next one fails with EIO, as for ``kvirt``. The first open reads the range to decide;
+    those bytes wait in ``recent`` (a small shared LRU) for the reads that follow the open.
     """
 
     direct_io = False
 
-    def __init__(self, space: AddressSpace, base: int, length: int) -> None:
+    def __init__(
+        self, space: AddressSpace, base: int, length: int, recent: LockedLRU | None = None
+    ) -> None:
         super().__init__(space, base, length)
         self._partly_absent: bool | None = None
+        self._recent = recent
 
     def open_direct_io(self) -> bool:
         if self._partly_absent is None:  # computed once: a benign race computes it twice
             try:
-                self.space.read_exact(self.base, self.length)
-                self._partly_absent = False
+                data = self.space.read_exact(self.base, self.length)
             except FaultError:
                 self._partly_absent = True
+            else:
+                if self._recent is not None:
+                    self._recent.put(self, data)
+                self._partly_absent = False
         return self._partly_absent
+
+    def read(self, offset: int, size: int) -> bytes:
+        if self._recent is not None:
+            data = self._recent.get(self)
+            if data is not None:
+                return data[offset : offset + max(0, size)]
+        return super().read(offset, size)
 
 
 class LazyEntries(Mapping[str, Node]):
@@ -143,6 +167,15 @@ class LazyEntries(Mapping[str, Node]):
         node = self._nodes.get(name)
         if node is None:
             node = self._nodes.setdefault(name, self._make(self._keys[name]))
+        return node
+
+    def get(self, name: str, default=None):
+        """As ``Mapping.get``, without an exception per miss (FUSE looks names up a lot)."""
+        node = self._nodes.get(name)
+        if node is None:
+            if name not in self._keys:
+                return default
+            node = self[name]
         return node
 
     def __contains__(self, name: object) -> bool:
@@ -178,10 +211,11 @@ class Directory(Node):
 
 
 class Tree:
-    """Path lookup over a root directory."""
+    """Path lookup over a root directory; ``check`` raises DumpError once the dump changed."""
 
-    def __init__(self, root: Directory) -> None:
+    def __init__(self, root: Directory, check: Callable[[], None] | None = None) -> None:
         self.root = root
+        self.check = check or (lambda: None)
 
     def lookup(self, path: str) -> Node:
         node: Node = self.root
@@ -215,9 +249,10 @@ def _section_sym(dump) -> Directory:
 
     def entries() -> Mapping[str, Node]:
         table = dump.symbols
+        recent: LockedLRU = LockedLRU(SYM_RECENT)
 
         def make(i) -> Node:
-            return SymbolFile(dump.kvirt, *table.file_extent(i))
+            return SymbolFile(dump.kvirt, *table.file_extent(i), recent)
 
         return LazyEntries(table.file_entries(), make)
 
@@ -400,4 +435,4 @@ def build_tree(dump) -> Tree:
         "sym": _section_sym(dump),
         **_section_btf_tasks(dump),
     }
-    return Tree(Directory(entries))
+    return Tree(Directory(entries), getattr(dump, "check", None))

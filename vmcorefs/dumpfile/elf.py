@@ -22,6 +22,9 @@ PHDR_SIZE = 56
 #: A note segment larger than this is corrupt (real ones are a few KiB per CPU).
 MAX_NOTE_SEGMENT = 64 << 20
 MAX_PHNUM = 1 << 20
+#: x86_64's architectural limit of physical addresses (MAXPHYADDR <= 52): a PT_LOAD ending past
+#: it is corrupt (and ``phys`` would need an st_size beyond what stat can hold).
+MAX_PHYS_END = 1 << 52
 
 _MACHINES = {
     "EM_386": "i386",
@@ -90,6 +93,13 @@ class ElfSource(PhysicalSource):
             if ptype == "PT_NOTE":
                 self._notes.extend(self._read_notes(phdr["p_offset"], phdr["p_filesz"]))
             elif ptype == "PT_LOAD" and phdr["p_memsz"] > 0:
+                if phdr["p_paddr"] + phdr["p_memsz"] > MAX_PHYS_END:
+                    raise DumpError(
+                        path,
+                        f"corrupt program header: PT_LOAD at {phdr['p_paddr']:#x} of "
+                        f"{phdr['p_memsz']:#x} bytes is beyond x86_64's 52-bit physical "
+                        "address space",
+                    )
                 filesz = min(phdr["p_filesz"], phdr["p_memsz"])
                 segments.append(Segment(phdr["p_paddr"], phdr["p_memsz"], filesz, phdr["p_offset"]))
         if not segments:

@@ -189,6 +189,9 @@ class FlattenedFile:
             raise DumpError(self.path, f"truncated: short read of {what} at offset {offset:#x}")
         return data
 
+    def check(self) -> None:
+        self.stream.check()
+
     def close(self) -> None:
         self.stream.close()
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..errors import DumpError
+from ..errors import DumpError, Unavailable
 from . import compression
 from .bitmap import Bitmap
 from .compression import (
@@ -72,6 +72,8 @@ READ_BATCH = 1024
 #: Page data read with one pread when descriptors point at nearby data (bytes).
 MAX_SPAN = 1 << 20
 SPAN_GAP = 16 << 10
+#: RAM ranges (runs of the 1st bitmap) beyond which the bitmap is taken as corrupt.
+MAX_RAM_RANGES = 1 << 16
 #: Offsets of stored pages found to be all zeros (the shared zero page), remembered up to this.
 MAX_ZERO_OFFSETS = 64
 
@@ -350,7 +352,14 @@ class KdumpSource(PhysicalSource, PagedSource):
     def ranges(self) -> Sequence[tuple[int, int]]:
         if self._ranges is None:
             ps = self.page_size
-            self._ranges = [(s * ps, e * ps) for s, e in self.ram.runs()]
+            runs = list(self.ram.runs(MAX_RAM_RANGES + 1))
+            if len(runs) > MAX_RAM_RANGES:
+                # A RAM map is tens of ranges: a bitmap of alternating bits is corrupt, and its
+                # millions of runs would cost seconds and hundreds of MiB per use.
+                raise Unavailable(
+                    f"the kdump's RAM bitmap has more than {MAX_RAM_RANGES} ranges: corrupt"
+                )
+            self._ranges = [(s * ps, e * ps) for s, e in runs]
         return self._ranges
 
     def read(self, paddr: int, size: int) -> bytes:

@@ -111,6 +111,9 @@ class SplitSource(PhysicalSource, PagedSource):
         for p in self.parts:
             p.close()
 
+    def files(self) -> Sequence:
+        return [p.file for p in self.parts]
+
     # -- PagedSource -------------------------------------------------------------------------
     def page_refs(self, pfn: int, count: int) -> list[object | None]:
         refs: list[object | None] = []

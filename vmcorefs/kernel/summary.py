@@ -71,9 +71,13 @@ def summary_text(dump) -> str:
     if info.crashed_cpu is not None:
         lines.append(("kdump current_cpu", str(info.crashed_cpu)))
 
-    ranges = list(dump.source.ranges())
-    total = sum(end - start for start, end in ranges)
-    lines.append(("RAM", f"{_size(total)} in {len(ranges)} range(s) the dump describes"))
+    try:
+        ranges = list(dump.source.ranges())
+    except Unavailable as exc:  # a corrupt RAM map: the other lines still hold
+        lines.append(("RAM", f"unavailable: {exc.reason}"))
+    else:
+        total = sum(end - start for start, end in ranges)
+        lines.append(("RAM", f"{_size(total)} in {len(ranges)} range(s) the dump describes"))
     lines.append(("format", info.format))
     lines.append(("compression", info.compression))
     lines.append(("dump level", str(info.dump_level) if info.dump_level is not None else UNKNOWN))

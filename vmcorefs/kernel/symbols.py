@@ -35,6 +35,7 @@ Merging rules:
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import threading
 from collections import Counter
@@ -43,6 +44,8 @@ from dataclasses import dataclass
 
 from ..errors import FaultError, Unavailable
 from .kallsyms import read_kallsyms
+
+log = logging.getLogger("vmcorefs")
 
 #: The type letter of a symbol whose type no source records (VMCOREINFO's SYMBOL() keys).
 UNKNOWN_TYPE = "?"
@@ -115,11 +118,12 @@ class SymbolTable:
                     self._all.setdefault(name, []).append(i)
         #: One line per source used, e.g. "kallsyms (absolute-percpu): 94266 symbols".
         self.sources = list(sources)
-        #: Why a source is missing or what was left out (shown in the README).
+        #: Why a source is missing or what was left out (logged; for README/summary).
         self.notes = list(notes)
         #: ``__per_cpu_offset[0]``: where CPU 0's copy of the per-CPU area is (None: unknown).
         self.percpu_offset0: int | None = None
         self._ranges = self._image_ranges()
+        self._percpu = self._percpu_range()
         self._files: dict[str, int] | None = None
         self._files_lock = threading.Lock()
 
@@ -214,6 +218,9 @@ class SymbolTable:
     # -- per-CPU symbols -------------------------------------------------------------------
     def percpu_range(self) -> tuple[int, int] | None:
         """``[__per_cpu_start, __per_cpu_end)``: the per-CPU template's symbols, or None."""
+        return self._percpu
+
+    def _percpu_range(self) -> tuple[int, int] | None:
         start, end = self.get("__per_cpu_start"), self.get("__per_cpu_end")
         if start is None or end is None or end <= start:
             return None
@@ -267,7 +274,7 @@ class SymbolTable:
             nxt = self.next_address(address)
             size = 0 if nxt is None else nxt - address
         start = address
-        percpu = self.percpu_range()
+        percpu = self._percpu
         if percpu is not None and percpu[0] <= address < percpu[1]:
             if self.percpu_offset0 is None:
                 raise Unavailable("__per_cpu_offset[0] is unknown")
@@ -345,4 +352,6 @@ def build_symbol_table(kvirt, vmcoreinfo, user_sources: Sequence[SymbolSource] =
     table.percpu_offset0, note = _percpu_offset0(kvirt, table)
     if note:
         table.notes.append(note)
+    for line in table.sources + table.notes:
+        log.debug("symbols: %s", line)
     return table

@@ -91,6 +91,7 @@ class PhysicalMemory(AddressSpace):
         self.source = source
         self.zero_fill = zero_fill
         self.size = source.phys_end
+        self._check = source.check
         self._paged: PagedSource | None = source if isinstance(source, PagedSource) else None
         if self._paged is not None:
             self.page_size = self._paged.page_size
@@ -107,6 +108,8 @@ class PhysicalMemory(AddressSpace):
     def read(self, addr: int, size: int) -> bytes:
         if addr < 0 or size <= 0 or addr >= self.size:
             return b""
+        # A dump changed under us fails every read, cached pages included (DumpError).
+        self._check()
         size = min(size, self.size - addr)
         if self._paged is not None:
             data = self._read_paged(addr, size)
