@@ -155,7 +155,8 @@ def decoder(bit: int, path: str = "dump") -> Decoder:
 
 def page_decoder(flags: int, page_size: int) -> Callable[[bytes], bytes | None]:
     """A one-argument decoder for pages stored with ``flags`` (resolved once, called per page);
-    codec errors propagate (the caller treats them as a corrupt page)."""
+    codec errors propagate (the caller treats them as a corrupt page). The hot codecs get a
+    closure of their own: one Python frame per page, not two."""
     bits = flags & DUMP_DH_COMPRESSED
     if not bits:
         return lambda data: bytes(data) if len(data) == page_size else None
@@ -165,6 +166,22 @@ def page_decoder(flags: int, page_size: int) -> Callable[[bytes], bytes | None]:
         decode = decoder(bits)
     except DumpError:
         return lambda data: None
+    if bits == DUMP_DH_COMPRESSED_LZO:
+        import lzo
+
+        def decode_lzo(data: bytes, _lzo=lzo.decompress, _ps=page_size) -> bytes | None:
+            out = _lzo(data, False, _ps)  # bytes in (a slice), the one-page cap as in _make_lzo
+            return out if len(out) == _ps else None
+
+        return decode_lzo
+    if bits == DUMP_DH_COMPRESSED_ZLIB:
+
+        def decode_zlib(data: bytes, _new=inflate_module.decompressobj, _ps=page_size):
+            d = _new()
+            out = d.decompress(data, _ps)
+            return out if len(out) == _ps and d.eof else None
+
+        return decode_zlib
     return lambda data: decode(data, page_size)
 
 

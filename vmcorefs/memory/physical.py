@@ -61,9 +61,11 @@ class PageCache:
     def put_many(self, items: Sequence[tuple[int, bytes]]) -> None:
         with self._lock:
             pages = self._pages
+            touch = pages.move_to_end
             for pfn, page in items:
+                if pfn in pages:
+                    touch(pfn)  # a new key goes to the end by itself
                 pages[pfn] = page
-                pages.move_to_end(pfn)
             excess = len(pages) - self.max_pages
             for _ in range(max(0, excess)):
                 pages.popitem(last=False)
