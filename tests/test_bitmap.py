@@ -56,6 +56,7 @@ def test_bitmap_agrees_with_a_model(bits, bounds, probes):
     for p in probes:
         assert bm.rank(p) == sum(1 for b in inside if b < p)
         assert bm.test(p) == (p in inside)
+        assert bm.rank_if_set(p) == (bm.rank(p) if p in inside else None)
         n = 300
         expect = sum(1 << i for i in range(n) if p + i in inside)
         assert bm.bits(p, n) == expect

@@ -171,3 +171,17 @@ def test_progress_is_reported_to_the_end(tmp_path):
     assert flat.records > 1024
     assert calls[-1] == (size, size)
     assert all(a <= b for (a, _), (b, _) in zip(calls, calls[1:], strict=False))
+
+
+def test_stderr_progress_is_cleared_before_an_error(tmp_path, monkeypatch, capsys):
+    from vmcorefs.dumpfile import flattened
+
+    monkeypatch.setattr(flattened, "PROGRESS_AFTER", 0.0)
+    s, _ = spec()
+    flat = flatten(*kdump_chunks(s), record_size=16)
+    path = write(tmp_path, flat[: len(flat) - 100])  # cut inside the last records
+    with pytest.raises(DumpError, match="truncated"):
+        FlattenedFile(DumpFile(path))
+    err = capsys.readouterr().err
+    assert "vmcorefs: indexing" in err
+    assert err.endswith("\r\033[K")  # the line is wiped: the error line prints alone

@@ -336,3 +336,24 @@ def test_huge_sparse_dump_keeps_a_small_index(tmp_path):
         assert src.read(pfn * PAGE, PAGE) == pages[pfn]
     assert src.read((chosen[0] + 1) * PAGE, 1) == b"" or chosen[0] + 1 in pages
     src.close()
+
+
+@pytest.mark.parametrize("inflater", ["isal", "zlib"])
+def test_zlib_pages_with_either_inflater(tmp_path, monkeypatch, inflater):
+    """isal inflates when installed; the standard module is the fallback: same bytes, same
+    refusal of corrupt streams."""
+    import zlib
+
+    from vmcorefs.dumpfile import compression
+
+    if inflater == "zlib":
+        monkeypatch.setattr(compression, "inflate_module", zlib)
+    else:
+        pytest.importorskip("isal")
+    pages = {p: pattern_page(p) for p in range(6)}
+    good = zlib.compress(pages[5])
+    stored = {3: (0x1, good[:-1] + bytes([good[-1] ^ 1])), 4: (0x1, good[: len(good) // 2])}
+    src = open_bytes(tmp_path, build_kdump(KdumpSpec(max_mapnr=6, pages=pages, stored=stored)))
+    assert src.read(0, 6 * PAGE) == pages[0] + pages[1] + pages[2]
+    assert src.read(3 * PAGE, 1) == b"" and src.read(4 * PAGE, 1) == b""  # checksum; cut
+    assert src.read(5 * PAGE, PAGE) == pages[5]

@@ -190,3 +190,29 @@ def test_a_fork_leaves_no_read_ahead_to_wait_for(dump):
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_read_ahead_follows_requests_split_by_the_kernel(dump):
+    """A 1 MiB read into an unaligned buffer reaches FUSE as 1 MiB - 48 bytes, then 48 bytes:
+    the small request continues the sequence."""
+    src, pages = dump
+    phys = PhysicalMemory(src, cache_size_mib=4)
+    big = 64 * PAGE - 48
+    pos = 102 * PAGE
+    for _ in range(3):
+        assert phys.read(pos, big) == expected(pages, pos, big)
+        assert phys.read(pos + big, 48) == expected(pages, pos + big, 48)
+        pos += big + 48
+    assert phys._ahead is not None and phys._ahead[0] == (pos - 48) // PAGE
+
+
+def test_no_read_ahead_for_cheap_codecs(tmp_path):
+    pages = {p: pattern_page(p) for p in range(200)}
+    path = tmp_path / "lzo.kdump"
+    path.write_bytes(build_kdump(KdumpSpec(max_mapnr=200, pages=pages, compression="lzo")))
+    src = KdumpSource(DumpFile(str(path)))
+    phys = PhysicalMemory(src)
+    for i in range(4):
+        assert phys.read(i * 40 * PAGE, 40 * PAGE) == expected(pages, i * 40 * PAGE, 40 * PAGE)
+    assert phys._ahead is None
+    src.close()

@@ -3,14 +3,17 @@
 A kdump stores one page descriptor per dumped page frame, in pfn order: the descriptor of frame
 ``pfn`` is the ``rank``-th, where ``rank`` is the number of set bits before ``pfn`` in the 2nd
 bitmap. The bitmap stays in the file; the index keeps one count per 4096-byte block of bitmap
-(32768 frames, 128 MiB of RAM at 4 KiB pages): 8 bytes per block, 64 KiB for 1 TiB of RAM. A
-rank costs one index lookup and one popcount of at most one block, read with ``pread``.
+(32768 frames, 128 MiB of RAM at 4 KiB pages): 8 bytes per block, 64 KiB for 1 TiB of RAM.
+The blocks last used are kept (with a count every 64 bytes), so a rank costs one index lookup
+and one popcount of at most 64 bytes; a block is read with one ``pread`` when it is not kept.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from array import array
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from .source import ReadableFile
@@ -20,6 +23,10 @@ BLOCK = 4096
 BLOCK_BITS = BLOCK * 8
 #: Bytes of bitmap read at once while building the index or scanning for runs.
 SCAN_CHUNK = 1 << 20
+#: Bitmap blocks kept in memory (LRU), each with its sub-counts: about 5 KiB a block.
+KEPT_BLOCKS = 64
+#: Bytes of bitmap between two sub-counts of a kept block.
+SUB = 64
 _ZERO_CHUNK = bytes(SCAN_CHUNK)
 _ZERO_BLOCK = bytes(BLOCK)
 _RUN_OR_MIXED = re.compile(rb"\xff+|[^\x00\xff]")
@@ -50,6 +57,8 @@ class Bitmap:
         self.nbytes = (nbits + 7) // 8
         self._counts: array | None = None
         self.total = 0
+        self._kept: OrderedDict[int, tuple[bytes, array]] = OrderedDict()
+        self._kept_lock = threading.Lock()
         if indexed:
             self._build_index()
 
@@ -80,6 +89,29 @@ class Bitmap:
         self._base = self._raw_rank(self.lo)
         self.total = self._raw_rank(self.hi) - self._base
 
+    def _block(self, block: int) -> tuple[bytes, array]:
+        """Block ``block`` of the bitmap (zero-padded to BLOCK bytes) and its running counts
+        every SUB bytes, from the kept blocks or read once."""
+        with self._kept_lock:
+            kept = self._kept.get(block)
+            if kept is not None:
+                self._kept.move_to_end(block)
+                return kept
+        start = block * BLOCK
+        data = self._read(start, min(self.nbytes, start + BLOCK)).ljust(BLOCK, b"\0")
+        subs = array("H", bytes(2 * (BLOCK // SUB)))  # at most 32768: fits 16 bits
+        total = 0
+        if data != _ZERO_BLOCK:
+            for k in range(BLOCK // SUB):
+                subs[k] = total
+                total += int.from_bytes(data[k * SUB : (k + 1) * SUB], "little").bit_count()
+        kept = (data, subs)
+        with self._kept_lock:
+            self._kept[block] = kept
+            if len(self._kept) > KEPT_BLOCKS:
+                self._kept.popitem(last=False)
+        return kept
+
     def _raw_rank(self, pfn: int) -> int:
         """Set bits in ``[0, pfn)`` of the whole bitmap (``lo``/``hi`` ignored)."""
         assert self._counts is not None
@@ -87,15 +119,30 @@ class Bitmap:
         block, bit = divmod(pfn, BLOCK_BITS)
         count = self._counts[block]
         if bit:
-            start = block * BLOCK
-            data = self._read(start, start + (bit + 7) // 8)
-            value = int.from_bytes(data, "little") & ((1 << bit) - 1)
-            count += value.bit_count()
+            data, subs = self._block(block)
+            sub = bit // (SUB * 8)
+            part = data[sub * SUB : (bit + 7) // 8]
+            mask = (1 << (bit - sub * SUB * 8)) - 1
+            count += subs[sub] + (int.from_bytes(part, "little") & mask).bit_count()
         return count
 
     def rank(self, pfn: int) -> int:
         """Set bits in ``[lo, pfn)``: the index of ``pfn``'s descriptor when its bit is set."""
         return self._raw_rank(min(max(pfn, self.lo), self.hi)) - self._base
+
+    def rank_if_set(self, pfn: int) -> int | None:
+        """:meth:`rank` of ``pfn`` when its bit is set, else None (one block lookup)."""
+        if not self.lo <= pfn < self.hi:
+            return None
+        assert self._counts is not None
+        block, bit = divmod(pfn, BLOCK_BITS)
+        data, subs = self._block(block)
+        if not data[bit >> 3] >> (bit & 7) & 1:
+            return None
+        sub = bit // (SUB * 8)
+        part = int.from_bytes(data[sub * SUB : (bit >> 3) + 1], "little")
+        part &= (1 << (bit - sub * SUB * 8)) - 1
+        return self._counts[block] + subs[sub] + part.bit_count() - self._base
 
     def bits(self, pfn: int, count: int) -> int:
         """Bits ``pfn .. pfn+count-1`` as an int (bit ``i`` = frame ``pfn + i``)."""
@@ -103,7 +150,13 @@ class Bitmap:
         if lo >= hi:
             return 0
         first, last = lo // 8, (hi + 7) // 8
-        value = int.from_bytes(self._read(first, last), "little") >> (lo - first * 8)
+        if first // BLOCK == (last - 1) // BLOCK:  # within one block: from the kept blocks
+            data = self._block(first // BLOCK)[0]
+            base = first // BLOCK * BLOCK
+            raw = data[first - base : last - base]
+        else:
+            raw = self._read(first, last)
+        value = int.from_bytes(raw, "little") >> (lo - first * 8)
         value &= (1 << (hi - lo)) - 1
         return value << (lo - pfn)
 

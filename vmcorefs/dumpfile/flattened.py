@@ -77,7 +77,12 @@ class FlattenedFile:
         self.stream = stream
         self.path = stream.path
         self.records = 0
-        starts, ends, offsets = self._scan(progress or _StderrProgress(stream.path))
+        progress = progress or _StderrProgress(stream.path)
+        try:
+            starts, ends, offsets = self._scan(progress)
+        except DumpError:
+            progress(stream.size, stream.size)  # clear the progress line before the error
+            raise
         self._starts, self._ends, self._offsets = _resolve(starts, ends, offsets)
         self.size = self._ends[-1] if len(self._ends) else 0
 

@@ -377,6 +377,12 @@ class KdumpSource(PhysicalSource, PagedSource):
     # -- PagedSource -------------------------------------------------------------------------
     def page_refs(self, pfn: int, count: int) -> list[object | None]:
         """The page descriptors ``(offset, size, flags, page_flags)`` of ``count`` frames."""
+        if count == 1:  # random access: one block lookup, one descriptor read
+            rank = self.dumped.rank_if_set(pfn)
+            if rank is None:
+                return [None]
+            raw = self.file.pread(self.desc_offset + rank * PAGE_DESC_SIZE, PAGE_DESC_SIZE)
+            return [PAGE_DESC.unpack(raw) if len(raw) == PAGE_DESC_SIZE else None]
         refs: list[object | None] = [None] * count
         lo, hi = max(pfn, self.start_pfn), min(pfn + count, self.end_pfn)
         if lo >= hi:
