@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..dumpfile.detect import open_source
 from ..dumpfile.source import PhysicalSource
@@ -16,8 +17,9 @@ from ..memory.physical import PhysicalMemory
 from ..memory.x86_64 import KernelVirtualMemory
 from ..vmcoreinfo import VmcoreInfo
 from .lazy import lazy
-from .symbols import SymbolSource, SymbolTable, build_symbol_table
-from .symfiles import load_user_symbols
+
+if TYPE_CHECKING:  # imported where used: mounting stays fast (the table is built lazily)
+    from .symbols import SymbolSource, SymbolTable
 
 
 @dataclass
@@ -56,9 +58,13 @@ class Dump:
             raise DumpError(source.paths[0], f"VMCOREINFO {exc.reason}") from None
         #: Symbols from --vmlinux / --system-map, checked against the dump (kernel/symfiles.py)
         #: now, so that a file that does not belong to the dump is refused before mounting.
-        self.user_symbols: list[SymbolSource] = load_user_symbols(
-            self.options.vmlinux, self.options.system_map, self.kvirt, self.vmcoreinfo
-        )
+        self.user_symbols: list[SymbolSource] = []
+        if self.options.vmlinux or self.options.system_map:
+            from .symfiles import load_user_symbols
+
+            self.user_symbols = load_user_symbols(
+                self.options.vmlinux, self.options.system_map, self.kvirt, self.vmcoreinfo
+            )
 
     def close(self) -> None:
         self.source.close()
@@ -79,6 +85,8 @@ class Dump:
     @lazy
     def symbols(self) -> SymbolTable:
         """The merged symbol table (kernel/symbols.py), decoded once, on first use."""
+        from .symbols import build_symbol_table
+
         return build_symbol_table(self.kvirt, self.vmcoreinfo, self.user_symbols)
 
     @lazy

@@ -242,6 +242,12 @@ class KernelVirtualMemory(AddressSpace):
         end = min(addr + size, ADDRESS_SPACE_END)
         if addr < 0 or addr >= end:
             return []
+        try:
+            paddr, n = self.translator.translate_run(addr, end - addr)
+        except FaultError:
+            return []
+        if n == end - addr:  # the common case: one physically contiguous run
+            return self.phys.extents(paddr, n)
         pieces: list[Piece] = []
         for paddr, n in self._runs(addr, end):
             got = self.phys.extents(paddr, n)
