@@ -21,7 +21,7 @@ from array import array
 from collections.abc import Callable
 
 from ..errors import DumpError
-from .source import DumpFile, PhysicalSource, ReadableFile
+from .source import DumpFile, ExactReads, PhysicalSource, ReadableFile
 
 MDF_SIGNATURE = b"makedumpfile"
 MDF_SIG_LEN = 16
@@ -65,13 +65,15 @@ class _StderrProgress:
         sys.stderr.flush()
 
 
-class FlattenedFile:
+class FlattenedFile(ExactReads):
     """The file ``makedumpfile -R`` would rebuild from a stream, read through the stream.
 
     Satisfies :class:`~vmcorefs.dumpfile.source.ReadableFile`. The index holds three int64
     per disjoint piece (rebuilt start, rebuilt end, stream offset): memory proportional to the
     record count, not to the data.
     """
+
+    contents_name = "the rebuilt dump"
 
     def __init__(self, stream: DumpFile, *, progress: Progress | None = None) -> None:
         self.stream = stream
@@ -176,18 +178,6 @@ class FlattenedFile:
             if i + 1 < len(starts) and pos >= starts[i + 1]:
                 i += 1
         return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def pread_exact(self, offset: int, size: int, what: str = "data") -> bytes:
-        if offset < 0 or size < 0 or offset + size > self.size:
-            raise DumpError(
-                self.path,
-                f"truncated: {what} at offset {offset:#x} (+{size:#x}) of the rebuilt dump is "
-                f"past its end ({self.size:#x} bytes)",
-            )
-        data = self.pread(offset, size)
-        if len(data) != size:
-            raise DumpError(self.path, f"truncated: short read of {what} at offset {offset:#x}")
-        return data
 
     def check(self) -> None:
         self.stream.check()

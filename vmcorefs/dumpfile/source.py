@@ -177,7 +177,33 @@ class PagedSource(ABC):
         or missing (unreadable data is absent, never guessed)."""
 
 
-class DumpFile:
+class ExactReads:
+    """``pread_exact`` over ``pread``, ``size`` and ``path``: for every readable file."""
+
+    path: str
+    size: int
+    #: How messages name the file's contents ("the file", "the rebuilt dump").
+    contents_name = "the file"
+
+    def pread(self, offset: int, size: int) -> bytes:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def pread_exact(self, offset: int, size: int, what: str = "data") -> bytes:
+        """Exactly ``size`` bytes at ``offset`` or :class:`DumpError` naming ``what``: a size
+        read from a dump is checked against the file before anything is read."""
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise DumpError(
+                self.path,
+                f"truncated: {what} at offset {offset:#x} (+{size:#x}) is past the end of "
+                f"{self.contents_name} ({self.size:#x} bytes)",
+            )
+        data = self.pread(offset, size)
+        if len(data) != size:
+            raise DumpError(self.path, f"truncated: short read of {what} at offset {offset:#x}")
+        return data
+
+
+class DumpFile(ExactReads):
     """A read-only file read with ``os.pread``: thread-safe, no shared file position.
 
     Every size read from a dump is checked against :attr:`size` before it is trusted; a read
@@ -276,19 +302,6 @@ class DumpFile:
             else:
                 self.changed = "the file changed while in use: it was modified in place"
         raise DumpError(self.path, self.changed)
-
-    def pread_exact(self, offset: int, size: int, what: str = "data") -> bytes:
-        """Exactly ``size`` bytes at ``offset`` or :class:`DumpError` naming ``what``."""
-        if offset < 0 or size < 0 or offset + size > self.size:
-            raise DumpError(
-                self.path,
-                f"truncated: {what} at offset {offset:#x} (+{size:#x}) is past the end of the "
-                f"file ({self.size:#x} bytes)",
-            )
-        data = self.pread(offset, size)
-        if len(data) != size:
-            raise DumpError(self.path, f"truncated: short read of {what} at offset {offset:#x}")
-        return data
 
     def close(self) -> None:
         with self._lock:
