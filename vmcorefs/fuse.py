@@ -39,6 +39,10 @@ class VmcoreOperations(mfusepy.Operations):
     """FUSE operations over a :class:`~vmcorefs.tree.Tree`."""
 
     use_ns = True
+    #: Reads and releases need no path (the open handle names the node): libfuse then skips
+    #: building one for every request (``nullpath_ok``).
+    flag_nopath = True
+    flag_nullpath_ok = True
 
     def __init__(self, tree: Tree, *, mtime_ns: int | None = None) -> None:
         self.tree = tree
@@ -93,11 +97,37 @@ class VmcoreOperations(mfusepy.Operations):
             attrs["st_blksize"] = 4096
         return attrs
 
-    def readdir(self, path: str, fh):
+    def _register(self, node) -> int:
+        with self._lock:
+            fh = next(self._next_fh)
+            self._handles[fh] = node
+        return fh
+
+    def _handle(self, path: str | None, fh: int):
+        """The node opened as ``fh`` (libfuse gives no path to read, readdir, release...)."""
+        node = self._handles.get(fh)
+        if node is None:
+            if path is None:
+                raise _fail(errno.EBADF)
+            node = self._node(path)
+        return node
+
+    def opendir(self, path: str) -> int:
         node = self._node(path)
         if not isinstance(node, Directory):
             raise _fail(errno.ENOTDIR)
+        return self._register(node)
+
+    def readdir(self, path: str | None, fh: int):
+        node = self._handle(path, fh)
+        if not isinstance(node, Directory):
+            raise _fail(errno.ENOTDIR)
         return [".", "..", *node.entries()]
+
+    def releasedir(self, path: str | None, fh: int) -> int:
+        with self._lock:
+            self._handles.pop(fh, None)
+        return 0
 
     def access(self, path: str, amode: int) -> int:
         self._node(path)
@@ -121,17 +151,14 @@ class VmcoreOperations(mfusepy.Operations):
             direct = True
         fi.direct_io = 1 if direct else 0
         fi.keep_cache = 0 if direct else 1
-        with self._lock:
-            fh = next(self._next_fh)
-            self._handles[fh] = node
-        fi.fh = fh
+        fi.fh = self._register(node)
         return 0
 
     def read(self, path: str, size: int, offset: int, fi, buf: int | None = None):
         """The bytes at ``offset``; with ``buf`` (the address of libfuse's reply buffer, see
         :class:`_ReplyFUSE`) they are copied there instead and the count is returned."""
         try:
-            node = self._handles.get(fi.fh) or self._node(path)
+            node = self._handle(path, fi.fh)
             self.tree.check()  # a dump changed under us: EIO, even for what caches hold
             if buf is None:
                 return node.read(offset, size)
