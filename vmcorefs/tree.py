@@ -20,9 +20,10 @@ from .memory.space import AddressSpace
 FILE_MODE = stat.S_IFREG | 0o444
 DIR_MODE = stat.S_IFDIR | 0o555
 KVIRT_BASE = 1 << 63
-#: sym/ files whose bytes (read at open to decide on direct_io) are kept for the reads that
-#: follow; at most this many, each at most 1 MiB.
-SYM_RECENT = 32
+#: Bytes of recently opened ``sym/`` files kept for the reads that follow their open (the open
+#: read them to decide on ``direct_io``): a few typical symbols' worth, counted in bytes so
+#: that a burst of 1 MiB symbols cannot hold more than this.
+SYM_RECENT_BYTES = 4 << 20
 
 
 class NotFound(VmcorefsError):
@@ -263,7 +264,7 @@ def _section_sym(dump) -> Directory:
 
     def entries() -> Mapping[str, Node]:
         table = dump.symbols
-        recent: LockedLRU = LockedLRU(SYM_RECENT)
+        recent: LockedLRU = LockedLRU(SYM_RECENT_BYTES, getsizeof=len)
 
         def make(i) -> Node:
             return SymbolFile(dump.kvirt, *table.file_extent(i), recent)

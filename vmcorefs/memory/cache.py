@@ -15,9 +15,10 @@ V = TypeVar("V")
 class LockedLRU(Generic[K, V]):
     """``cachetools.LRUCache`` behind a lock; ``maxsize`` counts entries."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
+        """``maxsize`` counts entries, or, with ``getsizeof``, the sum of the entries' sizes."""
         self.maxsize = max(1, int(maxsize))
-        self._cache: LRUCache = LRUCache(maxsize=self.maxsize)
+        self._cache: LRUCache = LRUCache(maxsize=self.maxsize, getsizeof=getsizeof)
         self._lock = threading.Lock()
 
     def get(self, key: K, default=None):
@@ -29,7 +30,10 @@ class LockedLRU(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         with self._lock:
-            self._cache[key] = value
+            try:
+                self._cache[key] = value
+            except ValueError:  # larger than the whole cache (sized caches): not kept
+                pass
 
     def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
         """The cached value, else ``compute()`` (run outside the lock), stored and returned."""
@@ -39,8 +43,7 @@ class LockedLRU(Generic[K, V]):
             except KeyError:
                 pass
         value = compute()
-        with self._lock:
-            self._cache[key] = value
+        self.put(key, value)
         return value
 
     def clear(self) -> None:
