@@ -133,9 +133,11 @@ def main() -> None:
     ap.add_argument("--keep", help="write the synthetic dump here and keep it")
     ap.add_argument("--real", action="store_true", help="also time the real ELF dumps")
     args = ap.parse_args()
-    fd, path = tempfile.mkstemp(prefix="bench-mm-", suffix=".elf")
-    os.close(fd)
-    path = args.keep or path
+    if args.keep:
+        path = args.keep
+    else:
+        fd, path = tempfile.mkstemp(prefix="bench-mm-", suffix=".elf")
+        os.close(fd)
     try:
         t0 = time.perf_counter()
         kinds = build(path, args.gib)

@@ -69,8 +69,10 @@ def mount_round(path: str) -> dict[str, float]:
 
 
 def main() -> None:
-    case = dumps_dir() / "kaslr-256m"
-    path = sys.argv[1] if len(sys.argv) > 1 else str(case / "mdf-d31-zlib.kdump")
+    if len(sys.argv) > 1:
+        path = sys.argv[1]
+    else:
+        path = str(dumps_dir() / "kaslr-256m" / "mdf-d31-zlib.kdump")
     try:
         vmcorefs.open_dump(path).close()
     except DumpError as exc:

@@ -504,3 +504,18 @@ def test_real_btf_kernel_layouts(real_btf):
     assert btf.offsetof("struct list_head", "prev") == 8
     assert btf.sizeof(btf.find("struct pt_regs")) == 21 * 8
     assert btf.offsetof("struct pt_regs", "ip") == 16 * 8
+
+
+def test_members_must_lie_inside_their_struct():
+    b = BtfBuilder()
+    u64 = b.int_("long unsigned int", 8)
+    b.struct("past", 8, [("a", u64, 72)])  # starts past its struct's end
+    b.struct("overlong", 8, [("a", u64, 32)])  # starts inside, ends past it
+    b.struct("bits", 4, [("x", u64, 30, 4)])  # a bitfield crossing the end
+    btf = Btf(b.build())
+    with pytest.raises(BtfError, match="outside"):
+        btf.find("struct past")
+    with pytest.raises(BtfError, match="ends past"):
+        btf.offsetof("struct overlong", "a")
+    with pytest.raises(BtfError, match="outside"):
+        btf.member("struct bits", "x")

@@ -105,3 +105,32 @@ def test_python_m_and_version():
         check=False,
     )
     assert out.returncode == 0 and out.stdout.startswith("vmcorefs ")
+
+
+def test_unreadable_dump_is_one_line(tmp_path, capsys, monkeypatch, good_core):
+    # As root every file is readable: make os.open refuse this one path as it would for a user.
+    import vmcorefs.dumpfile.source as source
+
+    real_open = os.open
+
+    def refusing_open(path, flags, *args):
+        if str(path) == good_core:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(source.os, "open", refusing_open)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    code, err = run_main(capsys, good_core, str(mnt))
+    assert code == 1 and err == f"vmcorefs: {good_core}: permission denied\n"
+
+
+def test_missing_dependency_is_one_line(tmp_path, capsys, monkeypatch, good_core):
+    import vmcorefs.cli as cli
+
+    def broken_run(argv):
+        raise ModuleNotFoundError("No module named 'cachetools'", name="cachetools")
+
+    monkeypatch.setattr(cli, "run", broken_run)
+    code, err = run_main(capsys, good_core, str(tmp_path))
+    assert code == 1 and err.startswith("vmcorefs: cannot load cachetools") and err.count("\n") == 1

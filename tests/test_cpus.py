@@ -129,53 +129,66 @@ def _values(text: str) -> dict[str, str]:
     return dict(row.split(" ", 1) for row in text.splitlines())
 
 
+def dump_paths(case):
+    """Every dump file of the case that is present (ELF, kdump, flattened)."""
+    paths = [case.root / name for name in case.dump_files()]
+    return [p for p in paths if p.exists()]
+
+
 @pytest.mark.realdump
-def test_real_registers_match_qemu(case) -> None:
+def test_real_cpus_and_summary(case) -> None:
+    """Every dump file of the case, opened once: registers, crashed CPU, summary."""
     qemu = qemu_registers(case.file("gt/registers.txt").read_text())
     assert len(qemu) == case.truth["ncpus"]
-    with open_dump(str(case.file("vmcore.elf"))) as dump:
-        tree = build_tree(dump)
-        assert sorted(tree.lookup("cpus").entries()) == [str(i) for i in range(len(qemu))]
-        for cpu, want in qemu.items():
-            regs = _values(tree.lookup(f"cpus/{cpu}/regs").read(0, 4096).decode())
-            for name, value in want.items():
-                assert int(regs[name], 16) == value, (cpu, name)
-            raw = tree.lookup(f"cpus/{cpu}/prstatus").read(0, 4096)
-            assert len(raw) == 336
-            assert regs["pid"] == str(struct.unpack_from("<i", raw, 32)[0])
+    gt = GtSymbols(case.file("gt/kallsyms.txt"))
+    for path in dump_paths(case):
+        with open_dump(str(path)) as dump:
+            tree = build_tree(dump)
+            check_registers(tree, qemu, path.name)
+            assert dump.symbols.get("panic_cpu") == gt.get("panic_cpu")  # decoded from the dump
+            check_crashed(tree, case.truth["crashed_cpu"], path.name)
+            check_summary(tree, case.truth, path.name)
 
 
-@pytest.mark.realdump
-def test_real_crashed_cpu_from_panic_cpu(case) -> None:
-    with open_dump(str(case.file("vmcore.elf"))) as dump:
-        gt = GtSymbols(case.file("gt/kallsyms.txt"))
-        assert dump.symbols.get("panic_cpu") == gt.get("panic_cpu")  # decoded from the dump
-        tree = build_tree(dump)
-        crashed = [
-            n
-            for n in tree.lookup("cpus").entries()
-            if tree.lookup(f"cpus/{n}/regs").read(0, 4096).endswith(b"crashed yes\n")
-        ]
-        want = case.truth["crashed_cpu"]
-        assert crashed == ([] if want is None else [str(want)])
-        summary = tree.lookup("summary").read(0, 4096).decode()
-        assert f"panic CPU: {'none' if want is None else want}" in summary
+def check_registers(tree, qemu: dict[int, dict[str, int]], name: str) -> None:
+    assert sorted(tree.lookup("cpus").entries()) == [str(i) for i in range(len(qemu))]
+    for cpu, want in qemu.items():
+        regs = _values(tree.lookup(f"cpus/{cpu}/regs").read(0, 4096).decode())
+        for reg, value in want.items():
+            assert int(regs[reg], 16) == value, (name, cpu, reg)
+        raw = tree.lookup(f"cpus/{cpu}/prstatus").read(0, 4096)
+        assert len(raw) == 336
+        assert regs["pid"] == str(struct.unpack_from("<i", raw, 32)[0])
 
 
-@pytest.mark.realdump
-def test_real_summary(case) -> None:
-    t = case.truth
-    with open_dump(str(case.file("vmcore.elf"))) as dump:
-        text = build_tree(dump).lookup("summary").read(0, 4096).decode()
+def check_crashed(tree, want: int | None, name: str) -> None:
+    crashed = [
+        n
+        for n in tree.lookup("cpus").entries()
+        if tree.lookup(f"cpus/{n}/regs").read(0, 4096).endswith(b"crashed yes\n")
+    ]
+    assert crashed == ([] if want is None else [str(want)]), name
+
+
+def check_summary(tree, t: dict, name: str) -> None:
+    facts = t["files"][name]
+    text = tree.lookup("summary").read(0, 4096).decode()
     lines = dict(row.split(": ", 1) for row in text.splitlines())
     assert list(lines)[:3] == ["release", "crash time", "CPUs"]
     assert lines["release"] == t["osrelease"]
     assert lines["CPUs"] == str(t["ncpus"])
     assert lines["crash time"] == "unknown"  # QEMU's dumps carry no CRASHTIME
-    ram = sum(end - start for start, end in t["ram_ranges"])
-    assert lines["RAM"].startswith(f"{ram} bytes ")
-    assert lines["format"] == "ELF64 core" and lines["compression"] == "none"
-    assert lines["dump level"] == "unknown"
+    want = t["crashed_cpu"]
+    assert lines["panic CPU"].startswith("none" if want is None else str(want))
+    assert lines["compression"] == facts["compression"]
+    if facts["format"] == "elf":
+        assert lines["format"] == "ELF64 core" and lines["dump level"] == "unknown"
+        ram = sum(end - start for start, end in t["ram_ranges"])
+        assert lines["RAM"].startswith(f"{ram} bytes ")
+    else:  # the kdump header records the dump level and current_cpu
+        assert lines["dump level"] == str(facts["dump_level"])
+        if "kdump_header" in facts:  # truth.json parses some of the headers
+            assert lines["kdump current_cpu"] == str(facts["kdump_header"]["current_cpu"])
     assert lines["paging levels"] == ("5" if t["pgtable_l5"] else "4")
     assert int(lines["KASLR offset"], 16) == t["kerneloffset"]
     phys_base = lines["phys_base"]

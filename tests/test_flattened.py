@@ -160,3 +160,14 @@ def test_open_dump_on_a_flattened_stream(tmp_path):
     with vmcorefs.open_dump(write(tmp_path, flatten(*kdump_chunks(s), shuffle=5))) as dump:
         assert dump.phys.read(PAGE, 2 * PAGE) == pages[1] + pages[2]
         assert dump.phys.size == 256 * PAGE
+
+
+def test_progress_is_reported_to_the_end(tmp_path):
+    s, _ = spec()
+    path = write(tmp_path, flatten(*kdump_chunks(s), record_size=16))
+    calls = []
+    flat = FlattenedFile(DumpFile(path), progress=lambda done, total: calls.append((done, total)))
+    size = (tmp_path / "dump.flat").stat().st_size
+    assert flat.records > 1024
+    assert calls[-1] == (size, size)
+    assert all(a <= b for (a, _), (b, _) in zip(calls, calls[1:], strict=False))

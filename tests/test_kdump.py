@@ -72,12 +72,13 @@ def test_info_carries_the_header(tmp_path):
         3,
         8,
     )
-    assert info.extra["utsname.release"] == "6.1.0-test"
-    assert info.extra["utsname.machine"] == "x86_64"
-    assert info.extra["timestamp"] == "1700000000.123456"
-    assert info.extra["header_phys_base"] == str(-0xA800000)
-    assert info.extra["header_version"] == "6"
-    assert info.extra["dumped_pages"] == "100"
+    assert info.extra["kdump utsname release"] == "6.1.0-test"
+    assert info.extra["kdump utsname machine"] == "x86_64"
+    assert info.extra["kdump dump time"] == "2023-11-14 22:13:20.123456 UTC"
+    assert info.extra["kdump header phys_base"] == "-0xa800000"
+    assert info.extra["kdump header version"] == "6"
+    assert info.extra["kdump dumped pages"] == "100"
+    assert info.extra["kdump status"] == "0x20 (zstd)"
     assert "incomplete" not in info.extra
 
 
@@ -127,7 +128,7 @@ def test_lost_pages_of_an_incomplete_dump_are_absent(tmp_path):
 def test_corrupt_pages_read_as_absent_never_as_guesses(tmp_path):
     import zlib
 
-    pages = {p: pattern_page(p) for p in range(12)}
+    pages = {p: pattern_page(p) for p in range(13)}
     good = zlib.compress(pages[0])
     stored = {
         1: (0x1, b"not zlib at all"),
@@ -139,12 +140,13 @@ def test_corrupt_pages_read_as_absent_never_as_guesses(tmp_path):
         7: (0x4, b"\xff\xff\xff\xff\x0f" + b"a" * 20),  # snappy claiming 4 GiB
         8: (0x20, b"\x28\xb5\x2f\xfd" + b"\0" * 30),  # zstd garbage
         9: (0x20, __import__("zstandard").ZstdCompressor().compress(pages[9] * 2)),  # 2 pages
+        12: (0x1, zlib.compress(bytes(1 << 24), 9)),  # 16 MiB of zeros in 16 KiB: a bomb
     }
     descs = {10: (1 << 40, PAGE, 0), 11: (0x1000, PAGE * 3, 0x1)}  # past EOF; too big
     spec = KdumpSpec(max_mapnr=16, pages=pages, stored=stored, descs=descs)
     src = open_bytes(tmp_path, build_kdump(spec))
     assert src.read(0, PAGE) == pages[0]
-    for pfn in range(1, 12):
+    for pfn in range(1, 13):
         assert src.read(pfn * PAGE, PAGE) == b"", f"pfn {pfn}"
     assert src.read(0, 16 * PAGE) == pages[0]
 

@@ -50,10 +50,12 @@ def test_headers_match_the_truth(case):
             assert info.crashed_cpu == kh["current_cpu"]
             assert info.nr_cpus == kh["nr_cpus"]
             assert info.page_size == kh["block_size"]
-            assert info.extra["header_version"] == str(kh["header_version"])
-            assert info.extra["header_phys_base"] == str(kh["sub"]["phys_base"])
+            assert info.extra["kdump header version"] == str(kh["header_version"])
+            base = kh["sub"]["phys_base"]
+            sign = "-" if base < 0 else ""
+            assert info.extra["kdump header phys_base"] == f"{sign}{abs(base):#x}"
             fields = ("sysname", "nodename", "release", "version", "machine", "domainname")
-            uts = [info.extra[f"utsname.{k}"] for k in fields]
+            uts = [info.extra.get(f"kdump utsname {k}", "") for k in fields]
             assert uts == kh["utsname"]
 
 

@@ -261,8 +261,14 @@ def test_more_excluded_than_present_wraps_like_makedumpfile(tmp_path):
     assert got["remaining_pages"] == (1 << 64) - 512
 
 
-def test_free_pages_from_the_free_lists(tmp_path):
+@pytest.mark.parametrize("window", [None, 512])
+def test_free_pages_from_the_free_lists(tmp_path, monkeypatch, window):
     """A kernel without PAGE_BUDDY_MAPCOUNT_VALUE: the zones' free lists give the free pages."""
+    if window:
+        from vmcorefs.kernel import mm_usage
+
+        monkeypatch.setattr(mm_usage, "BLOCK_PAGES", window)
+        monkeypatch.setattr(mm_usage, "WINDOW_PAGES", window)
     k = SyntheticKernel([(0, 64 * MiB)], model="vmemmap")
     k.add_uts(UTS)
     blocks = {(0, 1, 10, 2): [8192, 10240], (0, 1, 0, 0): [9300], (0, 0, 3, 1): [400]}
@@ -380,8 +386,20 @@ STRUCT_PAGE_CLASSES = (
 )
 
 
+REAL_FILES = (
+    "vmcore.elf",
+    "mdf-d31.elf",
+    "mdf-d31-zlib.kdump",
+    "mdf-d31-lzo.kdump",
+    "mdf-d31-snappy.kdump",
+    "mdf-d31-zstd.kdump",
+    "mdf-d31-zlib.flat",
+    "qemu-kdump-zlib.flat",
+)
+
+
 @pytest.mark.realdump
-@pytest.mark.parametrize("name", ["vmcore.elf", "mdf-d31.elf"])
+@pytest.mark.parametrize("name", REAL_FILES)
 def test_real_dumps_equal_makedumpfiles_report(case, name):
     """truth.json holds makedumpfile 1.7.2's own report on the full dump."""
     if name not in case.truth["files"]:
@@ -397,3 +415,153 @@ def test_real_dumps_equal_makedumpfiles_report(case, name):
         }
         if "#" not in got:
             assert got == truth
+    if name in ("vmcore.elf", "mdf-d31-zlib.kdump"):
+        # --zero-fill changes nothing: classification reads memory as the dump holds it
+        assert usage(case.file(name), zero_fill=True) == got
+
+
+# -- how the mem_section root is found ---------------------------------------------------------
+
+
+def test_mem_section_given_as_the_pointers_address(tmp_path):
+    """A vmlinux gives the address of the pointer mem_section, VMCOREINFO its value: with the
+    former the root array is found by reading the pointer (makedumpfile's second try)."""
+    k, classes = basic_kernel(model="vmemmap")
+    pointer = k.data(8, int(k.vmcoreinfo["SYMBOL(mem_section)"], 16).to_bytes(8, "little"))
+    k.symbol("mem_section", pointer)
+    path = k.write_core(tmp_path / "core")
+    assert usage(path) == expected(k, classes, 16384, set(range(16384)))
+
+
+def test_without_length_mem_section_is_extreme(tmp_path):
+    k, classes = basic_kernel(model="vmemmap")
+    path = k.write_core(tmp_path / "core", drop=["LENGTH(mem_section)"])
+    assert usage(path) == expected(k, classes, 16384, set(range(16384)))
+
+
+# -- rules that newer kernels' VMCOREINFO switches on ------------------------------------------
+
+HUGE, SLAB, UNACCEPTED = -1025, -513, -2049  # PAGE_*_MAPCOUNT_VALUE as Linux 6.12 has them
+
+
+def newer_kernel(**keys: str) -> tuple[SyntheticKernel, dict[str, set[int]]]:
+    k = SyntheticKernel([(0, 64 * MiB)], model="vmemmap")
+    k.add_uts(UTS)
+    for name in ("HUGETLB_PAGE_DTOR",):
+        k.vmcoreinfo.pop(f"NUMBER({name})")
+    k.vmcoreinfo.update(keys)
+    return k, {}
+
+
+def folio(k: SyntheticKernel, pfn: int, order: int, *, head: dict, flags_1: int) -> None:
+    """A large folio the 6.6+ way: the order in the first tail page's flags, low byte."""
+    k.set_page(pfn, **{**head, "flags": head.get("flags", 0) | 1 << PG_head})
+    for t in range(1, 1 << order):
+        k.set_page(pfn + t, chead=k.struct_page_kva(pfn) | 1)
+    k.set_page(pfn + 1, flags=flags_1 | order)
+
+
+def test_hugetlb_by_page_type_linux_6_9(tmp_path):
+    k, _ = newer_kernel(**{"NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)": str(HUGE)})
+    folio(k, 8192, 9, head={"mapcount": HUGE}, flags_1=0)  # hugetlb: 512 user pages
+    folio(k, 9216, 2, head={"mapcount": -1}, flags_1=0)  # another large folio: kept
+    path = k.write_core(tmp_path / "core")
+    got = usage(path)
+    assert got["user_process_data_pages"] == 512
+    assert got == expected(k, {"user": set(range(8192, 8704))}, 16384, set(range(16384)))
+
+
+def test_hugetlb_by_flag_linux_6_6(tmp_path):
+    k, _ = newer_kernel(**{"NUMBER(PG_hugetlb)": "9"})
+    folio(k, 8192, 3, head={}, flags_1=1 << 9)
+    folio(k, 8200, 3, head={}, flags_1=0)  # not hugetlb: kept
+    path = k.write_core(tmp_path / "core")
+    assert usage(path) == expected(k, {"user": set(range(8192, 8200))}, 16384, set(range(16384)))
+
+
+def test_slab_and_unaccepted_page_types(tmp_path):
+    k, _ = newer_kernel(
+        **{
+            "NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)": str(SLAB),
+            "NUMBER(PAGE_UNACCEPTED_MAPCOUNT_VALUE)": str(UNACCEPTED),
+        }
+    )
+    k.set_page(8000, mapcount=SLAB, mapping=k.kva(0x30_0000) | 1)  # slab, not anonymous: kept
+    k.set_page(8001, mapping=k.kva(0x30_0000) | 1)  # anonymous
+    k.set_page(9216, mapcount=UNACCEPTED)  # a MAX_PAGE_ORDER block of unaccepted memory
+    path = k.write_core(tmp_path / "core")
+    want = expected(k, {"user": {8001}, "free": set(range(9216, 10240))}, 16384, set(range(16384)))
+    assert usage(path) == want
+
+
+def test_folio_order_offset_linux_6_3(tmp_path):
+    """Linux 6.3 to 6.5: the order and dtor at OFFSET(folio._folio_order/_dtor) - SIZE(page)."""
+    k, _ = newer_kernel(
+        **{
+            "NUMBER(HUGETLB_PAGE_DTOR)": "2",
+            "OFFSET(folio._folio_dtor)": str(64 + 16),
+            "OFFSET(folio._folio_order)": str(64 + 17),
+        }
+    )
+    k.vmcoreinfo.pop("OFFSET(page.compound_order)")
+    k.vmcoreinfo.pop("OFFSET(page.compound_dtor)")
+    k.compound(8192, 4, dtor=2)
+    path = k.write_core(tmp_path / "core")
+    assert usage(path) == expected(k, {"user": set(range(8192, 8208))}, 16384, set(range(16384)))
+
+
+def test_columns_of_an_unaligned_layout():
+    from vmcorefs.kernel.mm_usage import _column
+
+    data = b"".join(bytes([i]) * 3 + (1000 + i).to_bytes(8, "little") + bytes(69) for i in range(5))
+    assert _column(data, 5, 80, 3, 8) == [1000, 1001, 1002, 1003, 1004]
+    assert _column(data, 5, 80, 0, 4) == [
+        int.from_bytes(bytes([i]) * 3 + bytes([232 + i]), "little") for i in range(5)
+    ]
+
+
+@pytest.mark.parametrize("model", ["vmemmap", "flat"])
+def test_small_windows_give_the_same_counts(tmp_path, monkeypatch, model):
+    """Ranges that run past a window are carried into the next ones."""
+    from vmcorefs.kernel import mm_usage
+
+    k, classes, twice = corner_kernel(model)
+    k.compound(5120, 10, flags=1 << PG_lru, mapping=k.kva(0x30_0000))  # across 2 windows
+    classes["cache"] |= set(range(5120, 6144))
+    path = k.write_core(tmp_path / "core")
+    ram = set(range(0, 10240)) | set(range(12288, 16384))
+    want = expected(k, classes, 16384, ram, extra_free=twice)
+    monkeypatch.setattr(mm_usage, "BLOCK_PAGES", 512)
+    monkeypatch.setattr(mm_usage, "WINDOW_PAGES", 512)
+    assert usage(path) == want
+
+
+@pytest.mark.parametrize("zero_fill", [False, True])
+def test_struct_pages_absent_from_the_file_are_never_zero_filled(tmp_path, zero_fill):
+    k, classes = basic_kernel(model="vmemmap")
+    backing = k.struct_page(12000) & ~(PAGE - 1)  # the page holding pfn 12000's struct page
+    lost = set(range(12000 // 64 * 64, 12000 // 64 * 64 + 64))
+    hole = backing // PAGE
+    path = k.write_core(tmp_path / "core", ranges=[(0, backing), (backing + PAGE, 64 * MiB)])
+    got = usage(path, zero_fill=zero_fill)
+    ram = set(range(16384)) - {hole}
+    assert got.pop("#").startswith("# 64 pages have no struct page in the dump")
+    assert got == expected(k, classes, 16384, ram, skip_zero=lost)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("NUMBER(PG_slab)", "-1", "implausible NUMBER(PG_slab) -1"),
+        ("NUMBER(PG_lru)", "64", "implausible NUMBER(PG_lru) 64"),
+        ("OFFSET(page._mapcount)", "62", "OFFSET(page._mapcount) 62 lies outside SIZE(page) 64"),
+        ("OFFSET(page.compound_order)", "64", "compound order offset 64 lies outside"),
+        ("SIZE(page)", "4", "implausible SIZE(page) 4"),
+    ],
+)
+def test_implausible_values_are_unavailable(tmp_path, key, value, says):
+    k, _ = basic_kernel(model="vmemmap")
+    k.vmcoreinfo[key] = value
+    text = build_tree(vmcorefs.open_dump(k.write_core(tmp_path / "core"))).lookup("mm/usage")
+    got = text.read(0, 4096).decode()
+    assert got.startswith("unavailable: ") and says in got and got.count("\n") == 1

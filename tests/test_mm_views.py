@@ -116,7 +116,9 @@ def test_buddyinfo_refuses_an_unknown_free_area_layout(tmp_path):
 
 
 @pytest.mark.realdump
-@pytest.mark.parametrize("name", ["vmcore.elf", "mdf-d31.elf"])
+@pytest.mark.parametrize(
+    "name", ["vmcore.elf", "mdf-d31.elf", "mdf-d31-zlib.kdump", "mdf-d31-zlib.flat"]
+)
 def test_real_views(case, name):
     if name not in case.truth["files"]:
         pytest.skip(f"{case.name} has no {name}")

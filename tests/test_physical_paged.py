@@ -147,3 +147,46 @@ def test_page_cache_lru_order():
     assert cache.get_many(1, 1) == [b"a"]  # 1 is now the most recent
     cache.put_many([(4, b"d")])
     assert cache.get_many(1, 4) == [b"a", None, b"c", b"d"]
+
+
+def test_sequential_reads_load_the_next_range_ahead(dump):
+    src, pages = dump
+    phys = PhysicalMemory(src, cache_size_mib=4)
+    step = 32 * PAGE
+    assert phys.read(102 * PAGE, step) == expected(pages, 102 * PAGE, step)
+    assert phys.read(134 * PAGE, step) == expected(pages, 134 * PAGE, step)  # sequential
+    phys._ahead[2].result()  # the read ahead of [166, 198) has finished
+    assert any(name.startswith("vmcorefs-pages") for name in src.threads)
+    loaded = src.loaded
+    assert phys.read(166 * PAGE, step) == expected(pages, 166 * PAGE, step)
+    assert src.loaded == loaded  # served from what was read ahead
+    # a read that is not sequential does not read ahead
+    phys.read(400 * PAGE, step)
+    assert phys._ahead[0] == 198
+
+
+def test_reads_racing_the_read_ahead_agree(dump):
+    src, pages = dump
+    for _ in range(20):
+        phys = PhysicalMemory(src, cache_size_mib=4)
+        phys.read(0, 32 * PAGE)
+        phys.read(32 * PAGE, 32 * PAGE)  # starts reading [64, 96) ahead
+        assert phys.read(60 * PAGE + 5, 40 * PAGE) == expected(pages, 60 * PAGE + 5, 40 * PAGE)
+
+
+def test_a_fork_leaves_no_read_ahead_to_wait_for(dump):
+    """The CLI may daemonise (fork) after reading: the child must not wait on the parent's
+    read-ahead thread, which it does not have."""
+    import os
+    from concurrent.futures import Future
+
+    src, pages = dump
+    phys = PhysicalMemory(src, cache_size_mib=4)
+    phys._get_pool()  # the parent's pool
+    phys._ahead = (64, 96, Future())  # a read ahead of frames 64..95 that never ends
+    pid = os.fork()
+    if pid == 0:  # child: reads what the parent was reading ahead
+        ok = phys.read(64 * PAGE, 32 * PAGE) == expected(pages, 64 * PAGE, 32 * PAGE)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -130,7 +130,7 @@ def test_real_split_set_matches_the_oracle(real_split, dumps_dir):
     oracle = json.loads((dumps_dir / "kaslr-256m" / "oracle.json").read_text())
     with vmcorefs.open_dump(parts[::-1]) as dump:
         assert dump.phys.size == 65536 * PAGE
-        assert dump.source.info.extra["split_parts"] == "3"
+        assert dump.source.info.extra["split parts"] == "3"
         problems = check_samples(dump, samples_for(oracle, "mdf-d31-zlib.kdump"))
     assert not problems, problems[:3]
     with pytest.raises(DumpError, match="part missing"):

@@ -7,7 +7,7 @@ import pytest
 
 from tests.btfbuilder import BtfBuilder
 from tests.kernelfakes import SparseMemory, symbol_table
-from vmcorefs.errors import Unavailable
+from vmcorefs.errors import FaultError, Unavailable
 from vmcorefs.kernel.btf import Btf
 from vmcorefs.kernel.tasks import build_task_list, escape_comm, ps_text, task_state_char
 
@@ -295,3 +295,57 @@ def test_stacks_choose_registers_or_the_saved_frame(system):
     with pytest.raises(Unavailable, match="no stack"):
         stacks.task_frames(by["1"])
     assert pt_regs_view(regs) == {"ip": regs["rip"], "sp": regs["rsp"], "bp": 7, "cs": 0x10}
+
+
+class _NoBtfDump:
+    """A dump whose kernel has no BTF: every view that needs it is Unavailable."""
+
+    kvirt = SparseMemory()
+
+    def __getattr__(self, name):
+        if name in ("btf_bounds", "btf", "tasks", "modules", "stacks"):
+            raise Unavailable("the symbol table has no __start_BTF/__stop_BTF")
+        raise AttributeError(name)
+
+
+def test_without_btf_the_files_say_why():
+    from vmcorefs.tree import Directory, Tree, _section_btf_tasks
+
+    tree = Tree(Directory(_section_btf_tasks(_NoBtfDump())))
+    want = b"unavailable: the symbol table has no __start_BTF/__stop_BTF\n"
+    for path in ("btf", "ps", "modules", "tasks/unavailable"):
+        node = tree.lookup(path)
+        assert node.read(0, node.size()) == want, path
+
+
+def test_the_btf_file_is_a_window_onto_kvirt():
+    from vmcorefs.tree import LazyWindowFile
+
+    mem = SparseMemory()
+    start = 0xFFFFFFFF82000000
+    mem.write(start, b"\x9f\xeb\x01\x00" + bytes(4092))
+    f = LazyWindowFile(mem, lambda: (start, start + 0x2000))  # the second page is absent
+    assert f.size() == 0x2000 and f.open_direct_io()  # partly absent: direct_io
+    assert f.read(0, 4) == b"\x9f\xeb\x01\x00"
+    assert len(f.read(0xFF0, 0x100)) == 0x10  # short at the gap...
+    with pytest.raises(FaultError):
+        f.read(0x1000, 16)  # ...and EIO at it
+    assert f.read(0x2000, 16) == b""
+    mem.write(start + 0x1000, bytes(0x1000))
+    whole = LazyWindowFile(mem, lambda: (start, start + 0x2000))
+    assert not whole.open_direct_io()  # every byte present: the page cache may keep it
+
+
+def test_an_absent_parent_is_not_a_ppid(system):
+    from vmcorefs.kernel.tasks import ppid_text
+
+    ghost = 0xFFFF888777000000
+    system.mem.put64(system.t2 + OFF["real_parent"], ghost)
+    tl = system.build()
+    t2 = tl.by_name()["2"]
+    assert t2.ppid is None
+    with pytest.raises(Unavailable, match="parent task_struct at 0xffff888777000000"):
+        ppid_text(t2)
+    assert ppid_text(tl.by_name()["100"]) == "1\n"
+    line = next(x for x in ps_text(tl).splitlines() if "kthreadd" in x)
+    assert line.split()[:2] == ["2", "-"]

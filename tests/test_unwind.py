@@ -336,8 +336,18 @@ def test_orc_layout_of_linux_6_4():
     assert layout.decode(struct.pack("<hhBB", 0, 0, S, 0)).type == -1
     old = OrcLayout(layout_btf())
     assert old.decode(orc_bytes(-8, 24, BP, S, PARTIAL, end=1)) == U.OrcEntry(
-        -8, 24, BP, S, PARTIAL, True
+        -8,
+        24,
+        BP,
+        S,
+        PARTIAL,
+        True,
+        True,  # until 6.2 the REGS types are signal frames
     )
+    assert not old.decode(orc_bytes(8, 0, S, UNDEF, CALL)).signal
+    # 6.3+: a bit of its own, also for CALL entries (type 2 + signal bit 3)
+    assert layout.decode(struct.pack("<hhBB", 8, 0, S, 2 | 1 << 3)).signal
+    assert not layout.decode(struct.pack("<hhBB", 0, 0, S, 3)).signal
 
 
 def test_orc_tables_must_agree():
@@ -362,3 +372,26 @@ def test_function_names():
     assert U.function_name("x.y") == "x.y"
     assert U.linker_marker("__irqentry_text_end") and U.linker_marker("__start_orc_unwind")
     assert not U.linker_marker("common_interrupt_return") and not U.linker_marker("_end")
+
+
+def test_a_signal_bit_on_a_call_entry_linux_6_3():
+    """6.3+: a CALL entry may say its caller was interrupted: the caller's ip is then looked
+    up as is (here: schedule+4, where the stack ends), not at ip - 1 (schedule's body)."""
+
+    def v2(sp_off, sp_reg, typ, signal=0):  # types: 0 undefined, 1 end of stack, 2 call
+        return struct.pack("<hhBB", sp_off, 0, sp_reg, typ | signal << 3)
+
+    rows = [
+        (fn("_stext"), v2(0, UNDEF, 0)),
+        (fn("schedule"), v2(8, S, 2)),
+        (fn("schedule", 4), v2(0, UNDEF, 1)),
+        (fn("kthread"), v2(16, S, 2, signal=1)),
+        (fn("_etext"), v2(0, UNDEF, 0)),
+    ]
+    k = Kernel(rows, v2=True)
+    sp = STACK + 0xB00
+    k.mem.put64(sp + 8, fn("schedule", 4))
+    k.mem.put64(sp + 16, fn("kthread", 0x40))  # what schedule's body rule would read
+    frames = k.unwinder().from_registers({"ip": fn("kthread", 8), "sp": sp, "cs": KERNEL_CS})
+    assert k.names(frames) == ["kthread+0x8/0x100", "schedule+0x4/0x100"]
+    assert not frames[1].call

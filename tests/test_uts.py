@@ -47,7 +47,9 @@ def test_absent_memory_is_unavailable(tmp_path):
 
 
 @pytest.mark.realdump
-@pytest.mark.parametrize("name", ["vmcore.elf", "mdf-d31.elf"])
+@pytest.mark.parametrize(
+    "name", ["vmcore.elf", "mdf-d31.elf", "mdf-d31-zlib.kdump", "mdf-d31-zlib.flat"]
+)
 def test_real_dumps_equal_the_guests_uname(case, name):
     if name not in case.truth["files"]:
         pytest.skip(f"{case.name} has no {name}")
@@ -56,3 +58,17 @@ def test_real_dumps_equal_the_guests_uname(case, name):
         for field in UTS_FIELDS:
             want = (case.truth["uts"][field] + "\n").encode()
             assert tree.lookup(f"uts/{field}").read(0, 200) == want
+
+
+def test_zero_fill_never_makes_names_up(tmp_path):
+    """With --zero-fill an absent init_uts_ns page would read as zeros: uts/ still says it
+    is not in the dump rather than show empty names."""
+    k = SyntheticKernel([(0, 64 * MiB)], init_struct_pages=False)
+    addr = k.add_uts(FIELDS)
+    page = (addr - 0xFFFFFFFF80000000) & ~0xFFF
+    path = k.write_core(tmp_path / "core", ranges=[(0, page), (page + 4096, 64 * MiB)])
+    for zero_fill in (False, True):
+        tree = build_tree(vmcorefs.open_dump(path, zero_fill=zero_fill))
+        assert tree.lookup("uts/sysname").read(0, 300).startswith(b"unavailable: ")
+        if zero_fill:  # the same address does read as zeros through phys
+            assert tree.lookup("phys").read(page, 16) == bytes(16)

@@ -141,9 +141,15 @@ def run(argv: list[str]) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING, format="vmcorefs: %(message)s"
     )
 
+    check_mountpoint(mountpoint)
+    # Missing, unreadable or directory dumps are reported before anything heavy is imported.
+    from .dumpfile.source import DumpFile
+
+    for path in dumps:
+        DumpFile(path).close()
+
     from .kernel.dump import open_dump  # imports the layers below; FUSE only once needed
 
-    check_mountpoint(mountpoint)
     dump = open_dump(
         dumps,
         zero_fill=args.zero_fill,
@@ -189,6 +195,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except ImportError as exc:
+        if debug:
+            raise
+        print(
+            f"{PROG}: cannot load {exc.name or 'a module'}: {exc} "
+            "(is vmcorefs installed with its dependencies?)",
+            file=sys.stderr,
+        )
+        return 1
     except OSError as exc:
         if debug:
             raise

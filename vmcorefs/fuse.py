@@ -132,6 +132,7 @@ class VmcoreOperations(mfusepy.Operations):
         except KeyError:
             reader = self._node(path).read
         try:
+            self.tree.check()  # a dump changed under us: EIO, even for what caches hold
             return reader(offset, size)
         except FaultError:
             raise _fail(errno.EIO) from None

@@ -68,7 +68,13 @@ class BytesFile(File):
                         value = f"unavailable: {exc.reason}\n"
                     except FaultError as exc:
                         value = f"unavailable: {exc}\n"
-                    self._content = value.encode() if isinstance(value, str) else bytes(value)
+                    # Names decoded from the dump keep their raw bytes as surrogates (kallsyms):
+                    # encoded back the same way, the file holds the dump's exact bytes.
+                    self._content = (
+                        value.encode("utf-8", "surrogateescape")
+                        if isinstance(value, str)
+                        else bytes(value)
+                    )
         return self._content
 
     def size(self) -> int:
@@ -205,10 +211,11 @@ class Directory(Node):
 
 
 class Tree:
-    """Path lookup over a root directory."""
+    """Path lookup over a root directory; ``check`` raises DumpError once the dump changed."""
 
-    def __init__(self, root: Directory) -> None:
+    def __init__(self, root: Directory, check: Callable[[], None] | None = None) -> None:
         self.root = root
+        self.check = check or (lambda: None)
 
     def lookup(self, path: str) -> Node:
         node: Node = self.root
@@ -268,45 +275,52 @@ def _section_mm(dump) -> Directory:
     return Directory({name: view(name) for name in ("usage", "vmalloc", "nodes", "buddyinfo")})
 
 
-README_TASKS = (
-    "btf          the kernel's own BTF blob (__start_BTF..__stop_BTF):\n"
-    "             bpftool btf dump file btf format c\n"
-    "tasks/NAME/  comm state ppid tgid cpu task stack of every task, from BTF (no vmlinux);\n"
-    "             NAME is the pid; a pid that several tasks share is PID@cpuN for each\n"
-    "             CPU's idle task (pid 0) and PID@ADDRESS (task_struct, 16 hex digits) else\n"
-    "ps           PID PPID CPU TASK ST COMM; '>' marks the task running on each CPU\n"
-    "modules      as /proc/modules: name size refcount users state 0xbase\n"
-    "stack        (tasks/NAME/, cpus/N/) one frame a line, innermost first, unwound with the\n"
-    "             dump's ORC tables: function+0xOFF/0xSIZE ([module]); a user-space pc ends it\n"
-)
+#: The body of ``README``: one entry per line of the tree, in tree order.
+README_ENTRIES = """\
+README       this text
+vmcoreinfo   the VMCOREINFO note, exactly as in the dump
+info/KEY     one file per VMCOREINFO key, named verbatim (a '/' is written %2F): its value
+summary      release, crash time, CPUs, RAM, format, compression, dump level, paging, KASLR
+phys         physical memory: file offset = physical address
+kvirt        kernel virtual memory: file offset = address - 2**63
+             (= address & 0x7fffffffffffffff), e.g.
+             dd if=kvirt bs=64 count=1 iflag=skip_bytes \\
+                skip=$((0xffffffff81000000 & 0x7fffffffffffffff)) | hexdump -C
+kallsyms     the symbol table in /proc/kallsyms format, sorted by address (the dump's own
+             kallsyms, VMCOREINFO, --vmlinux, --system-map)
+sym/NAME     kernel memory at symbol NAME (NAME@ADDRESS when NAME has several); size: the
+             symbol's own, else up to the next symbol, at most 1 MiB; per-CPU symbols show
+             CPU 0's copy
+dmesg        the kernel log, as makedumpfile --dump-dmesg prints it
+cpus/N/      regs (name value lines, pid, control registers, "crashed yes"), prstatus (the
+             raw NT_PRSTATUS note), stack
+btf          the kernel's own BTF blob (__start_BTF..__stop_BTF):
+             bpftool btf dump file btf format c
+tasks/NAME/  comm state ppid tgid cpu task stack of every task, from BTF (no vmlinux);
+             NAME is the pid; a pid that several tasks share is PID@cpuN for each
+             CPU's idle task (pid 0) and PID@ADDRESS (task_struct, 16 hex digits) else
+ps           PID PPID CPU TASK ST COMM; '>' marks the task running on each CPU
+modules      as /proc/modules: name size refcount users state 0xbase
+stack        (tasks/NAME/, cpus/N/) one frame a line, innermost first, unwound with the
+             dump's ORC tables: function+0xOFF/0xSIZE ([module]); a user-space pc ends it
+uts/         sysname nodename release version machine domainname, from init_uts_ns
+mm/          usage (page classes as makedumpfile counts them), vmalloc, nodes, buddyinfo
+
+Absent memory (holes, pages the dump left out, unmapped addresses) reads as an I/O error
+(EIO); a read that reaches it stops short first. --zero-fill reads absent physical memory
+as zeros instead. A file that this dump cannot support reads "unavailable: <reason>".
+"""
 
 
 def readme_text(dump) -> str:
-    """The ``README`` at the top of the mount: what each entry is, for this dump."""
+    """The ``README`` at the top of the mount: this dump, then what each entry is."""
     info = dump.source.info
     return (
         "vmcorefs: a Linux kernel crash dump as files (see vmcorefs(1)).\n"
         f"dump: {', '.join(dump.source.paths)}\n"
         f"format: {info.format}, compression: {info.compression}\n"
         f"release: {dump.vmcoreinfo.osrelease or 'unknown'}\n"
-        "\n"
-        "vmcoreinfo   the VMCOREINFO note, as in the dump\n"
-        "info/KEY     one file per VMCOREINFO key: its value\n"
-        "phys         physical memory: file offset = physical address\n"
-        "kvirt        kernel virtual memory: file offset = address - 2**63\n"
-        "             (= address & 0x7fffffffffffffff), e.g.\n"
-        "             dd if=kvirt bs=64 count=1 iflag=skip_bytes \\\n"
-        "                skip=$((0xffffffff81000000 & 0x7fffffffffffffff)) | hexdump -C\n"
-        "\n"
-        "kallsyms     the symbol table (dump's kallsyms, VMCOREINFO, --vmlinux, --system-map)\n"
-        "             in /proc/kallsyms format, sorted by address\n"
-        "sym/NAME     kernel memory at symbol NAME (NAME@ADDRESS when NAME has several);\n"
-        "             size: the symbol's own, else up to the next symbol, at most 1 MiB;\n"
-        "             per-CPU symbols show CPU 0's copy\n"
-        "\n" + README_TASKS + "\n"
-        "Absent memory (holes, pages the dump left out, unmapped addresses) reads as an\n"
-        "I/O error (EIO); a read that reaches it stops short first. --zero-fill reads absent\n"
-        "physical memory as zeros instead.\n"
+        "\n" + README_ENTRIES
     )
 
 
@@ -333,6 +347,7 @@ class LazyWindowFile(File):
         self._space = space
         self._bounds = bounds
         self._file: File | None = None
+        self._complete: bool | None = None
         self._lock = threading.Lock()
 
     def _resolve(self) -> File:
@@ -353,15 +368,31 @@ class LazyWindowFile(File):
         return self._resolve().read(offset, size)
 
     def open_direct_io(self) -> bool:
-        return self._resolve().open_direct_io()
+        """Through the page cache when every byte is present (checked once), else direct_io
+        so that the short read and the EIO at the gap reach the reader (as ``sym/``)."""
+        f = self._resolve()
+        if not isinstance(f, WindowFile):
+            return f.open_direct_io()
+        if self._complete is None:
+            done, pos = True, 0
+            while pos < f.length:  # bounded: advances by what each read returns, or stops
+                got = len(f.space.read(f.base + pos, min(1 << 20, f.length - pos)))
+                if not got:
+                    done = False
+                    break
+                pos += got
+            self._complete = done
+        return not self._complete
 
 
 def _task_entries(dump, task) -> dict[str, Node]:
     """The files of ``tasks/NAME/`` (a ``kernel/tasks.py`` Task)."""
+    from .kernel.tasks import ppid_text
+
     return {
         "comm": BytesFile(lambda: task.comm + b"\n"),
         "state": text(task.state + "\n"),
-        "ppid": text(f"{task.ppid}\n"),
+        "ppid": BytesFile(lambda: ppid_text(task)),
         "tgid": text(f"{task.tgid}\n"),
         "cpu": text(f"{task.cpu}\n"),
         "task": text(f"0x{task.address:016x}\n"),
@@ -404,4 +435,4 @@ def build_tree(dump) -> Tree:
         "sym": _section_sym(dump),
         **_section_btf_tasks(dump),
     }
-    return Tree(Directory(entries))
+    return Tree(Directory(entries), getattr(dump, "check", None))

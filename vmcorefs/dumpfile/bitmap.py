@@ -95,7 +95,7 @@ class Bitmap:
 
     def rank(self, pfn: int) -> int:
         """Set bits in ``[lo, pfn)``: the index of ``pfn``'s descriptor when its bit is set."""
-        return self._raw_rank(max(pfn, self.lo)) - self._base
+        return self._raw_rank(min(max(pfn, self.lo), self.hi)) - self._base
 
     def bits(self, pfn: int, count: int) -> int:
         """Bits ``pfn .. pfn+count-1`` as an int (bit ``i`` = frame ``pfn + i``)."""

@@ -96,45 +96,49 @@ class FlattenedFile:
                 path, f"unknown flattened format: type {ftype}, version {version} (1, 1 known)"
             )
         starts, ends, offsets = array("q"), array("q"), array("q")
+        add_start, add_end, add_offset = starts.append, ends.append, offsets.append
+        unpack = _RECORD.unpack_from
         pos = MDF_HEADER_SIZE
-        buf, buf_pos = b"", pos
-        last_size = 0
+        buf, buf_pos, buf_len = b"", pos, 0
+        last_size = count = 0
         # Bounded: every record moves pos forward by at least its 16-byte header.
         while True:
             rel = pos - buf_pos
-            if rel < 0 or rel + 16 > len(buf):
+            if rel + 16 > buf_len:
                 want = SCAN_READ if last_size < SCAN_READ // 4 else 4096
                 buf, buf_pos, rel = stream.pread(pos, want), pos, 0
-                if len(buf) < 16:
+                buf_len = len(buf)
+                if buf_len < 16:
                     raise DumpError(
                         path,
                         f"truncated flattened stream: it ends at offset {total:#x} after "
-                        f"{len(starts)} records, without its end marker",
+                        f"{count} records, without its end marker",
                     )
-            offset, size = _RECORD.unpack_from(buf, rel)
-            if offset == END_FLAG_FLAT_HEADER:
-                break
-            data = pos + 16
+            offset, size = unpack(buf, rel)
             if not (0 <= offset < MAX_OFFSET and 0 <= size < MAX_OFFSET):
+                if offset == END_FLAG_FLAT_HEADER:
+                    break
                 raise DumpError(
                     path,
-                    f"corrupt flattened stream: record {len(starts)} at offset {pos:#x} has "
+                    f"corrupt flattened stream: record {count} at offset {pos:#x} has "
                     f"offset {offset} and size {size}",
                 )
-            if data + size > total:
+            data = pos + 16
+            pos = data + size
+            if pos > total:
                 raise DumpError(
                     path,
-                    f"truncated flattened stream: record {len(starts)} at offset {pos:#x} "
+                    f"truncated flattened stream: record {count} at offset {data - 16:#x} "
                     f"holds {size} bytes but the file ends {total - data} bytes later",
                 )
             if size:
-                starts.append(offset)
-                ends.append(offset + size)
-                offsets.append(data)
-            pos = data + size
+                add_start(offset)
+                add_end(offset + size)
+                add_offset(data)
+                count += 1
+                if not count & 0x3FF:
+                    progress(pos, total)
             last_size = size
-            if not len(starts) & 0x3FF:
-                progress(pos, total)
         progress(total, total)
         self.records = len(starts)
         if not starts:
@@ -179,6 +183,9 @@ class FlattenedFile:
         if len(data) != size:
             raise DumpError(self.path, f"truncated: short read of {what} at offset {offset:#x}")
         return data
+
+    def check(self) -> None:
+        self.stream.check()
 
     def close(self) -> None:
         self.stream.close()
@@ -228,7 +235,7 @@ def open_flattened(
     flat = FlattenedFile(file, progress=progress)
     source = open_payload(flat, cache_size_mib=cache_size_mib)
     source.info.format = f"flattened ({source.info.format})"
-    source.info.extra["flattened_records"] = str(flat.records)
+    source.info.extra["flattened records"] = str(flat.records)
     return source
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -313,21 +314,24 @@ class KdumpSource(PhysicalSource, PagedSource):
             page_size=h.block_size,
         )
         extra = info.extra
-        extra["header_version"] = str(h.header_version)
+        extra["kdump header version"] = str(h.header_version)
         for name, value in zip(UTS_FIELDS, h.utsname, strict=True):
-            extra[f"utsname.{name}"] = value
-        extra["timestamp"] = f"{h.timestamp_sec}.{h.timestamp_usec:06d}"
-        extra["status"] = f"{h.status:#x}"
-        extra["max_mapnr"] = str(self.max_mapnr)
-        extra["dumped_pages"] = str(self.dumped.total)
+            if value:  # QEMU leaves all but the machine empty
+                extra[f"kdump utsname {name}"] = value
+        if h.timestamp_sec or h.timestamp_usec:  # makedumpfile 1.7.2 writes 0
+            extra["kdump dump time"] = _utc(h.timestamp_sec, h.timestamp_usec)
+        flags = [name for bit, name in _STATUS_NAMES.items() if h.status & bit]
+        extra["kdump status"] = f"{h.status:#x}" + (f" ({', '.join(flags)})" if flags else "")
+        extra["kdump max_mapnr"] = str(self.max_mapnr)
+        extra["kdump dumped pages"] = str(self.dumped.total)
         if h.header_version >= 1:
-            extra["header_phys_base"] = str(sub.phys_base)
+            # Informative only: QEMU 7.2 writes a wrong one; VMCOREINFO's NUMBER(phys_base) wins.
+            sign = "-" if sub.phys_base < 0 else ""
+            extra["kdump header phys_base"] = f"{sign}{abs(sub.phys_base):#x}"
         if self.is_split:
-            extra["split_pfns"] = f"{self.start_pfn:#x}-{self.end_pfn:#x}"
-        if h.status & DUMP_DH_EXCLUDED_VMEMMAP:
-            extra["excluded_vmemmap"] = "yes"
+            extra["kdump split part"] = f"page frames {self.start_pfn:#x}-{self.end_pfn:#x}"
         if h.header_version >= 5 and sub.size_eraseinfo:
-            extra["eraseinfo_size"] = str(sub.size_eraseinfo)
+            extra["kdump eraseinfo"] = f"{sub.size_eraseinfo} bytes"
         if h.status & DUMP_DH_COMPRESSED_INCOMPLETE:
             extra["incomplete"] = (
                 "yes: the dump was cut short while it was written; lost pages read as absent"
@@ -447,6 +451,21 @@ class KdumpSource(PhysicalSource, PagedSource):
             else:
                 continue  # a raw page of the wrong size
             out[i] = zero if page == zero else page
+
+
+_STATUS_NAMES = {
+    **compression.NAMES,
+    DUMP_DH_COMPRESSED_INCOMPLETE: "incomplete",
+    DUMP_DH_EXCLUDED_VMEMMAP: "excluded vmemmap",
+}
+
+
+def _utc(sec: int, usec: int) -> str:
+    try:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(sec))
+    except (OverflowError, OSError, ValueError):
+        return f"{sec}.{usec:06d} (seconds since the epoch)"
+    return f"{stamp}.{usec:06d} UTC"
 
 
 #: Shared all-zero page objects (one per page size): cached zero pages then cost nothing.

@@ -12,6 +12,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Protocol
 
 from ..errors import DumpError
@@ -24,6 +25,8 @@ NT_TASKSTRUCT = 4
 NT_AUXV = 6
 #: At most this many notes are parsed from one notes area: a corrupt size cannot make us loop.
 MAX_NOTES = 65536
+#: Seconds between two checks that an open dump file is unchanged when reads hit the caches.
+CHECK_INTERVAL = 0.2
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,19 @@ class PhysicalSource(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release file descriptors."""
 
+    def check(self) -> None:
+        """DumpError when a file of the dump changed since it was opened (rate-limited)."""
+        files = self.__dict__.get("_checked_files")
+        if files is None:
+            files = self.__dict__["_checked_files"] = list(self.files())
+        for file in files:
+            file.check()
+
+    def files(self) -> Sequence[ReadableFile]:
+        """The files this source reads."""
+        file = getattr(self, "file", None)
+        return [file] if file is not None else []
+
 
 class ReadableFile(Protocol):
     """What a container reader needs of its file: a path for messages, a size, ``pread``.
@@ -109,6 +125,10 @@ class ReadableFile(Protocol):
 
     def pread_exact(self, offset: int, size: int, what: str = "data") -> bytes:
         """Exactly ``size`` bytes at ``offset`` or :class:`DumpError` naming ``what``."""
+        ...
+
+    def check(self) -> None:
+        """DumpError when the file changed since it was opened."""
         ...
 
     def close(self) -> None: ...
@@ -163,18 +183,58 @@ class DumpFile:
             os.close(self.fd)
             raise DumpError(path, "is a directory")
         self.size = st.st_size
+        self._identity = (st.st_size, st.st_mtime_ns)
+        #: Why the file is no longer the dump that was opened (None while it is).
+        self.changed: str | None = None
+        self._checked = monotonic()
         self._lock = threading.Lock()
 
     def pread(self, offset: int, size: int) -> bytes:
-        """Up to ``size`` bytes at ``offset``; short only at the end of the file."""
+        """Up to ``size`` bytes at ``offset``; short only at the end of the file.
+
+        The file is checked after every read (one ``fstat``): bytes read while it was being
+        truncated or overwritten in place are never returned (:meth:`check`).
+        """
+        if self.changed:
+            raise DumpError(self.path, self.changed)
         if size <= 0 or offset >= self.size:
             return b""
         try:
-            return os.pread(self.fd, size, offset)
+            data = os.pread(self.fd, size, offset)
         except OSError as exc:
             raise DumpError(
                 self.path, f"read error at offset {offset:#x}: {exc.strerror}"
             ) from None
+        self._verify()
+        return data
+
+    def check(self) -> None:
+        """DumpError once the file changed under us (size or mtime differ from when it was
+        opened: truncated or overwritten in place); the ``fstat`` runs at most every
+        :data:`CHECK_INTERVAL` seconds. A file renamed over ours leaves our descriptor on the
+        old inode: that is still the dump we opened, and reads go on."""
+        if self.changed:
+            raise DumpError(self.path, self.changed)
+        if monotonic() - self._checked >= CHECK_INTERVAL:
+            self._verify()
+
+    def _verify(self) -> None:
+        try:
+            st = os.fstat(self.fd)
+        except OSError as exc:
+            self.changed = f"cannot stat the dump any more: {exc.strerror}"
+        else:
+            self._checked = monotonic()
+            if (st.st_size, st.st_mtime_ns) == self._identity:
+                return
+            if st.st_size != self._identity[0]:
+                self.changed = (
+                    f"the file changed while in use: {self._identity[0]} bytes when opened, "
+                    f"{st.st_size} now"
+                )
+            else:
+                self.changed = "the file changed while in use: it was modified in place"
+        raise DumpError(self.path, self.changed)
 
     def pread_exact(self, offset: int, size: int, what: str = "data") -> bytes:
         """Exactly ``size`` bytes at ``offset`` or :class:`DumpError` naming ``what``."""

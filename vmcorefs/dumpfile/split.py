@@ -40,9 +40,9 @@ class SplitSource(PhysicalSource, PagedSource):
             page_size=first.info.page_size,
             extra=dict(first.info.extra),
         )
-        info.extra.pop("split_pfns", None)
-        info.extra["split_parts"] = str(len(self.parts))
-        info.extra["dumped_pages"] = str(sum(p.dumped.total for p in self.parts))
+        info.extra.pop("kdump split part", None)
+        info.extra["split parts"] = str(len(self.parts))
+        info.extra["kdump dumped pages"] = str(sum(p.dumped.total for p in self.parts))
         for p in self.parts:
             if "warning" in p.info.extra:
                 info.extra["warning"] = f"{p.file.path}: {p.info.extra['warning']}"
@@ -110,6 +110,9 @@ class SplitSource(PhysicalSource, PagedSource):
     def close(self) -> None:
         for p in self.parts:
             p.close()
+
+    def files(self) -> Sequence:
+        return [p.file for p in self.parts]
 
     # -- PagedSource -------------------------------------------------------------------------
     def page_refs(self, pfn: int, count: int) -> list[object | None]:

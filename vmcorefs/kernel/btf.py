@@ -395,6 +395,8 @@ class Btf:
                 bits = 0
                 if kflag:  # BTF_MEMBER_BITFIELD_SIZE / BTF_MEMBER_BIT_OFFSET
                     bits, m_off = m_off >> 24, m_off & 0xFFFFFF
+                if m_off + bits > size_type * 8:
+                    raise BtfError(f"{what}: a member at bit {m_off} lies outside it")
                 members.append(Member(self.string(m_name), m_type, m_off, bits))
             return BtfType(**common, members=tuple(members))
         if kind == BTF_KIND_ENUM:
@@ -617,6 +619,11 @@ class Btf:
             if m is None:
                 owner = f"{'union' if cur.kind == BTF_KIND_UNION else 'struct'} {cur.name}"
                 raise BtfError(f"{owner or 'anonymous'} has no member {match.group(1)!r}")
+            width = m.bitfield_size or 8 * self.sizeof(m.type_id)
+            if m.bit_offset + width > 8 * (cur.size or 0):
+                raise BtfError(
+                    f"{cur.name or 'anonymous'}.{m.name} ends past the {cur.size} bytes of its type"
+                )
             bit_offset += m.bit_offset
             type_id = m.type_id
             for index in re.findall(r"\[(\d+)\]", match.group(2)):

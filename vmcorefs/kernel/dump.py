@@ -44,9 +44,16 @@ class Dump:
         self.phys = PhysicalMemory(
             source, zero_fill=self.options.zero_fill, cache_size_mib=self.options.cache_size_mib
         )
-        self.kvirt = KernelVirtualMemory(
-            self.phys, self.vmcoreinfo, cache_size_mib=self.options.cache_size_mib
-        )
+        try:
+            self.kvirt = KernelVirtualMemory(
+                self.phys, self.vmcoreinfo, cache_size_mib=self.options.cache_size_mib
+            )
+        except Unavailable as exc:  # a malformed root-table key: no address space at all
+            raise DumpError(source.paths[0], f"corrupt VMCOREINFO: {exc.reason}") from None
+        except DumpError as exc:
+            if exc.path != "VMCOREINFO":
+                raise
+            raise DumpError(source.paths[0], f"VMCOREINFO {exc.reason}") from None
         #: Symbols from --vmlinux / --system-map, checked against the dump (kernel/symfiles.py)
         #: now, so that a file that does not belong to the dump is refused before mounting.
         self.user_symbols: list[SymbolSource] = load_user_symbols(
@@ -55,6 +62,10 @@ class Dump:
 
     def close(self) -> None:
         self.source.close()
+
+    def check(self) -> None:
+        """DumpError when the dump file changed since it was opened (truncated, overwritten)."""
+        self.source.check()
 
     def __enter__(self) -> Dump:
         return self
@@ -73,9 +84,10 @@ class Dump:
     @lazy
     def uts(self):
         """``init_uts_ns.name``: the six uname strings (:mod:`.uts`)."""
+        from .strict import strict_spaces
         from .uts import read_utsname
 
-        return read_utsname(self.vmcoreinfo, self.kvirt)
+        return read_utsname(self.vmcoreinfo, strict_spaces(self)[1])
 
     @lazy
     def mm(self):

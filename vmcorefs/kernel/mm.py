@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import FaultError, Unavailable
-from ..memory.physical import PhysicalMemory
 from ..memory.space import AddressSpace
-from ..memory.x86_64 import KernelVirtualMemory
 from ..vmcoreinfo import VmcoreInfo
 from .lazy import lazy
 from .mm_usage import page_usage
 from .sparsemem import is_kvaddr, node_pgdats, online_nodes
+from .strict import strict_spaces
 
 #: Bound on the vmap_area_list walk (a machine has some thousands of areas).
 MAX_VMAP_AREAS = 1 << 22
@@ -158,23 +157,13 @@ def buddyinfo_text(
 class MemoryViews:
     """The ``mm/`` files of one dump, each built once, on first use.
 
-    Classification must never see invented bytes, so with ``--zero-fill`` it reads through
-    its own strict views of physical and kernel virtual memory.
+    They read memory as the dump holds it, ``--zero-fill`` or not (:mod:`.strict`).
     """
 
     def __init__(self, dump) -> None:
         self.dump = dump
         self.vmcoreinfo: VmcoreInfo = dump.vmcoreinfo
-        phys: PhysicalMemory = dump.phys
-        if phys.zero_fill:
-            phys = PhysicalMemory(phys.source, zero_fill=False)
-            kvirt: AddressSpace = KernelVirtualMemory(
-                phys, self.vmcoreinfo, cache_size_mib=dump.options.cache_size_mib
-            )
-        else:
-            kvirt = dump.kvirt
-        self.phys = phys
-        self.kvirt = kvirt
+        self.phys, self.kvirt = strict_spaces(dump)
 
     def _zone_names_address(self) -> int | None:
         try:

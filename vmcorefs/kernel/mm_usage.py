@@ -13,7 +13,8 @@ In the order makedumpfile applies them, for each page frame inside the dump's RA
 2. a buddy page (``_mapcount`` = ``PAGE_BUDDY_MAPCOUNT_VALUE`` and not ``PG_slab``) is free,
    with its ``2**private`` pages; kernels without that value give the zones' free lists instead;
 3. an LRU or swap-cache page not mapped anonymously is cache, private when ``PG_private``;
-4. an anonymous page (``mapping`` bit 0) or a hugetlb compound page is user data;
+4. an anonymous page (``mapping`` bit 0, not a slab page: makedumpfile 1.7.3's rule for
+   6.2's slab layout) or a hugetlb compound page is user data;
 5. ``PG_hwpoison`` makes it hwpoison; ``_mapcount`` = ``PAGE_OFFLINE_MAPCOUNT_VALUE`` offline;
 6. the rest is kept (kernel data), and of those, the pages filled with zeros are counted
    apart (this needs the page's content: a page the dump lacks is reported in a ``#`` line).
@@ -22,7 +23,13 @@ A compound head of cache, user, hwpoison or offline data classifies ``2**order``
 once; ranges count every frame up to ``max_mapnr`` (holes included), as makedumpfile does.
 
 ``max_mapnr`` is the dump's physical end in pages, lowered to the end of the last ``mem_map``
-(makedumpfile's ``get_mem_map``); ``memory_hole`` is what the dump's RAM ranges leave out.
+(makedumpfile's ``get_mem_map``); ``memory_hole`` is what the dump's RAM ranges leave out
+(``PhysicalSource.ranges()``: PT_LOADs, a kdump's first bitmap). Counts are unsigned 64-bit,
+as makedumpfile prints them.
+
+Pages that the dump lacks are never guessed at: a frame whose struct page is absent is not
+classified, a kept frame whose content is absent is not zero-tested; both stay in
+``remaining_pages`` and one ``#`` line at the end says how many there are.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ PGMM_CACHED = 512
 IS_HUGETLB = -1
 #: Struct pages read per block (a multiple of PGMM_CACHED): 1 MiB of 64-byte pages.
 BLOCK_PAGES = 16 * 1024
+#: Frames classified and zero-tested per window (a multiple of BLOCK_PAGES): 1 GiB of RAM.
+WINDOW_PAGES = 16 * BLOCK_PAGES
 #: Page contents read at most at once by the zero test.
 ZERO_BLOCK_PAGES = 256
 #: Excluded pages the zero test reads over rather than start another read.
@@ -133,7 +142,14 @@ class PageRules:
         version = kernel_version(vi.osrelease)
 
         def num(name: str) -> int | None:
-            return vi.number(name)
+            value = vi.number(name)
+            if value is not None and name.startswith("PG_") and not 0 <= value < 64:
+                raise Unavailable(f"VMCOREINFO has an implausible NUMBER({name}) {value}")
+            return value
+
+        def need(name: str) -> int:
+            vi.need("NUMBER", name)
+            return num(name)  # type: ignore[return-value]
 
         def mapcount(name: str) -> int | None:
             value = num(name)
@@ -181,9 +197,20 @@ class PageRules:
             hugetlb_dtors.add(num("HUGETLB_PAGE_DTOR"))
         if vi.symbol("free_huge_page") is not None:
             hugetlb_dtors.add(vi.symbol("free_huge_page"))
-        for name in ("page.flags", "page.mapping"):
-            if vi.need("OFFSET", name) + 8 > spage:
-                raise Unavailable(f"OFFSET({name}) lies outside SIZE(page) {spage}")
+        if not 8 <= spage <= page_size:
+            raise Unavailable(f"VMCOREINFO has an implausible SIZE(page) {spage}")
+        # Every field read must lie inside its struct page (the tail's fields in the tail).
+        for what, off, width in (
+            ("OFFSET(page.flags)", vi.need("OFFSET", "page.flags"), 8),
+            ("OFFSET(page.mapping)", vi.need("OFFSET", "page.mapping"), 8),
+            ("OFFSET(page._mapcount)", off_mapcount, 4),
+            ("OFFSET(page.private)", off_private, 8),
+            ("OFFSET(page.compound_head)", off_chead, 8),
+            ("the compound order offset", order_offset or None, 2),
+            ("the compound dtor offset", dtor_offset or None, 8 if old else 2),
+        ):
+            if off is not None and not 0 <= off <= spage - width:
+                raise Unavailable(f"{what} {off} lies outside SIZE(page) {spage}")
         return cls(
             page_size=page_size,
             spage=spage,
@@ -196,15 +223,15 @@ class PageRules:
             dtor_offset=dtor_offset,
             order_width=1 if new else 2,
             dtor_width=1 if new else (2 if not old else 8),
-            m_lru=flag_mask(vi.need("NUMBER", "PG_lru")),
-            m_private=flag_mask(vi.need("NUMBER", "PG_private")),
-            m_swapcache=flag_mask(vi.need("NUMBER", "PG_swapcache")),
+            m_lru=flag_mask(need("PG_lru")),
+            m_private=flag_mask(need("PG_private")),
+            m_swapcache=flag_mask(need("PG_swapcache")),
             m_swapbacked=None if swapbacked is None else flag_mask(swapbacked),
             m_hwpoison=None if hwpoison is None else flag_mask(hwpoison),
-            bit_slab=(1 << vi.need("NUMBER", "PG_slab")) & _M64,
+            bit_slab=1 << need("PG_slab"),
             head_mask=vi.need("NUMBER", "PG_head_mask") & _M64,
             buddy_mode=buddy_mode,
-            bit_buddy=(1 << pg_buddy) & _M64 if pg_buddy is not None else 0,
+            bit_buddy=1 << pg_buddy if pg_buddy is not None else 0,
             buddy_mapcount=buddy_value,
             offline_mapcount=mapcount("PAGE_OFFLINE_MAPCOUNT_VALUE"),
             slab_mapcount=mapcount("PAGE_SLAB_MAPCOUNT_VALUE"),
@@ -346,42 +373,59 @@ def _column(data: bytes, n: int, spage: int, offset: int, width: int) -> list[in
 
 # Counter slots of _Classifier.counts, in PageUsage's order.
 _FREE, _CACHE, _CACHE_PRIVATE, _USER, _HWPOISON, _OFFLINE = range(6)
+_ONES = b"\x01" * WINDOW_PAGES
 
 
 class _Classifier:
-    """One pass of ``__exclude_unnecessary_pages`` over every mem_map chunk."""
+    """``__exclude_unnecessary_pages`` over every mem_map chunk, then the zero test.
+
+    The frames are handled a window at a time, in pfn order: a window's state (makedumpfile's
+    2nd bitmap: 0 kept, 1 excluded, 2 struct page absent) is a bytearray of at most
+    ``WINDOW_PAGES``, so memory does not grow with the machine. A range that runs past its
+    window is carried to the windows it reaches.
+    """
 
     def __init__(
-        self, rules: PageRules, kvirt: AddressSpace, max_mapnr: int, segs: list[tuple[int, int]]
+        self,
+        rules: PageRules,
+        kvirt: AddressSpace,
+        phys: PhysicalMemory,
+        max_mapnr: int,
+        segs: list[tuple[int, int]],
     ) -> None:
         self.r = rules
         self.kvirt = kvirt
+        self.phys = phys
         self.max_mapnr = max_mapnr
         self.segs = segs
         self._seg_starts = [s for s, _ in segs]
         self.usage = PageUsage()
         self.counts = [0] * 6
-        #: per pfn: 0 kept, 1 excluded, 2 struct page absent (makedumpfile's 2nd bitmap)
-        self.state = bytearray(max_mapnr)
-        #: the end of the last multi-page range: its frames are not looked at again
+        #: excluded ranges reaching past the window being classified (already counted)
+        self.carry: list[tuple[int, int]] = []
+        #: the end of the last multi-page range in this mem_map: not looked at again
         self.skip_until = 0
+        self.state = bytearray()
+        self.base = 0  #: the pfn of state[0]
 
-    # -- reading -----------------------------------------------------------------------------
-    def run(self, chunks: Sequence[MemMapChunk]) -> None:
-        for chunk in chunks:
-            end = min(chunk.pfn_end, self.max_mapnr)
-            pfn = chunk.pfn_start
-            # Each mem_map is walked from its start, as makedumpfile calls
-            # __exclude_unnecessary_pages once per mem_map.
-            self.skip_until = 0
-            while pfn < end:
-                block_end = min(end, (pfn // BLOCK_PAGES + 1) * BLOCK_PAGES)
-                first = max(pfn, self.skip_until)
-                inside = self._segs_in(first, block_end)
-                if inside:
-                    pfn = self._read_block(chunk, inside, block_end, end)
-                else:
-                    pfn = block_end
+    # -- windows -------------------------------------------------------------------------------
+    def run(self, chunks: Sequence[MemMapChunk], excluded: Sequence[tuple[int, int]] = ()) -> None:
+        """Classify, then zero-test, window by window. ``excluded``: sorted pfn ranges that
+        are excluded already (the free lists' blocks, counted by their walk)."""
+        self.carry = list(excluded)
+        last_chunk = None
+        for start, end, chunk in self._windows(chunks):
+            if chunk is not last_chunk:
+                # Each mem_map is walked from its start: makedumpfile calls
+                # __exclude_unnecessary_pages once per mem_map.
+                self.skip_until = 0
+                last_chunk = chunk
+            self.base = start
+            self.state = bytearray(end - start)
+            self._apply_carry(start, end)
+            if chunk is not None:
+                self._classify_window(chunk, start, end)
+            _zero_test(self.phys, self, self.r.page_size, start, end)
         u, counts = self.usage, self.counts
         u.free += counts[_FREE]
         u.cache += counts[_CACHE]
@@ -390,6 +434,56 @@ class _Classifier:
         u.hwpoison += counts[_HWPOISON]
         u.offline += counts[_OFFLINE]
         self.counts = [0] * 6
+
+    def _windows(self, chunks: Sequence[MemMapChunk]):
+        """``(start, end, chunk or None)`` in pfn order: the mem_maps cut at multiples of
+        ``WINDOW_PAGES``, and the RAM that no mem_map covers (kept pages: zero test only)."""
+        covered: list[tuple[int, int, MemMapChunk | None]] = []
+        for c in chunks:
+            end = min(c.pfn_end, self.max_mapnr)
+            if c.pfn_start < end:
+                covered.append((c.pfn_start, end, c))
+        covered.sort(key=lambda w: w[0])
+        pieces: list[tuple[int, int, MemMapChunk | None]] = []
+        pos = 0
+        for start, end, c in [*covered, (self.max_mapnr, self.max_mapnr, None)]:
+            for a, b in self._segs_in(pos, start):  # RAM without a mem_map
+                pieces.append((a, b, None))
+            if start < end:
+                pieces.append((start, end, c))
+            pos = max(pos, end)
+        for start, end, c in pieces:
+            w = start
+            while w < end:
+                w_end = min(end, (w // WINDOW_PAGES + 1) * WINDOW_PAGES)
+                yield w, w_end, c
+                w = w_end
+
+    def _apply_carry(self, start: int, end: int) -> None:
+        """Mark the carried ranges in this window; keep those that reach past it. The list is
+        sorted by start and windows come in order, so only its head can overlap."""
+        state, carry = self.state, self.carry
+        i = 0
+        done = []
+        while i < len(carry) and carry[i][0] < end:
+            a, b = carry[i]
+            lo, hi = max(a, start), min(b, end)
+            if lo < hi:
+                state[lo - start : hi - start] = _ONES[: hi - lo]
+            if b <= end:
+                done.append(i)
+            i += 1
+        for j in reversed(done):
+            del carry[j]
+
+    def _exclude_range(self, pfn: int, end: int) -> None:
+        """Mark ``[pfn, end)`` excluded: in this window, and carried past it."""
+        w_end = self.base + len(self.state)
+        hi = min(end, w_end)
+        if pfn < hi:
+            self.state[pfn - self.base : hi - self.base] = _ONES[: hi - pfn]
+        if end > w_end:
+            bisect.insort(self.carry, (max(pfn, w_end), end))
 
     def _segs_in(self, a: int, b: int) -> list[tuple[int, int]]:
         """The RAM stretches inside ``[a, b)``."""
@@ -401,6 +495,18 @@ class _Classifier:
             if e > a:
                 out.append((max(a, s), min(b, e)))
         return out
+
+    # -- reading ----------------------------------------------------------------------------------
+    def _classify_window(self, chunk: MemMapChunk, start: int, end: int) -> None:
+        chunk_end = min(chunk.pfn_end, self.max_mapnr)
+        pfn = start
+        while pfn < end:
+            block_end = min(end, (pfn // BLOCK_PAGES + 1) * BLOCK_PAGES)
+            inside = self._segs_in(max(pfn, self.skip_until), block_end)
+            if inside:
+                pfn = self._read_block(chunk, inside, block_end, chunk_end)
+            else:
+                pfn = block_end
 
     def _read_block(
         self, chunk: MemMapChunk, inside: list[tuple[int, int]], block_end: int, chunk_end: int
@@ -421,11 +527,11 @@ class _Classifier:
         boundary = ((addr + len(data)) | (self.r.page_size - 1)) + 1
         resume = first + -(-(boundary - addr) // spage)
         resume = min(max(resume, first + got + 1), block_end)
-        state = self.state
+        state, base = self.state, self.base
         for a, b in inside:
             for p in range(max(a, first + got, self.skip_until), min(b, resume)):
-                if state[p] == 0:
-                    state[p] = 2
+                if state[p - base] == 0:
+                    state[p - base] = 2
                     self.usage.no_struct_page += 1
         return resume
 
@@ -436,7 +542,7 @@ class _Classifier:
         """Classify the pfns of ``inside`` from ``pfn0`` on (``n`` struct pages in ``data``)."""
         r = self.r
         counts = self.counts
-        state = self.state
+        state, base = self.state, self.base
         max_mapnr = self.max_mapnr
         cols = _Columns(data, n, r)
         flags_l, mapping_l, chead_l = cols.flags, cols.mapping, cols.chead
@@ -450,7 +556,6 @@ class _Classifier:
         free_area_length = r.free_area_length
         hugetlb_dtors = r.hugetlb_dtors
         data_end = pfn0 + n
-        pfn = pfn0
         for a, b in inside:
             pfn = max(a, pfn0, self.skip_until)
             b = min(b, data_end)
@@ -506,13 +611,13 @@ class _Classifier:
                         pfn += 1  # kept: the zero test decides later
                         continue
                 if nr == 1:
-                    state[pfn] = 1
+                    state[pfn - base] = 1
                     counts[slot] += 1
                     pfn += 1
                     continue
                 # exclude_range: every frame of the range up to max_mapnr, holes included
                 end = min(pfn + nr, max_mapnr)
-                state[pfn:end] = b"\x01" * (end - pfn)
+                self._exclude_range(pfn, end)
                 counts[slot] += end - pfn
                 pfn += nr
                 self.skip_until = pfn
@@ -548,9 +653,12 @@ class _Classifier:
         return 1 << order, dtor
 
 
-def _free_lists(vi: VmcoreInfo, kvirt: AddressSpace, memmap: MemMap, c: _Classifier) -> None:
+def _free_lists(
+    vi: VmcoreInfo, kvirt: AddressSpace, memmap: MemMap, max_mapnr: int, usage: PageUsage
+) -> list[tuple[int, int]]:
     """makedumpfile's ``exclude_free_page`` for kernels without a buddy mark in struct page:
-    every block on every free list of every populated zone is free."""
+    every block on every free list of every populated zone is free. Returns the blocks as
+    sorted, merged pfn ranges; their frames are counted in ``usage.free``."""
     for name in (
         ("SIZE", "zone"),
         ("OFFSET", "zone.free_area"),
@@ -574,11 +682,13 @@ def _free_lists(vi: VmcoreInfo, kvirt: AddressSpace, memmap: MemMap, c: _Classif
     size_fa, off_list = vi.need("SIZE", "free_area"), vi.need("OFFSET", "free_area.free_list")
     off_next, off_prev = vi.need("OFFSET", "list_head.next"), vi.need("OFFSET", "list_head.prev")
     off_lru = vi.need("OFFSET", "page.lru")
+    offsets = (off_next, off_prev, off_lru)
     orders = vi.need("LENGTH", "zone.free_area")
     types = vi.length("free_area.free_list") or 1
     size_lh = vi.size("list_head") or 16
     if not 0 < orders <= 64 or not 0 < types <= 64:
         raise Unavailable("implausible LENGTH(zone.free_area) or LENGTH(free_area.free_list)")
+    blocks: list[tuple[int, int]] = []
     for nid, pgdat in node_pgdats(vi, kvirt):
         try:
             nr_zones = kvirt.s32(pgdat + off_nr)
@@ -594,21 +704,32 @@ def _free_lists(vi: VmcoreInfo, kvirt: AddressSpace, memmap: MemMap, c: _Classif
                 for order in range(orders - 1, -1, -1):
                     for mt in range(types):
                         head = zone + off_free + size_fa * order + off_list + size_lh * mt
-                        _walk_free_list(kvirt, memmap, c, head, order, off_next, off_prev, off_lru)
+                        _walk_free_list(kvirt, memmap, head, order, offsets, max_mapnr, blocks)
             except FaultError as exc:
                 raise Unavailable(f"node {nid} zone {z} free lists: {exc}") from None
+    # clear_bit_on_2nd_bitmap counts every frame it clears, even twice: so does this.
+    usage.free += sum(b - a for a, b in blocks)
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(blocks):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
 
 
 def _walk_free_list(
     kvirt: AddressSpace,
     memmap: MemMap,
-    c: _Classifier,
     head: int,
     order: int,
-    off_next: int,
-    off_prev: int,
-    off_lru: int,
+    offsets: tuple[int, int, int],
+    max_mapnr: int,
+    blocks: list[tuple[int, int]],
 ) -> None:
+    """Add the pfn range of each block on the free list at ``head`` (checked as makedumpfile
+    does: each entry's ``prev`` must be the entry before it)."""
+    off_next, off_prev, off_lru = offsets
     previous = head
     curr = kvirt.u64(head + off_next)
     for _ in range(MAX_FREE_LIST_ENTRIES):
@@ -619,51 +740,51 @@ def _walk_free_list(
             raise Unavailable(f"free list entry {curr:#x} is not a struct page")
         if kvirt.u64(curr + off_prev) != previous:
             raise Unavailable(f"the free list at {head:#x} is broken")
-        end = min(start + (1 << order), c.max_mapnr)
+        end = min(start + (1 << order), max_mapnr)
         if start < end:
-            c.state[start:end] = b"\x01" * (end - start)
-            c.usage.free += end - start
+            blocks.append((start, end))
         previous = curr
         curr = kvirt.u64(curr + off_next)
     raise Unavailable(f"the free list at {head:#x} does not end")
 
 
-def _zero_test(phys: PhysicalMemory, c: _Classifier, page_size: int) -> None:
-    """Count the kept pages filled with zeros (makedumpfile's ``is_zero_page`` on each page it
-    would write); a kept page that the dump lacks cannot be tested.
+def _zero_test(phys: PhysicalMemory, c: _Classifier, page_size: int, start: int, end: int) -> None:
+    """Count the kept pages of ``[start, end)`` filled with zeros (makedumpfile's
+    ``is_zero_page`` on each page it would write); a kept page that the dump lacks cannot be
+    tested.
 
     Runs of kept pages separated by a few excluded ones are read together (one read instead of
     one per run; the few pages between cost less than the calls they save).
     """
     zero_page = bytes(page_size)
     zero_block = bytes(page_size * ZERO_BLOCK_PAGES)
-    state = c.state
     u = c.usage
-    for lo, hi, runs in _zero_test_spans(state, c.segs):
+    for lo, hi, runs in _zero_test_spans(c.state, c.base, c._segs_in(start, end)):
         data = phys.read(lo * page_size, (hi - lo) * page_size)
         held = lo + len(data) // page_size
         whole = zero_block.startswith(data)  # every byte read is zero
-        for start, end in runs:
-            top = min(end, held)
-            if start < top:
+        for run_start, run_end in runs:
+            top = min(run_end, held)
+            if run_start < top:
                 if whole:
-                    u.zero += top - start
+                    u.zero += top - run_start
                 else:
-                    for p in range(start, top):
+                    for p in range(run_start, top):
                         if data.startswith(zero_page, (p - lo) * page_size):
                             u.zero += 1
-            if end > held:
-                _zero_test_run(phys, u, max(start, held), end, page_size, zero_page)
+            if run_end > held:
+                _zero_test_run(phys, u, max(run_start, held), run_end, page_size, zero_page)
 
 
-def _zero_test_spans(state: bytearray, segs: list[tuple[int, int]]):
-    """``(lo, hi, runs)``: runs of kept pfns, grouped while the gaps are at most
-    ``ZERO_TEST_GAP`` pages and the group at most ``ZERO_BLOCK_PAGES`` long."""
+def _zero_test_spans(state: bytearray, base: int, segs: list[tuple[int, int]]):
+    """``(lo, hi, runs)``: runs of kept pfns (``state`` 0; ``state[0]`` is pfn ``base``),
+    grouped while the gaps are at most ``ZERO_TEST_GAP`` pages and the group at most
+    ``ZERO_BLOCK_PAGES`` long."""
     for a, b in segs:
         lo = hi = -1
         runs: list[tuple[int, int]] = []
-        for m in _ZERO_RUN.finditer(state, a, b):
-            start, end = m.start(), m.end()
+        for m in _ZERO_RUN.finditer(state, a - base, b - base):
+            start, end = m.start() + base, m.end() + base
             while start < end:
                 if runs and (start - hi > ZERO_TEST_GAP or start - lo >= ZERO_BLOCK_PAGES):
                     yield lo, hi, runs
@@ -712,11 +833,11 @@ def page_usage(
     chunks = memmap.chunks
     max_mapnr = min(initial, memmap.max_pfn) if chunks else initial
     segs = pfn_ranges(ranges, page_size, max_mapnr)
-    c = _Classifier(rules, kvirt, max_mapnr, segs)
+    c = _Classifier(rules, kvirt, phys, max_mapnr, segs)
     c.usage.max_mapnr = max_mapnr
     c.usage.memory_hole = max_mapnr - sum(b - a for a, b in segs)
-    c.run(chunks)
+    free_blocks: list[tuple[int, int]] = []
     if rules.buddy_mode == "freelist":
-        _free_lists(vi, kvirt, memmap, c)
-    _zero_test(phys, c, page_size)
+        free_blocks = _free_lists(vi, kvirt, memmap, max_mapnr, c.usage)
+    c.run(chunks, free_blocks)
     return c.usage

@@ -48,7 +48,6 @@ MAX_LOG_BUF_LEN = 1 << 31
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
-_S32 = struct.Struct("<i")
 _U64 = struct.Struct("<Q")
 
 # --- one record's line ------------------------------------------------------------------------
@@ -94,22 +93,25 @@ def _lockless(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     data_ring = need("OFFSET", "printk_ringbuffer.text_data_ring")
     counter = need("OFFSET", "atomic_long_t.counter")
 
-    count_bits = _field(rb, desc_ring + need("OFFSET", "prb_desc_ring.count_bits"), _U32, "count")
+    def member(base: int, key: str, fmt: struct.Struct, extra: int = 0) -> int:
+        return _field(rb, base + need("OFFSET", key) + extra, fmt, key)
+
+    count_bits = member(desc_ring, "prb_desc_ring.count_bits", _U32)
     if count_bits > MAX_DESC_BITS:
         raise Unavailable(f"prb desc_ring.count_bits is {count_bits}: corrupt ring buffer")
     count = 1 << count_bits
     desc_size = need("SIZE", "prb_desc")
     info_size = need("SIZE", "printk_info")
-    descs_addr = _field(rb, desc_ring + need("OFFSET", "prb_desc_ring.descs"), _U64, "descs")
-    infos_addr = _field(rb, desc_ring + need("OFFSET", "prb_desc_ring.infos"), _U64, "infos")
-    head_id = _field(rb, desc_ring + need("OFFSET", "prb_desc_ring.head_id") + counter, _U64, "h")
-    tail_id = _field(rb, desc_ring + need("OFFSET", "prb_desc_ring.tail_id") + counter, _U64, "t")
+    descs_addr = member(desc_ring, "prb_desc_ring.descs", _U64)
+    infos_addr = member(desc_ring, "prb_desc_ring.infos", _U64)
+    head_id = member(desc_ring, "prb_desc_ring.head_id", _U64, counter)
+    tail_id = member(desc_ring, "prb_desc_ring.tail_id", _U64, counter)
 
-    size_bits = _field(rb, data_ring + need("OFFSET", "prb_data_ring.size_bits"), _U32, "size")
+    size_bits = member(data_ring, "prb_data_ring.size_bits", _U32)
     if size_bits > MAX_TEXT_BITS:
         raise Unavailable(f"prb text_data_ring.size_bits is {size_bits}: corrupt ring buffer")
     data_size = 1 << size_bits
-    data_addr = _field(rb, data_ring + need("OFFSET", "prb_data_ring.data"), _U64, "data")
+    data_addr = member(data_ring, "prb_data_ring.data", _U64)
 
     off_state = need("OFFSET", "prb_desc.state_var") + counter
     off_lpos = need("OFFSET", "prb_desc.text_blk_lpos")
@@ -236,7 +238,8 @@ def _plain(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     """makedumpfile's pre-3.5 path: the ring's bytes, oldest first, written out unchanged."""
     need = vi.need
     log_buf = kvirt.u64(need("SYMBOL", "log_buf"))
-    # log_end became "unsigned" in 2.6.25; it was "unsigned long" before.
+    # log_end became "unsigned" in 2.6.25; it was "unsigned long" before. (makedumpfile reads
+    # the release from init_uts_ns in memory; VMCOREINFO's OSRELEASE is the same string.)
     if kernel_version(vi.osrelease) >= (2, 6, 25):
         log_end = kvirt.u32(need("SYMBOL", "log_end"))
     else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -38,8 +39,8 @@ SECTION_MAP_MASK = ~(SECTION_MAP_LAST_BIT - 1) & 0xFFFF_FFFF_FFFF_FFFF
 X86_64_SECTION_SIZE_BITS = 27
 X86_64_MAX_PHYSMEM_BITS = 46
 X86_64_MAX_PHYSMEM_BITS_LA57 = 52
-#: A sanity bound on nodes and on the sections one dump can describe (2**25: 52-bit, 128 MiB).
-MAX_NODES = 1 << 10
+#: Sanity bounds: nodemask_t bytes (64k nodes), sections one dump can describe (52-bit, 128 MiB)
+MAX_NODEMASK_BYTES = 8192
 MAX_SECTIONS = 1 << 25
 #: mem_section entries read at once (128 KiB of 32-byte entries).
 SECTIONS_PER_READ = 4096
@@ -214,36 +215,40 @@ def _sparsemem(
     nr_roots = _divideup(num_section, per_root)
     symbol = vi.need("SYMBOL", "mem_section")
 
-    def sections_at(root_table: int) -> list[int | None] | None:
-        """Each section's mem_map (None: no map), or None when this reading is not valid."""
+    def sections_at(root_table: int) -> dict[int, int] | None:
+        """section number → mem_map of the sections with a map, or None when this reading of
+        ``mem_section`` is not valid (no section, or a map outside the kernel's addresses)."""
+        words: list[tuple[int, int]] = []
         if extreme:
             try:
                 raw = kvirt.read_exact(root_table, 8 * nr_roots)
             except FaultError:
                 return None
-            coded: list[int | None] = []
             for r, root in enumerate(struct.unpack(f"<{nr_roots}Q", raw)):
-                count = min(per_root, num_section - r * per_root)
-                if root == 0:
-                    coded += [None] * count
-                else:
-                    coded += _section_mem_maps(kvirt, root, count, size_ms, off_map)
+                if root:
+                    count = min(per_root, num_section - r * per_root)
+                    first = r * per_root
+                    words += [
+                        (first + i, w)
+                        for i, w in _section_mem_maps(
+                            kvirt, root, count, size_ms, off_map, page_size
+                        )
+                    ]
         else:
-            coded = _section_mem_maps(kvirt, root_table, num_section, size_ms, off_map)
-        maps: list[int | None] = []
-        valid = False
-        for nr, word in enumerate(coded):
-            if word is None or not word & SECTION_MARKED_PRESENT:
-                maps.append(None)  # no mem_map, or hot-removed
-                continue
+            words = list(
+                _section_mem_maps(kvirt, root_table, num_section, size_ms, off_map, page_size)
+            )
+        maps: dict[int, int] = {}
+        for nr, word in words:
+            if not word & SECTION_MARKED_PRESENT:
+                continue  # no mem_map, or hot-removed
             mem_map = ((word & SECTION_MAP_MASK) + nr * pages_per_section * spage) & (
                 0xFFFF_FFFF_FFFF_FFFF
             )
             if not is_kvaddr(mem_map):
                 return None
-            valid = True
-            maps.append(mem_map)
-        return maps if valid else None
+            maps[nr] = mem_map
+        return maps or None
 
     # VMCOREINFO gives the root array's address (since 4.15 the value of the pointer
     # mem_section); a vmlinux would give the pointer's own address: makedumpfile tries both.
@@ -254,42 +259,43 @@ def _sparsemem(
     if maps is None:
         raise Unavailable("mem_section holds no valid section (or is not in the dump)")
     chunks = []
-    for nr, mem_map in enumerate(maps):
-        if mem_map is not None:
-            start = nr * pages_per_section
-            chunks.append(MemMapChunk(start, min(start + pages_per_section, max_mapnr), mem_map))
+    for nr, mem_map in sorted(maps.items()):
+        start = nr * pages_per_section
+        chunks.append(MemMapChunk(start, min(start + pages_per_section, max_mapnr), mem_map))
     return chunks
 
 
 def _section_mem_maps(
-    kvirt: AddressSpace, base: int, count: int, size_ms: int, off_map: int
-) -> list[int | None]:
-    """``section_mem_map`` of the ``count`` sections at ``base`` (None: not readable).
+    kvirt: AddressSpace, base: int, count: int, size_ms: int, off_map: int, page_size: int
+) -> Iterator[tuple[int, int]]:
+    """``(index, section_mem_map)`` of the readable ones of the ``count`` sections at ``base``.
 
-    Read in one go where the dump holds them, section by section past a gap.
+    Read in blocks; a page of them that the dump lacks is skipped whole (makedumpfile reads
+    each section alone and treats an unreadable one as having no map).
     """
     if not is_kvaddr(base):
-        return [None] * count
-    out: list[int | None] = []
-    for start in range(0, count, SECTIONS_PER_READ):
-        n = min(SECTIONS_PER_READ, count - start)
-        addr = base + start * size_ms
+        return
+    i = 0
+    while i < count:
+        n = min(SECTIONS_PER_READ, count - i)
+        addr = base + i * size_ms
         data = kvirt.read(addr, n * size_ms)
         whole = len(data) // size_ms
-        out += [_U64.unpack_from(data, i * size_ms + off_map)[0] for i in range(whole)]
-        for i in range(whole, n):
-            try:
-                out.append(kvirt.u64(addr + i * size_ms + off_map))
-            except FaultError:
-                out.append(None)
-    return out
+        for k in range(whole):
+            yield i + k, _U64.unpack_from(data, k * size_ms + off_map)[0]
+        if whole == n:
+            i += n
+            continue
+        # Entries from i+whole on touch an absent page: go on at the first one past it.
+        boundary = ((addr + len(data)) | (page_size - 1)) + 1
+        i = max(i + whole + 1, i + -(-(boundary - addr) // size_ms))
 
 
 def online_nodes(vi: VmcoreInfo, kvirt: AddressSpace) -> list[int]:
     """The node ids set in ``node_online_map`` (``SIZE(nodemask_t)`` bytes)."""
     addr = vi.need("SYMBOL", "node_online_map")
     size = vi.need("SIZE", "nodemask_t")
-    if not 0 < size <= MAX_NODES // 8 * 64:
+    if not 0 < size <= MAX_NODEMASK_BYTES:
         raise Unavailable(f"implausible SIZE(nodemask_t) {size}")
     try:
         raw = kvirt.read_exact(addr, size)

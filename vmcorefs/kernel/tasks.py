@@ -138,7 +138,8 @@ class Task:
     address: int
     pid: int
     tgid: int
-    ppid: int
+    ppid: int | None  # None: the parent's task_struct is not in the dump
+    real_parent: int
     comm: bytes
     state: str
     cpu: int
@@ -234,18 +235,19 @@ def build_task_list(kvirt, symbols, btf: Btf) -> TaskList:
         raise Unavailable("the symbol table has no init_task")
     problems: list[str] = []
     span = layout.hi - layout.lo
-    tgid_cache: dict[int, int] = {}
+    tgid_cache: dict[int, int | None] = {}
 
     def read_task(addr: int) -> Task:
         data = kvirt.read_exact(addr + layout.lo, span)
         v = layout.value
         parent = v(data, layout.real_parent)
-        ppid = tgid_cache.get(parent)
-        if ppid is None:
+        if parent in tgid_cache:
+            ppid = tgid_cache[parent]
+        else:
             try:
                 ppid = kvirt.s32(parent + layout.tgid.offset)
             except FaultError:
-                ppid = -1
+                ppid = None  # the parent's task_struct is not in the dump
             tgid_cache[parent] = ppid
         comm = data[layout.comm.offset - layout.lo :][: layout.comm.size].split(b"\0", 1)[0]
         return Task(
@@ -253,6 +255,7 @@ def build_task_list(kvirt, symbols, btf: Btf) -> TaskList:
             pid=v(data, layout.pid),
             tgid=v(data, layout.tgid),
             ppid=ppid,
+            real_parent=parent,
             comm=comm,
             state=task_state_char(v(data, layout.state), v(data, layout.exit_state)),
             cpu=v(data, layout.cpu),
@@ -353,13 +356,20 @@ def escape_comm(comm: bytes) -> str:
     return "".join(out)
 
 
+def ppid_text(task: Task) -> str:
+    if task.ppid is None:
+        raise Unavailable(f"the parent task_struct at {task.real_parent:#x} is not in the dump")
+    return f"{task.ppid}\n"
+
+
 def ps_text(tasks: TaskList) -> str:
     """crash's ``ps`` columns: ``>`` marks the tasks running on a CPU."""
     lines = ["   PID    PPID  CPU       TASK        ST  COMM"]
     for t in tasks.tasks:
         mark = ">" if t.running_cpu is not None else " "
+        ppid = "-" if t.ppid is None else t.ppid
         lines.append(
-            f"{mark}{t.pid:>6} {t.ppid:>7} {t.cpu:>4}  {t.address:016x}  {t.state}  "
+            f"{mark}{t.pid:>6} {ppid:>7} {t.cpu:>4}  {t.address:016x}  {t.state}  "
             f"{escape_comm(t.comm)}"
         )
     return "\n".join(lines) + "\n"

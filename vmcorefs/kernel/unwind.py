@@ -46,7 +46,7 @@ ORC_REG_SP_INDIRECT = 9
 ORC_TYPE_CALL = 0
 ORC_TYPE_REGS = 1
 ORC_TYPE_REGS_PARTIAL = 2
-# ... and from Linux 6.4 (commit fb799447ae29 "x86,objtool: Split UNWIND_HINT_EMPTY in two"),
+# ... and from Linux 6.4 ("x86,objtool: Split UNWIND_HINT_EMPTY in two"),
 # where ``end`` became a type of its own; :class:`OrcLayout` maps these to the ones above.
 _ORC_TYPE_UNDEFINED_V2 = 0
 _ORC_TYPE_END_OF_STACK_V2 = 1
@@ -65,10 +65,14 @@ class OrcEntry:
     bp_reg: int
     type: int  # ORC_TYPE_CALL, ORC_TYPE_REGS, ORC_TYPE_REGS_PARTIAL, or -1 (undefined)
     end: bool  # the end of the stack (UNWIND_HINT_EMPTY / END_OF_STACK)
+    #: the caller's frame was interrupted, not a call: its ip is looked up as is. Until 6.2
+    #: the REGS types; since 6.3 a bit of its own ("x86/unwind/orc: Add 'signal' field to
+    #: ORC metadata").
+    signal: bool = False
 
 
 #: unwind_orc.c ``null_orc_entry``: ip 0 means a call through a NULL function pointer.
-NULL_ORC_ENTRY = OrcEntry(8, 0, ORC_REG_SP, ORC_REG_UNDEFINED, ORC_TYPE_CALL, False)
+NULL_ORC_ENTRY = OrcEntry(8, 0, ORC_REG_SP, ORC_REG_UNDEFINED, ORC_TYPE_CALL, False, False)
 
 
 class OrcLayout:
@@ -85,9 +89,10 @@ class OrcLayout:
                 signed = btf.resolve(m.type_id).signed
                 self._fields[name] = (m.bit_offset, bits, signed)
             self.has_end = btf.has_member(st, "end")
-            if self.has_end:
-                m = btf.member(st, "end")
-                self._fields["end"] = (m.bit_offset, m.bitfield_size or 1, False)
+            for flag in ("end", "signal"):
+                if btf.has_member(st, flag):
+                    m = btf.member(st, flag)
+                    self._fields[flag] = (m.bit_offset, m.bitfield_size or 1, False)
         except BtfError as exc:
             raise Unavailable(f"BTF has no usable struct orc_entry: {exc}") from None
         if not 0 < self.size <= 16:
@@ -101,10 +106,11 @@ class OrcLayout:
         if not self.has_end:  # Linux 6.4+: UNDEFINED 0, END_OF_STACK 1, CALL 2, REGS 3, ...
             end = typ == _ORC_TYPE_END_OF_STACK_V2
             typ = -1 if typ in (_ORC_TYPE_UNDEFINED_V2, _ORC_TYPE_END_OF_STACK_V2) else typ - 2
-            if end or typ == -1:
-                return OrcEntry(v["sp_offset"], v["bp_offset"], ORC_REG_UNDEFINED, v["bp_reg"],
-                                typ, end)  # fmt: skip
-        return OrcEntry(v["sp_offset"], v["bp_offset"], v["sp_reg"], v["bp_reg"], typ, end)
+        signal = (
+            bool(v["signal"]) if "signal" in v else typ in (ORC_TYPE_REGS, ORC_TYPE_REGS_PARTIAL)
+        )
+        sp_reg = ORC_REG_UNDEFINED if typ == -1 else v["sp_reg"]
+        return OrcEntry(v["sp_offset"], v["bp_offset"], sp_reg, v["bp_reg"], typ, end, signal)
 
 
 class OrcTable:
@@ -218,7 +224,10 @@ class Unwinder:
         if not ranges:
             ranges.append((self.core.ip(0), self.core.ip(count - 1) + 1))
         self.core_ranges = ranges
-        self.ret_from_fork = symbols.get("ret_from_fork")
+        # where a new task's first switch returns: ret_from_fork (ret_from_fork_asm since 6.5)
+        self.fork_returns = {
+            a for a in (symbols.get("ret_from_fork"), symbols.get("ret_from_fork_asm")) if a
+        }
         try:
             self.regs_off = {
                 name: btf.offsetof("struct pt_regs", name)
@@ -279,7 +288,7 @@ class Unwinder:
         except FaultError as exc:
             raise Unavailable(f"the task's saved frame is not in the dump ({exc})") from None
         # A task that never ran returns to ret_from_fork, whose entry describes that very ip.
-        signal = self.ret_from_fork is not None and ip == self.ret_from_fork
+        signal = ip in self.fork_returns
         return self._walk(ip, thread_sp + self.frame_size, bp, None, full_regs=False,
                           signal=signal)  # fmt: skip
 
@@ -326,17 +335,17 @@ class Unwinder:
                 if orc.type == ORC_TYPE_CALL:
                     ip = kvirt.u64(new_sp - 8)
                     sp = new_sp
-                    regs, prev_regs, full_regs, signal = None, None, False, False
+                    regs, prev_regs, full_regs = None, None, False
                 elif orc.type == ORC_TYPE_REGS:
                     ip = kvirt.u64(new_sp + self.regs_off["ip"])
                     sp = kvirt.u64(new_sp + self.regs_off["sp"])
-                    regs, prev_regs, full_regs, signal = _Regs(new_sp), None, True, True
+                    regs, prev_regs, full_regs = _Regs(new_sp), None, True
                 elif orc.type == ORC_TYPE_REGS_PARTIAL:
                     ip = kvirt.u64(new_sp)  # the IRET frame: ip, cs, flags, sp, ss
                     sp = kvirt.u64(new_sp + self.regs_off["sp"] - self.iret_offset)
                     if full_regs:
                         prev_regs = regs
-                    regs, full_regs, signal = _Regs(new_sp - self.iret_offset), False, True
+                    regs, full_regs = _Regs(new_sp - self.iret_offset), False
                 else:
                     break
                 # the caller's frame pointer
@@ -352,6 +361,7 @@ class Unwinder:
                     break
             except FaultError:
                 break
+            signal = orc.signal
             switched = indirect or orc.type != ORC_TYPE_CALL
             if sp <= prev_sp and not switched:
                 break  # "stack going in the wrong direction": bad data, stop
@@ -396,8 +406,9 @@ ENTRY_INNER_LABELS = frozenset(
     }
 )
 #: GCC names the pieces it splits off or specialises a function into ``f.cold``,
-#: ``f.part.0``, ``f.isra.0``, ``f.constprop.0`` (and combinations); they are code of ``f``.
-_GCC_SUFFIX = re.compile(r"(?:\.(?:cold|part|isra|constprop|lto_priv|localalias)(?:\.\d+)?)+$")
+#: ``f.part.0``, ``f.isra.0``, ``f.constprop.0`` (and combinations; clang's LTO ``f.llvm.N``);
+#: they are code of ``f``, and debuggers name their frames ``f``.
+_GCC_SUFFIX = re.compile(r"(?:\.(?:cold|part|isra|constprop|lto_priv|localalias|llvm)(?:\.\d+)?)+$")
 
 
 def linker_marker(name: str) -> bool:

@@ -12,7 +12,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..dumpfile.source import PagedSource, PhysicalSource
 from .space import AddressSpace
@@ -22,6 +22,8 @@ ABSENT = b""
 #: Pages to decompress below which a read does not use the pool (thread hand-off costs more).
 PARALLEL_MIN_PAGES = 32
 MAX_WORKERS = 4
+#: A read at least this large that continues the previous one loads the next as much ahead.
+READAHEAD_MIN = 128 << 10
 
 
 class PageCache:
@@ -87,6 +89,7 @@ class PhysicalMemory(AddressSpace):
         self.source = source
         self.zero_fill = zero_fill
         self.size = source.phys_end
+        self._check = source.check
         self._paged: PagedSource | None = source if isinstance(source, PagedSource) else None
         if self._paged is not None:
             self.page_size = self._paged.page_size
@@ -96,13 +99,21 @@ class PhysicalMemory(AddressSpace):
             self._pool: ThreadPoolExecutor | None = None
             self._pool_pid = 0
             self._pool_lock = threading.Lock()
+            self._ahead_lock = threading.Lock()
+            self._last_end = -1
+            self._ahead: tuple[int, int, Future] | None = None  # pfns [start, end) loading
 
     def read(self, addr: int, size: int) -> bytes:
         if addr < 0 or size <= 0 or addr >= self.size:
             return b""
+        # A dump changed under us fails every read, cached pages included (DumpError).
+        self._check()
         size = min(size, self.size - addr)
         if self._paged is not None:
-            return self._read_paged(addr, size)
+            data = self._read_paged(addr, size)
+            if size >= READAHEAD_MIN:
+                self._readahead(addr, size)
+            return data
         data = self.source.read(addr, size)
         if not self.zero_fill or len(data) == size:
             return data
@@ -134,14 +145,23 @@ class PhysicalMemory(AddressSpace):
         end = addr + size
         pfn0 = addr // ps
         count = (end - 1) // ps - pfn0 + 1
-        pages = self.cache.get_many(pfn0, count, upto_absent=not self.zero_fill)
-        stop = len(pages)  # nothing past the first absent page is needed
-        if stop < count:
-            pages.extend([None] * (count - stop))
-            stop -= 1
-        first = next((i for i in range(stop) if pages[i] is None), stop)
+        pages, first, stop = self._lookup(pfn0, count)
         if first < stop:
-            self._fetch(pfn0, pages, first, stop)
+            ahead = self._ahead
+            if (
+                ahead
+                and ahead[0] < pfn0 + stop
+                and pfn0 + first < ahead[1]
+                and self._pool_pid == os.getpid()  # a fork leaves the thread behind
+            ):
+                # Read ahead is loading these pages: wait for it rather than load them twice.
+                try:
+                    ahead[2].result()
+                except Exception:  # noqa: BLE001 - the read below meets the error itself
+                    pass
+                pages, first, stop = self._lookup(pfn0, count)
+            if first < stop:
+                self._fetch(pfn0, pages, first, stop)
         if count == 1:
             page = pages[0] or (self._zero_page if self.zero_fill else ABSENT)
             rel = addr - pfn0 * ps
@@ -162,7 +182,47 @@ class PhysicalMemory(AddressSpace):
             pos += take
         return b"".join(parts)
 
-    def _fetch(self, pfn0: int, pages: list[bytes | None], first: int, stop: int) -> None:
+    def _lookup(self, pfn0: int, count: int) -> tuple[list[bytes | None], int, int]:
+        """Cached pages of the frames, the first one missing and where the read must stop."""
+        pages = self.cache.get_many(pfn0, count, upto_absent=not self.zero_fill)
+        stop = len(pages)  # nothing past the first absent page is needed
+        if stop < count:
+            pages.extend([None] * (count - stop))
+            stop -= 1
+        first = next((i for i in range(stop) if pages[i] is None), stop)
+        return pages, first, stop
+
+    def _readahead(self, addr: int, size: int) -> None:
+        """After a read that continues the previous one, load the next ``size`` bytes in the
+        background: the next request then finds them decompressed (sequential readers)."""
+        end = addr + size
+        with self._ahead_lock:
+            sequential, self._last_end = addr == self._last_end, end
+            if (
+                not sequential
+                or end >= self.size
+                or self.cache.max_pages * self.page_size < 4 * size
+            ):
+                return
+            if (
+                self._ahead is not None
+                and not self._ahead[2].done()
+                and self._pool_pid == os.getpid()
+            ):
+                return  # one read ahead at a time
+            ps = self.page_size
+            first, last = end // ps, (min(end + size, self.size) - 1) // ps
+            future = self._get_pool().submit(self._prefetch, first, last - first + 1)
+            self._ahead = (first, last + 1, future)
+
+    def _prefetch(self, pfn0: int, count: int) -> None:
+        pages, first, stop = self._lookup(pfn0, count)
+        if first < stop:
+            self._fetch(pfn0, pages, first, stop, parallel=False)
+
+    def _fetch(
+        self, pfn0: int, pages: list[bytes | None], first: int, stop: int, parallel: bool = True
+    ) -> None:
         """Fill the missing ``pages[first:stop]`` from the source and cache them."""
         last = stop - 1
         while pages[last] is not None:
@@ -170,7 +230,7 @@ class PhysicalMemory(AddressSpace):
         refs = self._paged.page_refs(pfn0 + first, last - first + 1)  # type: ignore[union-attr]
         if None not in refs and pages[first : last + 1].count(None) == len(refs):
             # A cold run (the common large read): every page missing, every page in the dump.
-            loaded = [ABSENT if p is None else p for p in self._load(refs)]
+            loaded = [ABSENT if p is None else p for p in self._load(refs, parallel)]
             pages[first : last + 1] = loaded
             pfns = range(pfn0 + first, pfn0 + last + 1)
             self.cache.put_many(list(zip(pfns, loaded, strict=True)))
@@ -190,19 +250,19 @@ class PhysicalMemory(AddressSpace):
                 continue
             want.append(i)
             want_refs.append(ref)
-        for i, page in zip(want, self._load(want_refs), strict=True):
+        for i, page in zip(want, self._load(want_refs, parallel), strict=True):
             page = page if page is not None else ABSENT  # corrupt data reads as absent
             pages[i] = page
             fetched.append((pfn0 + i, page))
         if fetched:
             self.cache.put_many(fetched)
 
-    def _load(self, refs: list[object]) -> list[bytes | None]:
+    def _load(self, refs: list[object], parallel: bool = True) -> list[bytes | None]:
         paged = self._paged
         assert paged is not None
         n = len(refs)
         chunks = min(self._workers, n // PARALLEL_MIN_PAGES)
-        if chunks < 2 or not paged.parallel_decompression:
+        if chunks < 2 or not parallel or not paged.parallel_decompression:
             return paged.load_pages(refs)
         step = -(-n // chunks)
         pool = self._get_pool()
@@ -217,8 +277,9 @@ class PhysicalMemory(AddressSpace):
         pid = os.getpid()
         with self._pool_lock:
             if self._pool is None or self._pool_pid != pid:
+                # One thread more than the chunks a read hands out: read ahead runs beside them.
                 self._pool = ThreadPoolExecutor(
-                    max_workers=self._workers - 1 or 1, thread_name_prefix="vmcorefs-pages"
+                    max_workers=self._workers, thread_name_prefix="vmcorefs-pages"
                 )
                 self._pool_pid = pid
             return self._pool

@@ -1,0 +1,248 @@
+"""Fuzzing the kernel structures that the views walk: page tables, struct pages and the lists
+of mm/, the printk ring, kallsyms tables (through a whole dump and its tree), and BTF, the task
+list and ORC unwinding (through their modules, on the test kernels of test_btf/test_tasks/
+test_unwind).
+
+Pointers are the dangerous values in kernel memory: besides bit flips and random bytes, the
+mutations write pointers into the structures themselves (loops), to unmapped or non-canonical
+addresses, and the edges of the integer types. Every walk must stay bounded and end in data,
+EIO or ``unavailable: ...``.
+"""
+
+from __future__ import annotations
+
+import collections
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests import fuzzing as fz
+from tests.elfbuilder import START_KERNEL_map
+from vmcorefs.errors import FaultError, Unavailable
+from vmcorefs.kernel import btf as B
+from vmcorefs.kernel import unwind as U
+
+STATS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+STRUCTURES = ["page tables", "struct pages", "uts, nodes, vmap areas", "printk ring",
+              "kallsyms tables"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def scratch():
+    seed = fz.SeedFile()
+    yield seed
+    seed.cleanup()
+    for name, counts in sorted(STATS.items()):
+        print(f"\nfuzz {name}: {dict(counts)}")
+
+
+@st.composite
+def pointer_edits(draw, start: int, end: int, targets: list[int]):
+    """Edits of 8-byte aligned slots in ``[start, end)``: pointers and bit flips."""
+    edits = []
+    for _ in range(draw(st.integers(1, 4))):
+        slot = start + 8 * draw(st.integers(0, max(0, (end - start) // 8 - 1)))
+        kind = draw(st.integers(0, 3))
+        if kind == 0:
+            value = targets[draw(st.integers(0, len(targets) - 1))]
+            value += draw(st.sampled_from([0, 0, 8, -8, 16, 0x40]))
+            edits.append(("set", slot, struct.pack("<Q", value & (1 << 64) - 1)))
+        elif kind == 1:
+            edits.append(
+                ("field", slot, 8, draw(st.integers(0, 40)), draw(st.integers(0, 2**64 - 1)))
+            )
+        elif kind == 2:
+            edits.append(("xor", slot + draw(st.integers(0, 7)), 1 << draw(st.integers(0, 7))))
+        else:
+            n = draw(st.integers(1, 8))
+            edits.append(("set", slot, draw(st.binary(min_size=n, max_size=n))))
+    return edits
+
+
+def _targets(file_start: int, paddr: int, size: int) -> list[int]:
+    """Pointer values: into the structure (kernel-image and direct-map aliases), its file
+    offset, and addresses nothing maps."""
+    kva = START_KERNEL_map + paddr
+    return [kva, kva + size // 2, kva + size - 8, paddr, paddr | 0x63, paddr | 0xE3,
+            0xFFFF888000000000 + paddr, 0, 1, 0xFFFFFFFFFFFFFFFF, 0x8000000000000000,
+            0xFFFFEA0000000000, 0xDEAD000000000000, file_start]  # fmt: skip
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+@fz.fuzz_settings(300)
+@given(data=st.data())
+def test_fuzz_kernel_structures(scratch, structure, data):
+    """Mutate one kernel structure of the ELF seed and walk the whole tree."""
+    raw, regions = fz.elf_seed()
+    region = next(r for r in regions if r.name == structure)
+    paddr, size = fz.kernel().structures[structure]
+    edits = data.draw(pointer_edits(region.start, region.end, _targets(region.start, paddr, size)))
+    k = fz.kernel()
+    out = fz.run_case(scratch.write(fz.apply(raw, edits)), phys=k.phys_reads, kvirt=k.kvirt_reads)
+    counts = STATS[structure]
+    counts["cases"] += 1
+    counts["reads"] += out.reads
+    counts["EIO"] += out.faults
+    counts["unavailable"] += out.unavailable
+    assert out.refused is None, out.refused  # the container is intact
+
+
+# -- BTF -----------------------------------------------------------------------------------------
+
+
+def _btf_blob() -> tuple[bytes, bytes]:
+    from tests.test_tasks import task_btf
+    from tests.test_unwind import layout_btf
+
+    return task_btf().data, layout_btf().data
+
+
+def _use_btf(btf: B.Btf) -> None:
+    """Decode every type, its size and name; look members up by path."""
+    for type_id in range(1, min(btf.count, 5000) + 1):
+        for call in (btf.type, btf.resolve, btf.sizeof, btf.type_name):
+            try:
+                call(type_id)
+            except B.BtfError:
+                pass
+    for name, path in (("struct task_struct", "tasks.next"), ("struct task_struct", "comm"),
+                       ("struct list_head", "prev"), ("struct pt_regs", "ip"),
+                       ("struct orc_entry", "sp_offset")):  # fmt: skip
+        try:
+            btf.offsetof(name, path)
+            btf.member_size(name, path)
+        except (B.BtfError, Unavailable):
+            pass
+
+
+@fz.fuzz_settings(1500)
+@given(data=st.data())
+def test_fuzz_btf(data):
+    blob = _btf_blob()[data.draw(st.integers(0, 1))]
+    hdr = B.parse_header(blob)
+    base = hdr.hdr_len
+    regions = [
+        fz.Region("header", 0, 24, fz.fields("<HBBIIIIII")[:8]),
+        fz.Region(
+            "types",
+            base + hdr.type_off,
+            base + hdr.type_off + hdr.type_len,
+            tuple((o, 4) for o in range(0, hdr.type_len, 4)),
+        ),  # fmt: skip
+        fz.Region("strings", base + hdr.str_off, base + hdr.str_off + hdr.str_len),
+    ]
+    mutated = fz.apply(blob, data.draw(fz.mutations(regions, len(blob))))
+    counts = STATS["BTF"]
+    counts["cases"] += 1
+    with fz.limits():
+        try:
+            btf = B.Btf(mutated)
+        except B.BtfError:
+            counts["refused"] += 1
+            return
+        _use_btf(btf)
+
+
+# -- the task list -------------------------------------------------------------------------------
+
+
+@fz.fuzz_settings(1000)
+@given(data=st.data())
+def test_fuzz_task_list(data):
+    from tests import test_tasks as T
+    from vmcorefs.kernel.tasks import ps_text
+
+    s = _system()
+    tasks = [s.init, s.idle1, s.t1, s.t2, s.t100, s.t101, s.t102]
+    targets = [*tasks, *(t + T.OFF["tasks"] for t in tasks), T.PCPU[0], 0, 0xDEAD000000000000,
+               0xFFFFFFFFFFFFFFFF, T.INIT_TASK + T.OFF["tasks"]]  # fmt: skip
+    for _ in range(data.draw(st.integers(1, 4))):
+        where = data.draw(st.sampled_from([*tasks, T.PCPU[0] + T.RUNQUEUES, T.PCPU[1] + T.RUNQUEUES,
+                                           T.PER_CPU_OFFSET, T.NR_CPU_IDS]))  # fmt: skip
+        slot = where + 8 * data.draw(st.integers(0, T.TASK_SIZE // 8 - 1))
+        if data.draw(st.booleans()):
+            value = data.draw(st.sampled_from(targets)) + data.draw(st.sampled_from([0, 8, -8]))
+        else:
+            value = data.draw(st.integers(0, 2**64 - 1))
+        if data.draw(st.integers(0, 9)) == 0:
+            s.mem.drop(slot)
+        else:
+            s.mem.put64(slot, value)
+    STATS["task list"]["cases"] += 1
+    with fz.limits():
+        try:
+            tl = s.build()
+        except (Unavailable, FaultError):
+            STATS["task list"]["unavailable"] += 1
+            return
+        assert len(tl.tasks) < 100_000
+        ps_text(tl)
+
+
+def _system():
+    """The kernel of test_tasks.py's ``system`` fixture: two CPUs, seven tasks, threads."""
+    from tests import test_tasks as T
+
+    s = T.System()
+    s.init = s.task(0, 0, "swapper/0", addr=T.INIT_TASK, state=0)
+    s.idle1 = s.task(0, 0, "swapper/1", state=0, cpu=1, on_cpu=1, parent=None)
+    sig1, sig2, sig100 = s.signal(), s.signal(), s.signal()
+    s.t1 = s.task(1, 1, "init", parent=s.init, signal=sig1)
+    s.t2 = s.task(2, 2, "kthreadd", parent=s.init, signal=sig2, cpu=1)
+    s.t100 = s.task(100, 100, "app", parent=s.t1, signal=sig100)
+    s.t101 = s.task(101, 100, "app worker", parent=s.t1, signal=sig100, state=0, on_cpu=1)
+    s.t102 = s.task(102, 100, "app\nodd", parent=s.t1, signal=sig100, state=0x402, cpu=1)
+    o = T.OFF["tasks"]
+    s.link(s.init + o, [s.t1 + o, s.t2 + o, s.t100 + o])
+    tn, th = T.OFF["thread_node"], T.SIG_THREAD_HEAD
+    s.link(sig1 + th, [s.t1 + tn])
+    s.link(sig2 + th, [s.t2 + tn])
+    s.link(sig100 + th, [s.t100 + tn, s.t101 + tn, s.t102 + tn])
+    s.runqueue(0, s.t101, s.init)
+    s.runqueue(1, s.idle1, s.idle1)
+    return s
+
+
+# -- ORC unwinding -------------------------------------------------------------------------------
+
+
+@fz.fuzz_settings(1000)
+@given(data=st.data())
+def test_fuzz_orc_unwind(data):
+    from tests import test_unwind as TU
+
+    k = TU.Kernel()
+    sp = TU.STACK + 0x1000
+    for i in range(64):  # a plausible stack: return addresses into the known functions
+        k.mem.put64(sp + 8 * i, TU.fn(list(TU.FUNCS)[i % len(TU.FUNCS)], 8 * (i % 5)))
+    for _ in range(data.draw(st.integers(1, 6))):
+        area = data.draw(st.sampled_from(["orc", "ip", "stack"]))
+        if area == "orc":
+            addr = TU.ORC + data.draw(st.integers(0, 6 * len(TU.ROWS) - 1))
+            k.mem.write(addr, bytes([data.draw(st.integers(0, 255))]))
+        elif area == "ip":
+            addr = TU.ORC_IP + 4 * data.draw(st.integers(0, len(TU.ROWS) - 1))
+            k.mem.put32(addr, data.draw(st.integers(0, 2**32 - 1)))
+        else:
+            addr = sp + 8 * data.draw(st.integers(-8, 80))
+            value = data.draw(st.sampled_from([sp, sp - 8, sp + 0x100, 0, 2**64 - 1,
+                                               TU.fn("looper", 8), TU.IRQ_STACK]))  # fmt: skip
+            k.mem.put64(addr, value)
+    ip = TU.fn(data.draw(st.sampled_from(list(TU.FUNCS))), 8)
+    bp = data.draw(st.sampled_from([0, sp + 0x40, 2**64 - 1]))
+    regs = {"ip": ip, "sp": sp, "bp": bp, "cs": TU.KERNEL_CS}
+    STATS["ORC"]["cases"] += 1
+    with fz.limits():
+        try:
+            frames = k.unwinder().from_registers(regs)
+        except (Unavailable, FaultError):
+            STATS["ORC"]["unavailable"] += 1
+            return
+        assert 1 <= len(frames) <= U.MAX_FRAMES
+        k.names(frames)
+        try:
+            k.unwinder().from_inactive_frame(sp)
+        except (Unavailable, FaultError):
+            pass
