@@ -1,6 +1,7 @@
 """sym/: table load, listing and ``grep -rl MARKER`` against a do-nothing filesystem.
 
-    python3 benchmarks/bench_sym.py [DUMP]     (default: kaslr-256m/mdf-d31-zlib.kdump)
+    python3 benchmarks/bench_sym.py [DUMP [VMCOREFS-OPTION...]]
+                                    (default: kaslr-256m/mdf-d31-zlib.kdump; e.g. -o nothreads)
 
 Prints, from one run: the time to decode and merge the symbol table (in-process), the time to
 list ``sym/`` once it is loaded, and a first and a second ``grep -rl MARKER`` over ``sym/``
@@ -72,6 +73,7 @@ def timed(argv: list[str], pid: int) -> tuple[float, float]:
 def main() -> None:
     case = dumps_dir() / "kaslr-256m"
     dump = sys.argv[1] if len(sys.argv) > 1 else str(case / "mdf-d31-zlib.kdump")
+    options = sys.argv[2:]
     marker = json.loads((case / "truth.json").read_text())["marker"]
 
     loads = []
@@ -88,7 +90,7 @@ def main() -> None:
         listing = f.name
 
     try:
-        with vmcorefs_mount([dump]) as (mnt, took), manyfs_mount(listing) as null:
+        with vmcorefs_mount([dump], *options) as (mnt, took), manyfs_mount(listing) as null:
             os.stat(f"{mnt}/sym/linux_banner")  # loads the table
             pids = {"vmcorefs": daemon_pid(mnt), "null": daemon_pid(null[: -len("/d")])}
             ls = {"vmcorefs": [], "null": []}
@@ -104,7 +106,7 @@ def main() -> None:
     finally:
         os.unlink(listing)
 
-    print(f"dump: {dump}  ({len(files)} sym/ files; mount command {took:.2f} s)")
+    print(f"dump: {dump} {' '.join(options)} ({len(files)} sym/ files; mount {took:.2f} s)")
     print(f"table load (decode + merge + names), best of 3: {min(loads):.2f} s")
     print(f"load average: {os.getloadavg()[0]:.1f} (wall times suffer when it is high)")
     print(f"{'':20}{'vmcorefs':>10}{'do-nothing':>12}{'ratio':>7}  daemon CPU s (ratio)")
