@@ -86,3 +86,16 @@ def kaslr_case(dumps_dir: Path) -> Case:
 def sample() -> Sample:
     """The bundled sample dump (tests/data/sample/) and its ground truth: always present."""
     return Sample()
+
+
+@pytest.fixture(scope="module")
+def scratch():
+    """A scratch seed file for a fuzz module (tests/fuzzing.py); the case counts so far are
+    printed when the module ends."""
+    from tests import fuzzing
+
+    seed = fuzzing.SeedFile()
+    yield seed
+    seed.cleanup()
+    for name, counts in sorted(fuzzing.STATS.items()):
+        print(f"\nfuzz {name}: {dict(counts)}")

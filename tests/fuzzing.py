@@ -15,6 +15,7 @@ The case budget per test is ``VMCOREFS_FUZZ_CASES`` when set (the long mode,
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import resource
@@ -568,3 +569,7 @@ def sample_kvirt() -> list[int]:
             if line.startswith(f"SYMBOL({name})="):
                 out.append(int(line.split("=", 1)[1], 16))
     return out
+
+
+#: Cases per fuzz target and how they ended, printed when a fuzz module finishes.
+STATS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)

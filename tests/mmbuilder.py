@@ -426,3 +426,23 @@ def write_sparse_core(
                     f.seek(base + pfn * PAGE - start)
                     f.write(page[: min(PAGE, end - pfn * PAGE)])
         f.truncate(off)
+
+
+#: DESIGN.md's mm/usage lines, in order (makedumpfile's report names, lower case): the tests'
+#: own statement of the contract, kept apart from the module under test.
+MM_USAGE_LINES = (
+    "original_pages",
+    "excluded_pages",
+    "pages_filled_with_zero",
+    "non_private_cache_pages",
+    "private_cache_pages",
+    "user_process_data_pages",
+    "free_pages",
+    "hwpoison_pages",
+    "offline_pages",
+    "remaining_pages",
+    "memory_hole",
+    "total_pages",
+)
+#: The classes decided from struct page alone: equal to makedumpfile's on filtered dumps too.
+STRUCT_PAGE_CLASSES = MM_USAGE_LINES[3:9]

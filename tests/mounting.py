@@ -70,3 +70,17 @@ def mounted(dumps: list[str], mnt: Path, *options: str):
         yield mnt
     finally:
         unmount(mnt)
+
+
+def start_foreground(dumps: list[str], mnt: Path, **popen) -> subprocess.Popen:
+    """``vmcorefs -f`` in the background, returned once the mount is there (or skip)."""
+    reason = fuse_available()
+    if reason:
+        pytest.skip(reason)
+    mnt.mkdir(exist_ok=True)
+    proc = subprocess.Popen([*vmcorefs_cmd(), "-f", *dumps, str(mnt)], env=env(), **popen)
+    for _ in range(200):
+        if is_mounted(mnt) or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    return proc

@@ -8,25 +8,14 @@ page and flattened record, and cut the file anywhere. Each case must end in data
 
 from __future__ import annotations
 
-import collections
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests import fuzzing as fz
+from tests.fuzzing import STATS
 
 pytestmark = pytest.mark.fuzz
-STATS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-
-
-@pytest.fixture(scope="module")
-def scratch():
-    seed = fz.SeedFile()
-    yield seed
-    seed.cleanup()
-    for name, counts in sorted(STATS.items()):
-        print(f"\nfuzz {name}: {dict(counts)}")
 
 
 def _record(name: str, out: fz.Outcome) -> None:

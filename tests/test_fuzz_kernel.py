@@ -11,7 +11,6 @@ EIO or ``unavailable: ...``.
 
 from __future__ import annotations
 
-import collections
 import struct
 
 import pytest
@@ -20,23 +19,14 @@ from hypothesis import strategies as st
 
 from tests import fuzzing as fz
 from tests.elfbuilder import START_KERNEL_map
+from tests.fuzzing import STATS
 from vmcorefs.errors import FaultError, Unavailable
 from vmcorefs.kernel import btf as B
 from vmcorefs.kernel import unwind as U
 
 pytestmark = pytest.mark.fuzz
-STATS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 STRUCTURES = ["page tables", "struct pages", "uts, nodes, vmap areas", "printk ring",
               "kallsyms tables"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def scratch():
-    seed = fz.SeedFile()
-    yield seed
-    seed.cleanup()
-    for name, counts in sorted(STATS.items()):
-        print(f"\nfuzz {name}: {dict(counts)}")
 
 
 @st.composite
@@ -184,26 +174,9 @@ def test_fuzz_task_list(data):
 
 def _system():
     """The kernel of test_tasks.py's ``system`` fixture: two CPUs, seven tasks, threads."""
-    from tests import test_tasks as T
+    from tests.test_tasks import build_system
 
-    s = T.System()
-    s.init = s.task(0, 0, "swapper/0", addr=T.INIT_TASK, state=0)
-    s.idle1 = s.task(0, 0, "swapper/1", state=0, cpu=1, on_cpu=1, parent=None)
-    sig1, sig2, sig100 = s.signal(), s.signal(), s.signal()
-    s.t1 = s.task(1, 1, "init", parent=s.init, signal=sig1)
-    s.t2 = s.task(2, 2, "kthreadd", parent=s.init, signal=sig2, cpu=1)
-    s.t100 = s.task(100, 100, "app", parent=s.t1, signal=sig100)
-    s.t101 = s.task(101, 100, "app worker", parent=s.t1, signal=sig100, state=0, on_cpu=1)
-    s.t102 = s.task(102, 100, "app\nodd", parent=s.t1, signal=sig100, state=0x402, cpu=1)
-    o = T.OFF["tasks"]
-    s.link(s.init + o, [s.t1 + o, s.t2 + o, s.t100 + o])
-    tn, th = T.OFF["thread_node"], T.SIG_THREAD_HEAD
-    s.link(sig1 + th, [s.t1 + tn])
-    s.link(sig2 + th, [s.t2 + tn])
-    s.link(sig100 + th, [s.t100 + tn, s.t101 + tn, s.t102 + tn])
-    s.runqueue(0, s.t101, s.init)
-    s.runqueue(1, s.idle1, s.idle1)
-    return s
+    return build_system()
 
 
 # -- ORC unwinding -------------------------------------------------------------------------------

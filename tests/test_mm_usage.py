@@ -20,6 +20,7 @@ from tests.mmbuilder import (
     OFF_DTOR,
     PAGE_BUDDY_MAPCOUNT_VALUE,
     PAGE_OFFLINE_MAPCOUNT_VALUE,
+    STRUCT_PAGE_CLASSES,
     GiB,
     MiB,
     PG_head,
@@ -375,15 +376,6 @@ def test_rules_for_newer_kernels_follow_their_keys():
 
 
 # -- the real dumps ------------------------------------------------------------------------
-
-STRUCT_PAGE_CLASSES = (
-    "non_private_cache_pages",
-    "private_cache_pages",
-    "user_process_data_pages",
-    "free_pages",
-    "hwpoison_pages",
-    "offline_pages",
-)
 
 
 REAL_FILES = (

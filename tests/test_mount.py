@@ -6,12 +6,11 @@ import errno
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
 from tests.elfbuilder import PageTables, PhysImage, simple_core, vmcoreinfo_text
-from tests.mounting import env, fuse_available, is_mounted, mounted, unmount, vmcorefs_cmd
+from tests.mounting import env, is_mounted, mounted, start_foreground, unmount, vmcorefs_cmd
 
 pytestmark = pytest.mark.mount
 KTEXT = 0xFFFFFFFF81000000
@@ -88,19 +87,9 @@ def test_already_mounted_is_refused_with_the_fix(tmp_path, core):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_unmount_cleanly(tmp_path, core, sig):
-    reason = fuse_available()
-    if reason:
-        pytest.skip(reason)
     mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    proc = subprocess.Popen(
-        [*vmcorefs_cmd(), "-f", core, str(mnt)], env=env(), stderr=subprocess.PIPE, text=True
-    )
+    proc = start_foreground([core], mnt, stderr=subprocess.PIPE, text=True)
     try:
-        for _ in range(200):
-            if is_mounted(mnt):
-                break
-            time.sleep(0.05)
         assert is_mounted(mnt)
         proc.send_signal(sig)
         assert proc.wait(timeout=20) == 0
@@ -113,19 +102,10 @@ def test_signals_unmount_cleanly(tmp_path, core, sig):
 
 
 def test_stale_mount_of_a_killed_daemon_is_reported(tmp_path, core):
-    reason = fuse_available()
-    if reason:
-        pytest.skip(reason)
     mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    proc = subprocess.Popen(
-        [*vmcorefs_cmd(), "-f", core, str(mnt)], env=env(), stderr=subprocess.DEVNULL
-    )
+    proc = start_foreground([core], mnt, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):
-            if is_mounted(mnt):
-                break
-            time.sleep(0.05)
+        assert is_mounted(mnt)
         proc.kill()
         proc.wait(timeout=20)
         out = subprocess.run(

@@ -14,6 +14,7 @@ import re
 
 import pytest
 
+from tests.mmbuilder import MM_USAGE_LINES, STRUCT_PAGE_CLASSES
 from tests.mounting import mounted
 from tests.sample import START_KERNEL
 from vmcorefs.kernel.dump import open_dump
@@ -24,29 +25,6 @@ SAMPLE_SIZE_LIMIT = 20_000_000
 #: ``struct new_utsname`` (include/uapi/linux/utsname.h): six char[__NEW_UTS_LEN + 1] fields.
 NEW_UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
 NEW_UTS_LEN = 65
-#: DESIGN.md's mm/usage lines, in order (makedumpfile's report names, lower case).
-MM_USAGE_LINES = (
-    "original_pages",
-    "excluded_pages",
-    "pages_filled_with_zero",
-    "non_private_cache_pages",
-    "private_cache_pages",
-    "user_process_data_pages",
-    "free_pages",
-    "hwpoison_pages",
-    "offline_pages",
-    "remaining_pages",
-    "memory_hole",
-    "total_pages",
-)
-STRUCT_PAGE_CLASSES = (
-    "non_private_cache_pages",
-    "private_cache_pages",
-    "user_process_data_pages",
-    "free_pages",
-    "hwpoison_pages",
-    "offline_pages",
-)
 
 
 @pytest.fixture(scope="module")

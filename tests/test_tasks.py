@@ -153,8 +153,8 @@ class System:
         return build_task_list(self.mem, symbol_table(self.syms), self.btf)
 
 
-@pytest.fixture
-def system():
+def build_system() -> System:
+    """Two CPUs, seven tasks, a thread group: the kernel most task tests (and the fuzz) use."""
     s = System()
     s.init = s.task(0, 0, "swapper/0", addr=INIT_TASK, state=0)
     s.idle1 = s.task(0, 0, "swapper/1", state=0, cpu=1, on_cpu=1, parent=None)
@@ -173,6 +173,11 @@ def system():
     s.runqueue(0, s.t101, s.init)
     s.runqueue(1, s.idle1, s.idle1)
     return s
+
+
+@pytest.fixture
+def system():
+    return build_system()
 
 
 def test_every_task_with_its_fields(system):
