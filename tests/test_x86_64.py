@@ -205,3 +205,27 @@ def test_reads_cross_chunk_boundaries_physically_contiguous_or_not(tmp_path):
 def test_top_of_address_space_stops(four_level):
     dump, _ = four_level
     assert dump.kvirt.read(0xFFFFFFFFFFFFFFF8, 64) == b""
+
+
+def test_translations_stay_exact_when_the_recent_chunks_wrap(tmp_path):
+    """More chunks than the lock-free memo holds: it is emptied when full, never grows past its
+    bound, and every address still translates through its own table."""
+    from vmcorefs.memory.x86_64 import RECENT_CHUNKS
+
+    mem = PhysImage()
+    pt = PageTables(mem, levels=4, table_base=0x40_0000)
+    count = RECENT_CHUNKS + 50
+    frames = {}
+    for k in range(count):  # one 4K page per 2 MiB chunk, frames in reverse order
+        frame = 0x10_0000 + (count - 1 - k) * PAGE
+        mem.write(frame, pattern(frame, PAGE))
+        pt.map(VMALLOC + k * 2 * MiB, frame)
+        frames[k] = frame
+    dump = make_dump(tmp_path, pt, mem, [(0, 8 * MiB)])
+    translator = dump.kvirt.translator
+    for _ in range(2):  # the second pass meets a memo that was emptied on the way
+        for k in range(count):
+            addr = VMALLOC + k * 2 * MiB + 8 * (k % 512)
+            assert dump.kvirt.translate(addr) == frames[k] + 8 * (k % 512)
+            assert dump.kvirt.read(addr, 8) == pattern(frames[k] + 8 * (k % 512), 8)
+            assert len(translator._recent) <= RECENT_CHUNKS

@@ -39,6 +39,11 @@ _PAGE_PSE = 1 << 7  # PS: a large page at PUD (1 GiB) and PMD (2 MiB) level; PAT
 PTE_PFN_MASK = 0x000F_FFFF_FFFF_F000
 ADDRESS_SPACE_END = 1 << 64
 
+#: Chunks also kept in a plain dict in front of the LRU: a hit there costs one dict lookup
+#: (no lock, no LRU bookkeeping: 0.1 µs against 2.9 µs for the locked cachetools LRU, which a
+#: random 4 KiB read of kvirt felt). Emptied when full; it holds objects the LRU holds or held.
+RECENT_CHUNKS = 256
+
 _ENTRY = struct.Struct("<Q")
 _TABLE = struct.Struct("<512Q")
 
@@ -91,8 +96,9 @@ class X86_64Translator:
         budget = max(1, cache_size_mib) << 20
         self._tables: LockedLRU[int, tuple[int, ...] | None] = LockedLRU(budget // 4 // 8192)
         self._chunks: LockedLRU[int, _Linear | _Table | _Unmapped] = LockedLRU(
-            max(64, (budget * 3 // 4) // 20480)
+            max(64, (budget * 3 // 4) // 20480 - RECENT_CHUNKS)
         )
+        self._recent: dict[int, _Linear | _Table | _Unmapped] = {}
 
     # -- walking ---------------------------------------------------------------------------
     def canonical(self, vaddr: int) -> bool:
@@ -151,10 +157,17 @@ class X86_64Translator:
         entry with a canonical one.
         """
         key = vaddr >> PMD_SHIFT
+        c = self._recent.get(key)  # atomic under the GIL: no lock needed
+        if c is not None:
+            return c
         c = self._chunks.get(key)
         if c is None:
             c = self._walk_chunk(vaddr)
             self._chunks.put(key, c)
+        recent = self._recent
+        if len(recent) >= RECENT_CHUNKS:
+            recent.clear()
+        recent[key] = c
         return c
 
     # -- translating -----------------------------------------------------------------------
