@@ -68,6 +68,29 @@ def test_reads_match_the_source_and_the_model(dump):
         assert src.read(addr, size) == expected(pages, addr, size), (addr, size)
 
 
+def test_extents_are_the_pages_read_returns(dump):
+    """The FUSE reply takes a paged read as pieces (pages cut at the ends, never joined):
+    together they are exactly the read, and each piece is bytes."""
+    src, pages = dump
+    for zero_fill in (False, True):
+        phys = PhysicalMemory(src, zero_fill=zero_fill)
+        reads = [
+            (0, PAGE),
+            (5, 10),
+            (PAGE - 3, PAGE + 7),
+            (0, 100 * PAGE + 9),
+            (99 * PAGE, 3 * PAGE),
+        ]
+        reads += [(102 * PAGE + 1, 1 << 20), (100 * PAGE, PAGE), (600 * PAGE, 1), (-1, 5)]
+        for addr, size in reads:
+            pieces = phys.extents(addr, size)
+            assert all(isinstance(p, bytes) and p for p in pieces), (addr, size)
+            assert b"".join(pieces) == phys.read(addr, size), (zero_fill, addr, size)
+            if addr >= 0:
+                want = expected(pages, addr, size, zero_fill=zero_fill)
+                assert b"".join(pieces) == want, (zero_fill, addr, size)
+
+
 def test_cached_pages_are_not_loaded_again(dump):
     src, pages = dump
     phys = PhysicalMemory(src, cache_size_mib=4)

@@ -207,13 +207,20 @@ def _fill(buf: int, pieces: list[Piece]) -> int:
 
     File extents are read with ``pread`` straight into place; each file read from is verified
     afterwards (an ``fstat``), so bytes read while a dump was being overwritten are never sent.
+    Bytes (a kdump's pages, 256 to the MiB) are copied through one memoryview of the buffer:
+    a slice assignment costs a third of a ctypes call.
     """
     pos = 0
     files = []
+    view = None
     for piece in pieces:
         if isinstance(piece, bytes):
-            _memmove(buf + pos, piece, len(piece))
-            pos += len(piece)
+            n = len(piece)
+            if view is None:
+                total = sum(len(p) if isinstance(p, bytes) else p.length for p in pieces)
+                view = memoryview((ctypes.c_char * total).from_address(buf)).cast("B")
+            view[pos : pos + n] = piece
+            pos += n
             continue
         file, offset, length = piece
         if file not in files:
@@ -225,6 +232,8 @@ def _fill(buf: int, pieces: list[Piece]) -> int:
         pos += got
         if got < length:  # the file is shorter than when it was opened
             break
+    if view is not None:
+        view.release()
     for file in files:
         file.verify()
     if pos == 0 and pieces:

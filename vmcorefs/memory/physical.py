@@ -114,14 +114,8 @@ class PhysicalMemory(AddressSpace):
         self._check()
         size = min(size, self.size - addr)
         if self._paged is not None:
-            data = self._read_paged(addr, size)
-            if size >= READAHEAD_MIN and self._paged.parallel_decompression:
-                self._readahead(addr, size)
-            else:
-                # Small reads move the sequential position too: the kernel splits a 1 MiB read
-                # into an unaligned buffer in two requests (1 MiB - 48 bytes, then 48 bytes).
-                self._last_end = addr + size
-            return data
+            parts = self._paged_read(addr, size)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
         data = self.source.read(addr, size)
         if not self.zero_fill or len(data) == size:
             return data
@@ -140,7 +134,13 @@ class PhysicalMemory(AddressSpace):
         return b"".join(parts)
 
     def extents(self, addr: int, size: int) -> list[Piece]:
-        if self._paged is not None or self.zero_fill or addr < 0 or addr >= self.size:
+        if self._paged is not None:
+            if addr < 0 or size <= 0 or addr >= self.size:
+                return []
+            self._check()
+            # The pages as they are cached (no joined copy: the FUSE reply takes them one by one).
+            return self._paged_read(addr, min(size, self.size - addr))  # type: ignore[return-value]
+        if self.zero_fill or addr < 0 or addr >= self.size:
             return super().extents(addr, size)
         # No change check here: whoever copies a FileExtent verifies the file after reading.
         return self.source.extents(addr, min(size, self.size - addr))
@@ -154,7 +154,19 @@ class PhysicalMemory(AddressSpace):
         return True
 
     # -- paged sources ---------------------------------------------------------------------
-    def _read_paged(self, addr: int, size: int) -> bytes:
+    def _paged_read(self, addr: int, size: int) -> list[bytes]:
+        """The held bytes of ``[addr, addr+size)`` (inside ``[0, size)``) as consecutive pieces
+        (pages, cut at the ends), read ahead after a large read that continues the previous."""
+        parts = self._read_paged(addr, size)
+        if size >= READAHEAD_MIN and self._paged.parallel_decompression:  # type: ignore[union-attr]
+            self._readahead(addr, size)
+        else:
+            # Small reads move the sequential position too: the kernel splits a 1 MiB read
+            # into an unaligned buffer in two requests (1 MiB - 48 bytes, then 48 bytes).
+            self._last_end = addr + size
+        return parts
+
+    def _read_paged(self, addr: int, size: int) -> list[bytes]:
         ps = self.page_size
         end = addr + size
         pfn0 = addr // ps
@@ -179,9 +191,11 @@ class PhysicalMemory(AddressSpace):
         if count == 1:
             page = pages[0] or (self._zero_page if self.zero_fill else ABSENT)
             rel = addr - pfn0 * ps
-            return page if not page or size == ps else page[rel : rel + size]
+            if not page:
+                return []
+            return [page if size == ps else page[rel : rel + size]]
         if not addr % ps and not end % ps and all(pages):
-            return b"".join(pages)  # type: ignore[arg-type]  # whole pages, all held
+            return pages  # type: ignore[return-value]  # whole pages, all held
         parts: list[bytes] = []
         pos = addr
         for i in range(count):
@@ -194,7 +208,7 @@ class PhysicalMemory(AddressSpace):
             take = min(ps - rel, end - pos)
             parts.append(page if take == ps else page[rel : rel + take])
             pos += take
-        return b"".join(parts)
+        return parts
 
     def _lookup(self, pfn0: int, count: int) -> tuple[list[bytes | None], int, int]:
         """Cached pages of the frames, the first one missing and where the read must stop."""
