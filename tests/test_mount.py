@@ -6,6 +6,7 @@ import errno
 import os
 import signal
 import subprocess
+import threading
 
 import pytest
 
@@ -119,4 +120,47 @@ def test_stale_mount_of_a_killed_daemon_is_reported(tmp_path, core):
         assert out.returncode == 1
         assert f"fusermount3 -u {mnt}" in out.stderr and out.stderr.count("\n") == 1
     finally:
+        unmount(mnt)
+
+
+def test_concurrent_readers_then_a_clean_exit(tmp_path, core):
+    """Each libfuse worker keeps its Python thread state (fuse._ReplyFUSE._wrapper): under
+    concurrent readers the workers stay bounded (so do the states), every read is right, and
+    the daemon still exits cleanly."""
+    mnt = tmp_path / "mnt"
+    proc = start_foreground([core], mnt, stderr=subprocess.PIPE, text=True)
+    try:
+        assert is_mounted(mnt)
+        fd = os.open(mnt / "phys", os.O_RDONLY)
+        want = os.pread(fd, 65536, 0x40_0000)
+        os.close(fd)
+        assert want == bytes(range(256)) * 256
+        errors: list[str] = []
+
+        def reader(seed: int) -> None:
+            fd = os.open(mnt / "phys", os.O_RDONLY)
+            try:
+                for i in range(300):
+                    off = (seed * 977 + i * 4096) % (len(want) - 512)
+                    if os.pread(fd, 512, 0x40_0000 + off) != want[off : off + 512]:
+                        errors.append(f"phys at {off:#x}")
+                    if (mnt / "info" / "PAGESIZE").read_text() != "4096\n":
+                        errors.append("info")
+            finally:
+                os.close(fd)
+
+        threads = [threading.Thread(target=reader, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        workers = len(os.listdir(f"/proc/{proc.pid}/task"))
+        assert workers <= 1 + 10 + 2  # main, libfuse's max_threads workers, slack
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert proc.stderr.read() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
         unmount(mnt)
