@@ -50,14 +50,27 @@ def wait_mounted(path: str, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
+def on_cpus(cpus: set[int] | None):
+    """A ``preexec_fn`` running the child on ``cpus`` (None: wherever the scheduler likes)."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 @contextlib.contextmanager
-def vmcorefs_mount(dumps: list[str], *options: str) -> Iterator[tuple[str, float]]:
-    """Mount with the real command; yield (mount point, seconds the command took)."""
+def vmcorefs_mount(
+    dumps: list[str], *options: str, cpus: set[int] | None = None
+) -> Iterator[tuple[str, float]]:
+    """Mount with the real command; yield (mount point, seconds the command took). ``cpus``:
+    the daemon's CPUs (its threads inherit them)."""
     mnt = tempfile.mkdtemp(prefix="vmcorefs-bench-")
     try:
         t0 = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "vmcorefs", *options, *dumps, mnt], check=True, env=env()
+            [sys.executable, "-m", "vmcorefs", *options, *dumps, mnt],
+            check=True,
+            env=env(),
+            preexec_fn=on_cpus(cpus),
         )
         took = time.perf_counter() - t0
         wait_mounted(mnt)
@@ -68,10 +81,12 @@ def vmcorefs_mount(dumps: list[str], *options: str) -> Iterator[tuple[str, float
 
 
 @contextlib.contextmanager
-def nullfs_mount(size: int = 1 << 40) -> Iterator[str]:
+def nullfs_mount(size: int = 1 << 40, cpus: set[int] | None = None) -> Iterator[str]:
     mnt = tempfile.mkdtemp(prefix="nullfs-bench-")
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "benchmarks" / "nullfs.py"), mnt, str(size)], env=env()
+        [sys.executable, str(REPO / "benchmarks" / "nullfs.py"), mnt, str(size)],
+        env=env(),
+        preexec_fn=on_cpus(cpus),
     )
     try:
         wait_mounted(mnt)
