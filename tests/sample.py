@@ -11,9 +11,14 @@ from __future__ import annotations
 import functools
 import json
 import lzma
+import os
 from pathlib import Path
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
+#: ``VMCOREFS_SAMPLE=DIR`` runs the sample's tests on another dump that make-sample-vmcore
+#: made (``--kernel-package`` another kernel, ``--out DIR``): the suite against a new kernel.
+SAMPLE_DIR = Path(
+    os.environ.get("VMCOREFS_SAMPLE") or Path(__file__).resolve().parent / "data" / "sample"
+)
 #: ``__START_KERNEL`` (x86_64, CONFIG_PHYSICAL_START 0x1000000): ``_text`` without KASLR.
 START_KERNEL = 0xFFFFFFFF81000000
 

@@ -433,7 +433,9 @@ def test_without_length_mem_section_is_extreme(tmp_path):
 
 # -- rules that newer kernels' VMCOREINFO switches on ------------------------------------------
 
-HUGE, SLAB, UNACCEPTED = -1025, -513, -2049  # PAGE_*_MAPCOUNT_VALUE as Linux 6.12 has them
+HUGE, SLAB, UNACCEPTED = -1025, -513, -2049  # PAGE_*_MAPCOUNT_VALUE as Linux 6.10 has them
+#: Linux 6.12 encodes the page type in the top byte (PGTY_slab << 24, as an int).
+SLAB_6_12 = (0xF5 << 24) - (1 << 32)
 
 
 def newer_kernel(**keys: str) -> tuple[SyntheticKernel, dict[str, set[int]]]:
@@ -484,6 +486,16 @@ def test_slab_and_unaccepted_page_types(tmp_path):
     path = k.write_core(tmp_path / "core")
     want = expected(k, {"user": {8001}, "free": set(range(9216, 10240))}, 16384, set(range(16384)))
     assert usage(path) == want
+
+
+def test_slab_without_pg_slab_linux_6_12(tmp_path):
+    """Linux 6.10 dropped PG_slab (slab is a page type): the type alone marks slab pages."""
+    k, _ = newer_kernel(**{"NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)": str(SLAB_6_12)})
+    k.vmcoreinfo.pop("NUMBER(PG_slab)")
+    k.set_page(8000, mapcount=SLAB_6_12, mapping=k.kva(0x30_0000) | 1)  # slab: kept
+    k.set_page(8001, mapping=k.kva(0x30_0000) | 1)  # anonymous: user data
+    path = k.write_core(tmp_path / "core")
+    assert usage(path) == expected(k, {"user": {8001}}, 16384, set(range(16384)))
 
 
 def test_folio_order_offset_linux_6_3(tmp_path):
