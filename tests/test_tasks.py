@@ -229,6 +229,8 @@ def test_a_list_cut_by_absent_memory(system):
     tl = system.build()
     assert [t.pid for t in tl.tasks] == [0, 0, 1]
     assert any("not in the dump" in p or "breaks" in p for p in tl.problems)
+    # the main list's break comes first: summary shows the first problem
+    assert tl.problems[0].startswith("init_task.tasks: the list breaks")
 
 
 def test_a_list_that_loops_is_bounded(system):
@@ -354,3 +356,24 @@ def test_an_absent_parent_is_not_a_ppid(system):
     assert ppid_text(tl.by_name()["100"]) == "1\n"
     line = next(x for x in ps_text(tl).splitlines() if "kthreadd" in x)
     assert line.split()[:2] == ["2", "-"]
+
+
+def test_summary_says_when_a_list_was_cut_short():
+    """ps and modules have no room for a note: summary says how many entries a list gave and
+    why it may not be all of them."""
+    from types import SimpleNamespace
+
+    from vmcorefs.errors import Unavailable
+    from vmcorefs.kernel.summary import _listing
+
+    whole = SimpleNamespace(tasks=[1, 2, 3], problems=[])
+    cut = SimpleNamespace(tasks=[1, 2], problems=["init_task.tasks: the list breaks at 0x10", "b"])
+    assert _listing(lambda: whole, lambda t: t.tasks) == "3 listed"
+    assert _listing(lambda: cut, lambda t: t.tasks) == (
+        "2 listed, maybe not all: init_task.tasks: the list breaks at 0x10 (and 1 more problem(s))"
+    )
+
+    def unavailable():
+        raise Unavailable("no BTF")
+
+    assert _listing(unavailable, lambda t: t.tasks) == "unavailable: no BTF"

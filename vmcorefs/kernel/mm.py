@@ -1,7 +1,9 @@
 """``mm/``: what VMCOREINFO's memory-management entries say, as text a person can ``cat``.
 
 - ``nodes``: ``node_online_map`` in the kernel's list format (``%*pbl``: ``0``, ``0-1,3``).
-- ``vmalloc``: one line per ``vmap_area`` on ``vmap_area_list``, by start address.
+- ``vmalloc``: one line per busy ``vmap_area``, by start address: from ``vmap_area_list``
+  (VMCOREINFO), or on Linux 6.9+, which dropped the list, from each ``vmap_nodes[]`` entry's
+  ``busy`` list (the symbols ``vmap_nodes``/``nr_vmap_nodes`` and the layouts from BTF).
 - ``buddyinfo``: ``/proc/buddyinfo`` rebuilt from the nodes' zones; zone names come from the
   kernel's own ``zone_names[]`` (a symbol: kallsyms, ``--vmlinux`` or ``--system-map``).
 - ``usage``: every page frame classified as makedumpfile classifies it (:mod:`.mm_usage`).
@@ -30,6 +32,8 @@ MAX_ZONES = 16
 MAX_ZONE_NAME = 32
 #: include/linux/mm_types.h (since 2.6.28): struct vmap_area starts with va_start, va_end.
 VA_END_AFTER_VA_START = 8
+#: Bound on ``nr_vmap_nodes`` (Linux 6.9+: one per CPU at most, capped at 128 by the kernel).
+MAX_VMAP_NODES = 4096
 
 
 def nodelist(nodes: list[int]) -> str:
@@ -49,39 +53,100 @@ def nodes_text(vi: VmcoreInfo, kvirt: AddressSpace) -> str:
     return nodelist(online_nodes(vi, kvirt)) + "\n"
 
 
-def vmap_areas(vi: VmcoreInfo, kvirt: AddressSpace) -> list[tuple[int, int]]:
-    """``(va_start, va_end)`` of each ``vmap_area`` on ``vmap_area_list``, sorted by start.
+def vmap_areas(
+    vi: VmcoreInfo, kvirt: AddressSpace, kernel: Callable[[], tuple] | None = None
+) -> list[tuple[int, int]]:
+    """``(va_start, va_end)`` of each busy ``vmap_area``, sorted by start.
 
-    VMCOREINFO gives ``OFFSET(vmap_area.va_start)`` only; ``va_end`` is the next field, as in
-    every kernel that has the list (2.6.28 to 6.8; 6.9 dropped the list and its keys).
+    Up to Linux 6.8 they are on ``vmap_area_list``: VMCOREINFO gives ``OFFSET(vmap_area.va_start)``
+    only; ``va_end`` is the next field, as in every kernel that has the list (2.6.28 to 6.8).
+    Linux 6.9 (commit 55c49fee57af, "mm: vmalloc: remove vmap_area_list") keeps them on the busy
+    list of each ``vmap_node`` and drops the list and its keys: ``kernel()`` then gives the
+    symbol table and BTF to find them.
     """
+    if vi.symbol("vmap_area_list") is None and kernel is not None:
+        symbols, btf = kernel()
+        return _vmap_nodes_areas(kvirt, symbols, btf)
     head = vi.need("SYMBOL", "vmap_area_list")
     off_start = vi.need("OFFSET", "vmap_area.va_start")
     off_list = vi.need("OFFSET", "vmap_area.list")
     off_next = vi.offset("list_head.next") or 0
+    off_end = off_start + VA_END_AFTER_VA_START
+    out = _walk_areas(kvirt, "vmap_area_list", head, off_next, off_list, off_start, off_end)
+    out.sort()
+    return out
+
+
+def _walk_areas(
+    kvirt: AddressSpace,
+    what: str,
+    head: int,
+    off_next: int,
+    off_list: int,
+    off_start: int,
+    off_end: int,
+) -> list[tuple[int, int]]:
+    """The areas on one list of ``vmap_area.list`` links, in list order (bounded, checked)."""
     out: list[tuple[int, int]] = []
     seen: set[int] = set()
     try:
         node = kvirt.u64(head + off_next)
         while node != head:
             if node in seen or not is_kvaddr(node):
-                raise Unavailable(f"vmap_area_list is corrupt at {node:#x} (a loop or a bad link)")
+                raise Unavailable(f"{what} is corrupt at {node:#x} (a loop or a bad link)")
             if len(out) >= MAX_VMAP_AREAS:
-                raise Unavailable(f"vmap_area_list has more than {MAX_VMAP_AREAS} entries")
+                raise Unavailable(f"{what} has more than {MAX_VMAP_AREAS} entries")
             seen.add(node)
             va = node - off_list
-            start = kvirt.u64(va + off_start)
-            end = kvirt.u64(va + off_start + VA_END_AFTER_VA_START)
-            out.append((start, end))
+            out.append((kvirt.u64(va + off_start), kvirt.u64(va + off_end)))
             node = kvirt.u64(node + off_next)
     except FaultError as exc:
-        raise Unavailable(f"vmap_area_list: {exc}") from None
+        raise Unavailable(f"{what}: {exc}") from None
+    return out
+
+
+def _vmap_nodes_areas(kvirt: AddressSpace, symbols, btf) -> list[tuple[int, int]]:
+    """Linux 6.9+: the busy areas of ``vmap_nodes[0 .. nr_vmap_nodes)`` (mm/vmalloc.c)."""
+    from .btf import BtfError
+
+    try:
+        nodes_sym, nr_sym = symbols.get("vmap_nodes"), symbols.get("nr_vmap_nodes")
+    except Unavailable as exc:
+        raise Unavailable(f"no vmap_area_list in VMCOREINFO and no symbols: {exc}") from None
+    if nodes_sym is None or nr_sym is None:
+        raise Unavailable("VMCOREINFO has no SYMBOL(vmap_area_list), the symbols no vmap_nodes")
+    try:
+        node_size = btf.sizeof(btf.find("vmap_node"))
+        off_busy = btf.offsetof("vmap_node", "busy.head")
+        off_list = btf.offsetof("vmap_area", "list")
+        off_start = btf.offsetof("vmap_area", "va_start")
+        off_end = btf.offsetof("vmap_area", "va_end")
+        off_next = btf.offsetof("list_head", "next")
+    except (BtfError, Unavailable) as exc:
+        raise Unavailable(f"vmap_nodes: the layouts are not in BTF ({exc})") from None
+    try:
+        nodes = kvirt.u64(nodes_sym)
+        nr = kvirt.u32(nr_sym)
+    except FaultError as exc:
+        raise Unavailable(f"vmap_nodes: {exc}") from None
+    if not 1 <= nr <= MAX_VMAP_NODES or not is_kvaddr(nodes):
+        raise Unavailable(f"implausible vmap_nodes {nodes:#x} / nr_vmap_nodes {nr}")
+    out: list[tuple[int, int]] = []
+    for i in range(nr):
+        head = nodes + i * node_size + off_busy
+        what = f"vmap_nodes[{i}].busy"
+        out += _walk_areas(kvirt, what, head, off_next, off_list, off_start, off_end)
+        if len(out) > MAX_VMAP_AREAS:
+            raise Unavailable(f"the vmap nodes hold more than {MAX_VMAP_AREAS} areas")
     out.sort()
     return out
 
 
-def vmalloc_text(vi: VmcoreInfo, kvirt: AddressSpace) -> str:
-    return "".join(f"0x{s:016x}-0x{e:016x} {e - s:10d}\n" for s, e in vmap_areas(vi, kvirt))
+def vmalloc_text(
+    vi: VmcoreInfo, kvirt: AddressSpace, kernel: Callable[[], tuple] | None = None
+) -> str:
+    areas = vmap_areas(vi, kvirt, kernel)
+    return "".join(f"0x{s:016x}-0x{e:016x} {e - s:10d}\n" for s, e in areas)
 
 
 def zone_names(kvirt: AddressSpace, address: int | None, count: int) -> list[str]:
@@ -183,7 +248,7 @@ class MemoryViews:
 
     @lazy
     def vmalloc(self) -> str:
-        return vmalloc_text(self.vmcoreinfo, self.kvirt)
+        return vmalloc_text(self.vmcoreinfo, self.kvirt, lambda: (self.dump.symbols, self.dump.btf))
 
     @lazy
     def buddyinfo(self) -> str:

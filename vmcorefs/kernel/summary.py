@@ -86,6 +86,24 @@ def summary_text(dump) -> str:
     lines.append(("KASLR offset", _hex_signed(offset) if offset is not None else UNKNOWN))
     phys_base = _value(lambda: vi.number("phys_base"))
     lines.append(("phys_base", _hex_signed(phys_base) if phys_base is not None else UNKNOWN))
+    lines.append(("tasks", _listing(lambda: dump.tasks, lambda t: t.tasks)))
+    lines.append(("modules", _listing(lambda: dump.modules, lambda m: m.modules)))
     for key, value in info.extra.items():
         lines.append((key, value))
     return "".join(f"{key}: {value}\n" for key, value in lines)
+
+
+def _listing(get: Callable[[], object], items: Callable[[object], list]) -> str:
+    """How many entries a kernel list (tasks, modules) gave, and whether the walk was whole:
+    ``ps`` and ``modules`` have no room for a note, so a list cut short (by memory the dump
+    lacks, a loop) is said here, never left to look complete."""
+    try:
+        listing = get()
+    except Unavailable as exc:
+        return f"unavailable: {exc.reason}"
+    count = len(items(listing))
+    problems: list[str] = getattr(listing, "problems", [])
+    if not problems:
+        return f"{count} listed"
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    return f"{count} listed, maybe not all: {problems[0]}{more}"

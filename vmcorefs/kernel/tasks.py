@@ -340,6 +340,8 @@ def build_task_list(kvirt, symbols, btf: Btf) -> TaskList:
             t.name = f"{t.pid}@cpu{t.idle}"
         else:
             t.name = f"{t.pid}@{t.address:016x}"
+    # The main list's own break first: it is what cut the list short (summary shows the first).
+    problems.sort(key=lambda p: not p.startswith("init_task.tasks"))
     return TaskList(ordered, running, problems)
 
 
