@@ -1,15 +1,24 @@
 """``mm/usage``: every page frame classified as ``makedumpfile -d 31`` classifies it.
 
-The rules are makedumpfile 1.7.2's (``__exclude_unnecessary_pages``, ``page_is_buddy_v3``,
-``is_cache_page``, ``isOffline``, ``exclude_free_page``, ``exclude_range``, ``print_report``), plus
-the rules later releases added for newer kernels. Those are keyed on VMCOREINFO entries that
-older kernels do not export (``OFFSET(folio._folio_order)``, ``NUMBER(PG_hugetlb)``,
-``NUMBER(PAGE_*_MAPCOUNT_VALUE)`` for slab, hugetlb and unaccepted pages,
-``OFFSET(page.compound_info)``), so on a kernel like 6.1 they change nothing. (From 6.10 on,
-without ``NUMBER(PG_slab)``, the slab page type is the only slab mark.) makedumpfile 1.7.2 on
-6.2+ counts slab pages whose ``mapping`` word has bit 0 set as user data (1.7.3 fixed it; its
-6.10+ slab test is 1.7.6's): on a 6.12 kernel its user count is higher than this one, and the
-dumps it writes lack those slab pages (they show in the ``#`` line as kept pages not in the dump).
+The rules are makedumpfile 1.7.2's, to the letter (``__exclude_unnecessary_pages``,
+``page_is_buddy_v3``, ``is_cache_page``, ``isAnon``, ``isOffline``, ``exclude_free_page``,
+``exclude_range``, ``print_report``): 1.7.2 is Debian 12's makedumpfile, which wrote the
+reference dumps and reports, and on a 6.12 kernel (tools/make-sample-vmcore) these rules give
+every one of its counts. Later releases changed three things for kernels newer than 1.7.2 knows,
+and are not followed, so that the counts stay 1.7.2's:
+
+- the anonymous-page test: 1.7.2 takes bit 0 of ``mapping`` alone. On Linux 6.2+ that word of
+  a slab page holds ``slab.slabs``, so slabs with an odd count are user data, and ``-d 31``
+  dumps lack them, task_structs included (1.7.3, commit 5f17bdd, excludes slab pages);
+- the compound order on 6.3+ (``folio._folio_order``, then the low byte of ``_flags_1``), and
+  hugetlb folios by ``PG_hugetlb`` (6.6) or page type (6.9): 1.7.2 finds no order there, so a
+  large folio's head counts alone and its tails stay;
+- unaccepted memory (6.16) and ``page.compound_info`` (7.1).
+
+Linux 6.10 dropped ``NUMBER(PG_slab)`` (slab became a page type): 1.7.2 then tests a flag bit
+that no page has (``1UL << NOT_FOUND_NUMBER``), so no page is slab for it; the slab page type
+(``PAGE_SLAB_MAPCOUNT_VALUE``) is read, and changes no count (a slab page's type is neither the
+buddy's nor the offline one).
 
 In the order makedumpfile applies them, for each page frame inside the dump's RAM ranges:
 
@@ -17,8 +26,8 @@ In the order makedumpfile applies them, for each page frame inside the dump's RA
 2. a buddy page (``_mapcount`` = ``PAGE_BUDDY_MAPCOUNT_VALUE`` and not ``PG_slab``) is free,
    with its ``2**private`` pages; kernels without that value give the zones' free lists instead;
 3. an LRU or swap-cache page not mapped anonymously is cache, private when ``PG_private``;
-4. an anonymous page (``mapping`` bit 0, not a slab page: makedumpfile 1.7.3's rule for
-   6.2's slab layout) or a hugetlb compound page is user data;
+4. an anonymous page (``mapping`` bit 0) or a hugetlb compound page (``HUGETLB_PAGE_DTOR`` or
+   ``free_huge_page`` as its dtor) is user data;
 5. ``PG_hwpoison`` makes it hwpoison; ``_mapcount`` = ``PAGE_OFFLINE_MAPCOUNT_VALUE`` offline;
 6. the rest is kept (kernel data), and of those, the pages filled with zeros are counted
    apart (this needs the page's content: a page the dump lacks is reported in a ``#`` line).
@@ -55,8 +64,6 @@ PAGE_MAPPING_ANON = 1
 #: makedumpfile reads struct pages in windows of this many (PGMM_CACHED); a compound head in
 #: the last slot of a window has its order ignored, so the rule depends on it.
 PGMM_CACHED = 512
-#: makedumpfile's IS_HUGETLB: the dtor a hugetlb folio is given on Linux 6.6 and later.
-IS_HUGETLB = -1
 #: Struct pages read per block (a multiple of PGMM_CACHED): 1 MiB of 64-byte pages.
 BLOCK_PAGES = 16 * 1024
 #: Frames classified and zero-tested per window (a multiple of BLOCK_PAGES): 1 GiB of RAM.
@@ -133,9 +140,6 @@ class PageRules:
     buddy_mapcount: int | None
     offline_mapcount: int | None
     slab_mapcount: int | None
-    hugetlb_mapcount: int | None
-    unaccepted_mapcount: int | None
-    bit_hugetlb: int | None
     hugetlb_dtors: frozenset[int]
     free_area_length: int | None
 
@@ -160,23 +164,17 @@ class PageRules:
             return None if value is None else value & _M32
 
         off_chead = vi.offset("page.compound_head")
-        if off_chead is None:  # Linux 7.1 renamed it
-            off_chead = vi.offset("page.compound_info")
-        # Compound order and dtor live in the first tail page (folio fields since 6.3).
-        folio_order, folio_dtor = vi.offset("folio._folio_order"), vi.offset("folio._folio_dtor")
+        # Compound order and dtor live in the first tail page. (6.3+ keeps them in folio fields
+        # that 1.7.2 does not read: no order, as for 1.7.2.)
         lru = vi.offset("page.lru")
         old = version < (4, 4, 0)
-        if folio_order is not None:
-            order_offset = folio_order - spage
-        elif vi.offset("page.compound_order") is not None:
+        if vi.offset("page.compound_order") is not None:
             order_offset = vi.offset("page.compound_order") or 0
         elif old and lru is not None:
             order_offset = lru + (vi.offset("list_head.prev") or 8)
         else:
             order_offset = 0
-        if folio_dtor is not None:
-            dtor_offset = folio_dtor - spage
-        elif vi.offset("page.compound_dtor") is not None:
+        if vi.offset("page.compound_dtor") is not None:
             dtor_offset = vi.offset("page.compound_dtor") or 0
         elif old and lru is not None:
             dtor_offset = lru + (vi.offset("list_head.next") or 0)
@@ -246,9 +244,6 @@ class PageRules:
             buddy_mapcount=buddy_value,
             offline_mapcount=mapcount("PAGE_OFFLINE_MAPCOUNT_VALUE"),
             slab_mapcount=slab_value,
-            hugetlb_mapcount=mapcount("PAGE_HUGETLB_MAPCOUNT_VALUE"),
-            unaccepted_mapcount=mapcount("PAGE_UNACCEPTED_MAPCOUNT_VALUE"),
-            bit_hugetlb=None if num("PG_hugetlb") is None else 1 << num("PG_hugetlb"),
             hugetlb_dtors=frozenset(hugetlb_dtors),
             free_area_length=vi.length("zone.free_area"),
         )
@@ -563,7 +558,7 @@ class _Classifier:
         m_swapbacked, m_hwpoison = r.m_swapbacked, r.m_hwpoison
         buddy_mode, buddy_mapcount, bit_buddy = r.buddy_mode, r.buddy_mapcount, r.bit_buddy
         slab_mapcount = r.slab_mapcount
-        offline_mapcount, unaccepted_mapcount = r.offline_mapcount, r.unaccepted_mapcount
+        offline_mapcount = r.offline_mapcount
         free_area_length = r.free_area_length
         hugetlb_dtors = r.hugetlb_dtors
         data_end = pfn0 + n
@@ -584,7 +579,7 @@ class _Classifier:
                 nr = 1
                 dtor = 0
                 if flags & head_mask and pfn % PGMM_CACHED != PGMM_CACHED - 1:
-                    nr, dtor = self._compound(pfn, i, data, n, mapcount, chunk_end)
+                    nr, dtor = self._compound(pfn, i, data, n, chunk_end)
                 # 1. free: a buddy page heads 2**private free pages
                 if buddy_mode == "mapcount":
                     buddy = not slab and mapcount == buddy_mapcount
@@ -599,20 +594,17 @@ class _Classifier:
                         continue
                     nr = 1 << order
                     slot = _FREE
-                elif unaccepted_mapcount is not None and mapcount == unaccepted_mapcount:
-                    # Linux 6.16+: unaccepted memory, listed in MAX_PAGE_ORDER blocks
-                    nr = 1 << ((free_area_length or 1) - 1)
-                    slot = _FREE
                 else:
                     # 2. cache, 3. user data, 4. hwpoison, 5. offline
-                    anon = mapping_l[i] & PAGE_MAPPING_ANON and not slab
+                    # makedumpfile 1.7.2's isAnon: bit 0 of mapping, slab or not (see above)
+                    anon = mapping_l[i] & PAGE_MAPPING_ANON
                     if (
                         flags & m_lru
                         or (m_swapbacked is None or flags & m_swapbacked)
                         and flags & m_swapcache
                     ) and not anon:
                         slot = _CACHE_PRIVATE if flags & m_private else _CACHE
-                    elif anon or dtor in hugetlb_dtors or dtor == IS_HUGETLB:
+                    elif anon or dtor in hugetlb_dtors:
                         slot = _USER
                     elif m_hwpoison is not None and flags & m_hwpoison:
                         slot = _HWPOISON
@@ -633,9 +625,7 @@ class _Classifier:
                 pfn += nr
                 self.skip_until = pfn
 
-    def _compound(
-        self, pfn: int, i: int, data: bytes, n: int, mapcount: int, chunk_end: int
-    ) -> tuple[int, int]:
+    def _compound(self, pfn: int, i: int, data: bytes, n: int, chunk_end: int) -> tuple[int, int]:
         """``(2**order, dtor)`` of the compound head ``pfn``, read from its first tail page."""
         r = self.r
         if i + 1 >= n or pfn + 1 >= chunk_end:
@@ -643,22 +633,12 @@ class _Classifier:
         tail = (i + 1) * r.spage
         order = 0
         dtor = 0
-        if r.hugetlb_mapcount is not None:  # Linux 6.9+: order in folio._flags_1
-            order = _U64.unpack_from(data, tail + r.off_flags)[0] & 0xFF
-            if mapcount == r.hugetlb_mapcount:
-                dtor = IS_HUGETLB
-        elif r.bit_hugetlb is not None:  # Linux 6.6+
-            flags_1 = _U64.unpack_from(data, tail + r.off_flags)[0]
-            order = flags_1 & 0xFF
-            if flags_1 & r.bit_hugetlb:
-                dtor = IS_HUGETLB
-        else:
-            if r.order_offset:
-                fmt = _U8 if r.order_width == 1 else _U16
-                order = fmt.unpack_from(data, tail + r.order_offset)[0]
-            if r.dtor_offset:
-                fmt = {1: _U8, 2: _U16, 8: _U64}[r.dtor_width]
-                dtor = fmt.unpack_from(data, tail + r.dtor_offset)[0]
+        if r.order_offset:
+            fmt = _U8 if r.order_width == 1 else _U16
+            order = fmt.unpack_from(data, tail + r.order_offset)[0]
+        if r.dtor_offset:
+            fmt = {1: _U8, 2: _U16, 8: _U64}[r.dtor_width]
+            dtor = fmt.unpack_from(data, tail + r.dtor_offset)[0]
         if order >= 64 or pfn & ((1 << order) - 1):
             order = 0  # invalid order
         return 1 << order, dtor
