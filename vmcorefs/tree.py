@@ -295,7 +295,8 @@ README_ENTRIES = """\
 README       this text
 vmcoreinfo   the VMCOREINFO note, exactly as in the dump
 info/KEY     one file per VMCOREINFO key, named verbatim (a '/' is written %2F): its value
-summary      release, crash time, CPUs, RAM, format, compression, dump level, paging, KASLR
+summary      release, crash time, CPUs, RAM, format, compression, dump level, paging, KASLR;
+             how many tasks and modules were listed, and why a list may be incomplete
 phys         physical memory: file offset = physical address
 kvirt        kernel virtual memory: file offset = address - 2**63
              (= address & 0x7fffffffffffffff), e.g.
