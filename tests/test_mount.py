@@ -164,3 +164,19 @@ def test_concurrent_readers_then_a_clean_exit(tmp_path, core):
         if proc.poll() is None:
             proc.kill()
         unmount(mnt)
+
+
+@pytest.mark.parametrize(
+    ("options", "kept"),
+    [
+        ({"max_idle_threads": "10"}, True),  # what mount() passes
+        ({}, True),  # libfuse's defaults: no worker ever exits
+        ({"max_idle_threads": "2"}, False),  # a user's -o: workers may exit
+        ({"max_idle_threads": "20", "max_threads": "20"}, True),
+        ({"max_idle_threads": "x"}, False),
+    ],
+)
+def test_thread_states_are_kept_only_while_no_worker_exits(options, kept):
+    from vmcorefs.fuse import workers_never_exit
+
+    assert workers_never_exit(options) is kept

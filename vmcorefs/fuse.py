@@ -246,7 +246,8 @@ def _fill(buf: int, pieces: list[Piece]) -> int:
 #: around every FUSE request. One extra ``Ensure`` per worker keeps it: the next requests only
 #: take the GIL (measured: random 4 KiB reads +6% with reader and daemon on two CPUs). The
 #: workers are bounded (libfuse's ``max_threads``, 10) and none exits while
-#: ``max_idle_threads`` is at least that (see :func:`mount`): the states kept are bounded too.
+#: ``max_idle_threads`` is at least that (:func:`workers_never_exit`; when a user's ``-o``
+#: lets workers exit, no state is kept): the states kept are bounded too.
 _PyGILState_Ensure = ctypes.pythonapi.PyGILState_Ensure
 _PyGILState_Ensure.restype = ctypes.c_int
 _kept_state = threading.local()  # per thread state: set once this thread's state is kept
@@ -261,9 +262,12 @@ class _ReplyFUSE(mfusepy.FUSE):
     directly: one copy, as for the do-nothing filesystem that the benchmarks compare against.
     """
 
+    #: Whether workers keep their thread state: only while no worker can exit (see mount).
+    keep_states = True
+
     def _wrapper(self, func, *args, **kwargs):
         """Every callback enters here (mfusepy wraps each in it): keep the thread's state."""
-        if not getattr(_kept_state, "kept", False):
+        if self.keep_states and not getattr(_kept_state, "kept", False):
             _PyGILState_Ensure()  # never released: ctypes' Release then keeps the state
             _kept_state.kept = True
         return super()._wrapper(func, *args, **kwargs)
@@ -277,6 +281,18 @@ class _ReplyFUSE(mfusepy.FUSE):
             return len(data)
         address = ctypes.cast(buf, ctypes.c_void_p).value
         return self.operations.read(name, size, offset, fi, buf=address)
+
+
+def workers_never_exit(options: dict[str, str | bool]) -> bool:
+    """True when libfuse never ends a worker thread: ``max_idle_threads`` is -1 (its "never")
+    or at least ``max_threads`` (default 10). A user's ``-o`` may say otherwise; then the
+    workers' Python thread states are not kept (an exiting worker would leave its state)."""
+    try:
+        max_threads = int(options.get("max_threads", 10))
+        max_idle = int(options.get("max_idle_threads", -1))
+    except (TypeError, ValueError):
+        return False
+    return max_idle == -1 or max_idle >= max_threads
 
 
 def mount(
@@ -303,6 +319,7 @@ def mount(
         "max_idle_threads": "10",
     }
     kwargs.update(options)
+    _ReplyFUSE.keep_states = workers_never_exit(kwargs)
     try:
         _ReplyFUSE(
             ops, mountpoint, raw_fi=True, foreground=foreground or debug, debug=debug, **kwargs
