@@ -114,7 +114,7 @@ class PhysicalMemory(AddressSpace):
         self._check()
         size = min(size, self.size - addr)
         if self._paged is not None:
-            parts = self._paged_read(addr, size)
+            parts = self._paged_pieces(addr, size)
             return parts[0] if len(parts) == 1 else b"".join(parts)
         data = self.source.read(addr, size)
         if not self.zero_fill or len(data) == size:
@@ -139,7 +139,7 @@ class PhysicalMemory(AddressSpace):
                 return []
             self._check()
             # The pages as they are cached (no joined copy: the FUSE reply takes them one by one).
-            return self._paged_read(addr, min(size, self.size - addr))  # type: ignore[return-value]
+            return self._paged_pieces(addr, min(size, self.size - addr))  # type: ignore[return-value]
         if self.zero_fill or addr < 0 or addr >= self.size:
             return super().extents(addr, size)
         # No change check here: whoever copies a FileExtent verifies the file after reading.
@@ -154,9 +154,10 @@ class PhysicalMemory(AddressSpace):
         return True
 
     # -- paged sources ---------------------------------------------------------------------
-    def _paged_read(self, addr: int, size: int) -> list[bytes]:
-        """The held bytes of ``[addr, addr+size)`` (inside ``[0, size)``) as consecutive pieces
-        (pages, cut at the ends), read ahead after a large read that continues the previous."""
+    def _paged_pieces(self, addr: int, size: int) -> list[bytes]:
+        """The held bytes of ``[addr, addr+size)`` (a range inside ``phys``) as consecutive
+        pieces (pages, cut at the ends); a large read that continues the previous one starts
+        loading the next (read ahead)."""
         parts = self._read_paged(addr, size)
         if size >= READAHEAD_MIN and self._paged.parallel_decompression:  # type: ignore[union-attr]
             self._readahead(addr, size)
