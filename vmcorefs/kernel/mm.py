@@ -32,7 +32,7 @@ MAX_ZONES = 16
 MAX_ZONE_NAME = 32
 #: include/linux/mm_types.h (since 2.6.28): struct vmap_area starts with va_start, va_end.
 VA_END_AFTER_VA_START = 8
-#: Bound on ``nr_vmap_nodes`` (Linux 6.9+: one per CPU at most, capped at 128 by the kernel).
+#: Bound on ``nr_vmap_nodes`` (Linux 6.9+: a few per machine; far above any real count).
 MAX_VMAP_NODES = 4096
 
 
@@ -60,9 +60,9 @@ def vmap_areas(
 
     Up to Linux 6.8 they are on ``vmap_area_list``: VMCOREINFO gives ``OFFSET(vmap_area.va_start)``
     only; ``va_end`` is the next field, as in every kernel that has the list (2.6.28 to 6.8).
-    Linux 6.9 (commit 55c49fee57af, "mm: vmalloc: remove vmap_area_list") keeps them on the busy
-    list of each ``vmap_node`` and drops the list and its keys: ``kernel()`` then gives the
-    symbol table and BTF to find them.
+    Linux 6.9 ("mm/vmalloc: remove vmap_area_list", in the series that added ``vmap_nodes``)
+    keeps them on the busy list of each ``vmap_node`` and drops the list and its keys:
+    ``kernel()`` then gives the symbol table and BTF to find them.
     """
     if vi.symbol("vmap_area_list") is None and kernel is not None:
         symbols, btf = kernel()
