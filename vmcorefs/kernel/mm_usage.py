@@ -15,10 +15,10 @@ and are not followed, so that the counts stay 1.7.2's:
   large folio's head counts alone and its tails stay;
 - unaccepted memory (6.16) and ``page.compound_info`` (7.1).
 
-Linux 6.10 dropped ``NUMBER(PG_slab)`` (slab became a page type): 1.7.2 then tests a flag bit
-that no page has (``1UL << NOT_FOUND_NUMBER``), so no page is slab for it; the slab page type
-(``PAGE_SLAB_MAPCOUNT_VALUE``) is read, and changes no count (a slab page's type is neither the
-buddy's nor the offline one).
+Linux 6.10 dropped ``NUMBER(PG_slab)`` (slab became a page type): 1.7.2 then tests flag bit
+``1UL << NOT_FOUND_NUMBER`` (bit 63 on x86_64, the top bit of the node id), so for it no page
+is slab; here too. Its slab test only guards the buddy and offline marks, which a slab page's
+type never equals.
 
 In the order makedumpfile applies them, for each page frame inside the dump's RAM ranges:
 
@@ -139,7 +139,6 @@ class PageRules:
     bit_buddy: int
     buddy_mapcount: int | None
     offline_mapcount: int | None
-    slab_mapcount: int | None
     hugetlb_dtors: frozenset[int]
     free_area_length: int | None
 
@@ -185,17 +184,14 @@ class PageRules:
         off_private = vi.offset("page.private")
         pg_buddy = num("PG_buddy")
         buddy_value = mapcount("PAGE_BUDDY_MAPCOUNT_VALUE")
-        # setup_page_is_buddy (as reordered in makedumpfile 1.7.6: the mapcount value first)
-        if off_private is not None and buddy_value is not None and off_mapcount is not None:
-            buddy_mode = "mapcount"
-        elif off_private is not None and pg_buddy is not None:
+        # setup_page_is_buddy: PG_buddy (2.6.17 to 2.6.37) first, else the mapcount value
+        if off_private is not None and pg_buddy is not None:
             buddy_mode = "pg_buddy"
+        elif off_private is not None and buddy_value is not None and off_mapcount is not None:
+            buddy_mode = "mapcount"
         else:
             buddy_mode = "freelist"
-        slab_value = mapcount("PAGE_SLAB_MAPCOUNT_VALUE")
         pg_slab = num("PG_slab")
-        if pg_slab is None and slab_value is None:
-            vi.need("NUMBER", "PG_slab")  # neither mark of a slab page: Unavailable
         swapbacked = num("PG_swapbacked")
         hwpoison = num("PG_hwpoison")
         hugetlb_dtors = set()
@@ -234,16 +230,12 @@ class PageRules:
             m_swapcache=flag_mask(need("PG_swapcache")),
             m_swapbacked=None if swapbacked is None else flag_mask(swapbacked),
             m_hwpoison=None if hwpoison is None else flag_mask(hwpoison),
-            # Linux 6.10 made slab a page type (PAGE_SLAB_MAPCOUNT_VALUE) and dropped PG_slab.
-            # (makedumpfile then tests flags bit 1 << NOT_FOUND_NUMBER, i.e. bit 63 on x86_64:
-            # the top bit of the node id, 0 below 2**(NODES_SHIFT-1) nodes. Not copied.)
-            bit_slab=0 if pg_slab is None else 1 << pg_slab,
+            bit_slab=0 if pg_slab is None else 1 << pg_slab,  # none from 6.10 on (see above)
             head_mask=vi.need("NUMBER", "PG_head_mask") & _M64,
             buddy_mode=buddy_mode,
             bit_buddy=1 << pg_buddy if pg_buddy is not None else 0,
             buddy_mapcount=buddy_value,
             offline_mapcount=mapcount("PAGE_OFFLINE_MAPCOUNT_VALUE"),
-            slab_mapcount=slab_value,
             hugetlb_dtors=frozenset(hugetlb_dtors),
             free_area_length=vi.length("zone.free_area"),
         )
@@ -557,7 +549,6 @@ class _Classifier:
         m_lru, m_private, m_swapcache = r.m_lru, r.m_private, r.m_swapcache
         m_swapbacked, m_hwpoison = r.m_swapbacked, r.m_hwpoison
         buddy_mode, buddy_mapcount, bit_buddy = r.buddy_mode, r.buddy_mapcount, r.bit_buddy
-        slab_mapcount = r.slab_mapcount
         offline_mapcount = r.offline_mapcount
         free_area_length = r.free_area_length
         hugetlb_dtors = r.hugetlb_dtors
@@ -572,10 +563,7 @@ class _Classifier:
                     continue
                 flags = flags_l[i]
                 mapcount = mapcount_l[i]
-                if slab_mapcount is not None and mapcount == slab_mapcount:
-                    slab = True  # Linux 6.10+: slab is a page type
-                else:
-                    slab = bool(flags & bit_slab)
+                slab = flags & bit_slab
                 nr = 1
                 dtor = 0
                 if flags & head_mask and pfn % PGMM_CACHED != PGMM_CACHED - 1:
