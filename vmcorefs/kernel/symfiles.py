@@ -174,13 +174,7 @@ def read_vmlinux(path: str, kvirt: AddressSpace, vmcoreinfo: VmcoreInfo) -> Symb
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 
-    try:
-        f = open(path, "rb")
-    except IsADirectoryError:
-        raise DumpError(path, "is a directory") from None
-    except OSError as exc:
-        raise DumpError(path, exc.strerror or str(exc)) from None
-    with f:
+    with _open_input(path) as f:
         if f.read(4) != b"\x7fELF":
             raise DumpError(path, "not an ELF file (a vmlinuz? give the uncompressed vmlinux)")
         f.seek(0)
@@ -233,17 +227,25 @@ def read_vmlinux(path: str, kvirt: AddressSpace, vmcoreinfo: VmcoreInfo) -> Symb
     return SymbolSource("vmlinux", path, entries)
 
 
-def _read_file(path: str, limit: int, what: str) -> bytes:
+def _open_input(path: str):
+    """The file opened for reading; DumpError (one line for the user) when it cannot be."""
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                raise DumpError(path, f"is {size} bytes: too large to be {what}")
-            return f.read(limit + 1)
+        return open(path, "rb")
     except IsADirectoryError:
         raise DumpError(path, "is a directory") from None
     except OSError as exc:
         raise DumpError(path, exc.strerror or str(exc)) from None
+
+
+def _read_file(path: str, limit: int, what: str) -> bytes:
+    with _open_input(path) as f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise DumpError(path, f"is {size} bytes: too large to be {what}")
+            return f.read(limit + 1)
+        except OSError as exc:
+            raise DumpError(path, exc.strerror or str(exc)) from None
 
 
 def _build_id(elf) -> str | None:
