@@ -49,6 +49,13 @@ def unmount(path: Path) -> None:
             time.sleep(0.05)
 
 
+def run_vmcorefs(*args: str) -> subprocess.CompletedProcess:
+    """The real command with ``args``, run to its end (it daemonises once mounted)."""
+    return subprocess.run(
+        [*vmcorefs_cmd(), *args], capture_output=True, text=True, env=env(), timeout=60, check=False
+    )
+
+
 @contextlib.contextmanager
 def mounted(dumps: list[str], mnt: Path, *options: str):
     """Mount with the real command (daemonised), yield the mount point, always unmount."""
@@ -56,14 +63,7 @@ def mounted(dumps: list[str], mnt: Path, *options: str):
     if reason:
         pytest.skip(reason)
     mnt.mkdir(exist_ok=True)
-    out = subprocess.run(
-        [*vmcorefs_cmd(), *options, *dumps, str(mnt)],
-        capture_output=True,
-        text=True,
-        env=env(),
-        timeout=60,
-        check=False,
-    )
+    out = run_vmcorefs(*options, *dumps, str(mnt))
     try:
         assert out.returncode == 0, out.stderr
         assert is_mounted(mnt)

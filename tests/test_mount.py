@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from tests.elfbuilder import PageTables, PhysImage, simple_core, vmcoreinfo_text
-from tests.mounting import env, is_mounted, mounted, start_foreground, unmount, vmcorefs_cmd
+from tests.mounting import is_mounted, mounted, run_vmcorefs, start_foreground, unmount
 
 pytestmark = pytest.mark.mount
 KTEXT = 0xFFFFFFFF81000000
@@ -73,14 +73,7 @@ def test_everything_mutating_is_erofs(tmp_path, core):
 
 def test_already_mounted_is_refused_with_the_fix(tmp_path, core):
     with mounted([core], tmp_path / "mnt") as mnt:
-        out = subprocess.run(
-            [*vmcorefs_cmd(), core, str(mnt)],
-            capture_output=True,
-            text=True,
-            env=env(),
-            timeout=60,
-            check=False,
-        )
+        out = run_vmcorefs(core, str(mnt))
         assert out.returncode == 1
         assert out.stderr.count("\n") == 1 and f"fusermount3 -u {mnt}" in out.stderr
         assert (mnt / "info" / "PAGESIZE").read_text() == "4096\n"  # the first mount works
@@ -109,14 +102,7 @@ def test_stale_mount_of_a_killed_daemon_is_reported(tmp_path, core):
         assert is_mounted(mnt)
         proc.kill()
         proc.wait(timeout=20)
-        out = subprocess.run(
-            [*vmcorefs_cmd(), core, str(mnt)],
-            capture_output=True,
-            text=True,
-            env=env(),
-            timeout=60,
-            check=False,
-        )
+        out = run_vmcorefs(core, str(mnt))
         assert out.returncode == 1
         assert f"fusermount3 -u {mnt}" in out.stderr and out.stderr.count("\n") == 1
     finally:
