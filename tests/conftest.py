@@ -61,6 +61,12 @@ class Case:
             pytest.skip(f"{self.name} has no {name}")
         return path
 
+    def dump(self, name: str) -> Path:
+        """The dump file ``name`` of this case; skip where the case has no such file."""
+        if name not in self.truth["files"]:
+            pytest.skip(f"{self.name} has no {name}")
+        return self.file(name)
+
     def dump_files(self) -> list[str]:
         return sorted(self.truth["files"])
 
