@@ -363,7 +363,7 @@ def test_summary_says_when_a_list_was_cut_short():
     why it may not be all of them."""
     from types import SimpleNamespace
 
-    from vmcorefs.errors import Unavailable
+    from vmcorefs.errors import FaultError, Unavailable
     from vmcorefs.kernel.summary import _listing
 
     whole = SimpleNamespace(tasks=[1, 2, 3], problems=[])
@@ -377,3 +377,8 @@ def test_summary_says_when_a_list_was_cut_short():
         raise Unavailable("no BTF")
 
     assert _listing(unavailable, lambda t: t.tasks) == "unavailable: no BTF"
+
+    def absent():
+        raise FaultError("kvirt", 0xFFFF888000001000)
+
+    assert _listing(absent, lambda t: t.tasks).startswith("unavailable: kvirt address ")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..errors import Unavailable
+from ..errors import FaultError, Unavailable
 from .cpus import PANIC_CPU_INVALID
 
 UNKNOWN = "unknown"
@@ -101,6 +101,8 @@ def _listing(get: Callable[[], object], items: Callable[[object], list]) -> str:
         listing = get()
     except Unavailable as exc:
         return f"unavailable: {exc.reason}"
+    except FaultError as exc:  # one line of the summary, not the whole file
+        return f"unavailable: {exc}"
     count = len(items(listing))
     problems: list[str] = getattr(listing, "problems", [])
     if not problems:
