@@ -262,8 +262,10 @@ class _ReplyFUSE(mfusepy.FUSE):
     directly: one copy, as for the do-nothing filesystem that the benchmarks compare against.
     """
 
-    #: Whether workers keep their thread state: only while no worker can exit (see mount).
-    keep_states = True
+    def __init__(self, *args, keep_states: bool, **kwargs) -> None:
+        #: whether workers keep their thread state: only while none can exit (see mount)
+        self.keep_states = keep_states
+        super().__init__(*args, **kwargs)  # mounts, and serves until unmounted
 
     def _wrapper(self, func, *args, **kwargs):
         """Every callback enters here (mfusepy wraps each in it): keep the thread's state."""
@@ -319,10 +321,15 @@ def mount(
         "max_idle_threads": "10",
     }
     kwargs.update(options)
-    _ReplyFUSE.keep_states = workers_never_exit(kwargs)
     try:
         _ReplyFUSE(
-            ops, mountpoint, raw_fi=True, foreground=foreground or debug, debug=debug, **kwargs
+            ops,
+            mountpoint,
+            keep_states=workers_never_exit(kwargs),
+            raw_fi=True,
+            foreground=foreground or debug,
+            debug=debug,
+            **kwargs,
         )
     except RuntimeError:
         # libfuse 3 returns 8 from fuse_main when a signal (SIGTERM, SIGINT) ended the session
