@@ -309,7 +309,9 @@ def build_task_list(kvirt, symbols, btf: Btf) -> TaskList:
             for node in _walk(kvirt, leader + off, PID_MAX_LIMIT, problems, f"{leader:#x}"):
                 yield node - off
 
-    for node in _walk(kvirt, init_task + layout.tasks.offset, PID_MAX_LIMIT, problems,
+    # The main list's own problems come first: they are what cuts the list short.
+    list_problems: list[str] = []
+    for node in _walk(kvirt, init_task + layout.tasks.offset, PID_MAX_LIMIT, list_problems,
                       "init_task.tasks"):  # fmt: skip
         leader = node - layout.tasks.offset
         for addr in threads(leader):
@@ -340,9 +342,7 @@ def build_task_list(kvirt, symbols, btf: Btf) -> TaskList:
             t.name = f"{t.pid}@cpu{t.idle}"
         else:
             t.name = f"{t.pid}@{t.address:016x}"
-    # The main list's own break first: it is what cut the list short (summary shows the first).
-    problems.sort(key=lambda p: not p.startswith("init_task.tasks"))
-    return TaskList(ordered, running, problems)
+    return TaskList(ordered, running, list_problems + problems)
 
 
 def escape_comm(comm: bytes) -> str:
