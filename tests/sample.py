@@ -62,6 +62,19 @@ class Sample:
                 return addr
         raise KeyError(name)
 
+    def modules_at_crash(self) -> str:
+        """``modules.txt`` (``/proc/modules`` before the crash) as it stood at the crash: after
+        an oops in a module (``--kexec oops``) the task that oopsed held a reference to it (its
+        debugfs file was open: ``fops_get``), one more than the file says."""
+        oopsed = self.truth.get("oops_module", {}).get("name")
+        lines = []
+        for line in self.text("modules.txt").splitlines(keepends=True):
+            fields = line.split(" ")
+            if fields[0] == oopsed:
+                fields[2] = str(int(fields[2]) + 1)
+            lines.append(" ".join(fields))
+        return "".join(lines)
+
     def iomem(self) -> list[tuple[int, int, str, int]]:
         """``/proc/iomem``: (start, end exclusive, name, nesting depth)."""
         out = []
