@@ -240,6 +240,7 @@ def test_kexec_init_loads_the_crash_kernel_before_the_ground_truth_and_crashes_l
             else script.index("> /sys/kernel/debug/vmcorefs_oops")
         )
         assert script.index("taskset -p 2 $$") < trigger
+        assert script.index("taskset 4 dd if=/dev/zero of=/dev/null") < trigger
         assert script.index("echo GT-DONE") < trigger
     crash = tool.CRASH_INIT_SCRIPT
     assert crash.index("insmod") < crash.index("dd if=/proc/vmcore of=/dev/vda")
