@@ -1,9 +1,10 @@
 """The bundled sample dump, ``tests/data/sample/``, and its ground truth.
 
-Made by ``tools/make-sample-vmcore`` (see ``tests/data/sample/README.md``): a Debian 6.1 kernel
-crashed under QEMU, dumped, shrunk with ``makedumpfile -c -d 31``. The ground truth was captured
-inside the guest before the crash, so it is independent of vmcorefs. Tests that use it run
-everywhere, also where ``../shared/dumps`` is absent.
+Made by ``tools/make-sample-vmcore --kexec oops`` (see ``tests/data/sample/README.md``): a
+Debian 6.1 kernel oopsed in a module under QEMU, its crash kernel copied /proc/vmcore, which
+``makedumpfile -c -d 31`` shrank. The ground truth was captured inside the guest before the
+crash (and ``drgn-stacks.json`` by drgn with the debug vmlinux), so it is independent of
+vmcorefs. Tests that use it run everywhere, also where ``../shared/dumps`` is absent.
 """
 
 from __future__ import annotations
