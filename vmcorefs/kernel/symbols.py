@@ -30,6 +30,8 @@ Merging rules:
   not in the dump they are left out (the reason is in ``notes``).
 * A ``/`` in a name would be written ``%2F`` (and ``%`` then ``%25``), as in ``info/``; names
   longer than NAME_MAX (255 bytes), which no path can reach, are left out (noted).
+* Modules' symbols (:mod:`.modsyms`) join under the same rule (:class:`SymbolFiles`): a name
+  in two modules, or in a module and the core, is ``NAME@%016x`` for every address it has.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 
 from ..errors import FaultError, Unavailable
 from .kallsyms import read_kallsyms
+from .modsyms import ModuleSymbolFile
 
 log = logging.getLogger("vmcorefs")
 
@@ -259,7 +262,7 @@ class SymbolTable:
         odd = [f for f in files if "/" in f or len(f) > NAME_MAX // 4]
         for f in odd:
             i = files.pop(f)
-            escaped = f.replace("%", "%25").replace("/", "%2F") if "/" in f else f
+            escaped = escape_file_name(f)
             if len(os.fsencode(escaped)) > NAME_MAX:
                 self.notes.append(f"sym/: {f[:40]}... is longer than NAME_MAX: left out")
                 continue
@@ -289,6 +292,73 @@ class SymbolTable:
                 for a, t, n in zip(self.addresses, self.types, self.names, strict=True)
             ]
         )
+
+
+def escape_file_name(name: str) -> str:
+    """A symbol's name as a file name: ``/`` written ``%2F`` (and then ``%`` as ``%25``)."""
+    return name.replace("%", "%25").replace("/", "%2F") if "/" in name else name
+
+
+class SymbolFiles:
+    """``sym/``: the core table's files and the modules' symbols under one naming rule.
+
+    ``entries`` maps a file name to a key: a core table index, or ``len(table) + j`` for the
+    ``j``-th module symbol. A name that the modules share with each other or with the core at
+    another address is ``NAME@%016x`` for every address (the core's plain ``NAME`` renamed);
+    a (name, address) pair already in the core keeps the core's file.
+    """
+
+    def __init__(
+        self,
+        table: SymbolTable,
+        modules: Sequence[ModuleSymbolFile] = (),
+        notes: Sequence[str] = (),
+    ) -> None:
+        self.table = table
+        self.modules = list(modules)
+        #: why module symbols may be missing (the summary says so)
+        self.notes = list(notes)
+        self.entries: dict[str, int] = self._merge() if self.modules else table.file_entries()
+
+    def _merge(self) -> dict[str, int]:
+        table = self.table
+        files = dict(table.file_entries())
+        n = len(table)
+
+        def add(fname: str, key: int) -> None:
+            if len(os.fsencode(fname)) > NAME_MAX:
+                self.notes.append(f"sym/: {fname[:40]}... is longer than NAME_MAX: left out")
+            else:
+                files.setdefault(fname, key)
+
+        by_name: dict[str, dict[int, int]] = {}
+        for j, sym in enumerate(self.modules):
+            by_name.setdefault(sym.name, {}).setdefault(sym.address, n + j)
+        for name, at in by_name.items():
+            core_at: dict[int, int] = {}
+            for i in table.indices(name):
+                core_at.setdefault(table.addresses[i], i)
+            plain = escape_file_name(name)
+            if len(core_at.keys() | at.keys()) == 1:
+                if not core_at:
+                    add(plain, next(iter(at.values())))
+                continue  # else: the same pair is the core's file
+            i = files.get(plain)
+            if i is not None and i < n and table.names[i] == name:
+                del files[plain]  # the core's only address: NAME@ADDRESS now
+                add(f"{plain}@{table.addresses[i]:016x}", i)
+            for address, key in at.items():
+                if address not in core_at:
+                    add(f"{plain}@{address:016x}", key)
+        return files
+
+    def extent(self, key: int) -> tuple[int, int]:
+        """``(kvirt address, size)`` that the ``sym/`` file of ``key`` shows."""
+        n = len(self.table)
+        if key < n:
+            return self.table.file_extent(key)
+        sym = self.modules[key - n]
+        return sym.start, min(sym.size, SYM_FILE_CAP)
 
 
 def _percpu_offset0(kvirt, table: SymbolTable) -> tuple[int | None, str | None]:
