@@ -295,9 +295,9 @@ README_ENTRIES = """\
 README       this text
 vmcoreinfo   the VMCOREINFO note, exactly as in the dump
 info/KEY     one file per VMCOREINFO key, named verbatim (a '/' is written %2F): its value
-summary      release, crash time, CPUs, RAM, format, compression, dump level, paging, KASLR;
-             how many tasks, modules and module symbols were listed, and why a list may be
-             incomplete
+summary      release, crash time, reason, CPUs, RAM, format, compression, dump level, paging,
+             KASLR; how many tasks, modules and module symbols were listed, and why a list
+             may be incomplete
 phys         physical memory: file offset = physical address
 kvirt        kernel virtual memory: file offset = address - 2**63
              (= address & 0x7fffffffffffffff), e.g.
@@ -309,6 +309,9 @@ kallsyms     the symbol table in /proc/kallsyms format, sorted by address (the d
 sym/NAME     kernel memory at symbol NAME, modules' symbols included (NAME@ADDRESS when NAME
              has several addresses); size: the symbol's own, else up to the next symbol, at
              most 1 MiB; per-CPU symbols show CPU 0's copy
+crash        what crashed: reason (the first line of the last panic or oops report in the
+             log), cpu, pid, comm, task, then "stack:" and the crashing task's stack (as
+             tasks/PID/stack); "unavailable: no crash: ..." for a dump of a running system
 dmesg        the kernel log, as makedumpfile --dump-dmesg prints it
 cpus/N/      regs (name value lines, pid, control registers, "crashed yes"), prstatus (the
              raw NT_PRSTATUS note), stack
@@ -447,6 +450,7 @@ def build_tree(dump) -> Tree:
         "uts": _section_uts(dump),
         "mm": _section_mm(dump),
         "summary": BytesFile(dump.summary),
+        "crash": BytesFile(dump.crash),
         "dmesg": BytesFile(dump.dmesg),
         "cpus": _section_cpus(dump),
         "kallsyms": BytesFile(dump.kallsyms_text),

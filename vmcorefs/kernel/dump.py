@@ -211,6 +211,12 @@ class Dump:
             return cpus[index].regs
         return None
 
+    def crash(self) -> str:
+        """The ``crash`` file: what crashed, where, and its stack (``kernel/crash.py``)."""
+        from .crash import crash_text
+
+        return crash_text(self)
+
     def summary(self) -> str:
         """The ``summary`` text (``kernel/summary.py``)."""
         from .summary import summary_text

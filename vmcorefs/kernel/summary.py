@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from ..errors import FaultError, Unavailable
 from .cpus import PANIC_CPU_INVALID
+from .crash import crash_reason
 
 UNKNOWN = "unknown"
 
@@ -55,6 +56,7 @@ def summary_text(dump) -> str:
     lines: list[tuple[str, str]] = []
     lines.append(("release", vi.osrelease or UNKNOWN))
     lines.append(("crash time", crash_time(_value(lambda: vi.crashtime))))
+    lines.append(("reason", crash_reason(dump)))
 
     try:
         ncpus: int | None = len(dump.cpus)
