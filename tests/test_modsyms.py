@@ -262,6 +262,8 @@ def test_sym_names_shared_with_the_core_or_another_module():
     files = SymbolFiles(table, ml.symbol_files())
     names = set(files.entries)
     assert {"shared@ffffffff81000000", f"shared@{A:016x}"} <= names and "shared" not in names
+    assert "shared" not in files.entries and files.entries.get("shared") is None
+    assert len(files.entries) == len(names) == len(list(files.entries))
     assert {f"dup@{A + 8:016x}", f"dup@{B:016x}"} <= names and "dup" not in names
     assert {"only_here", "same_pair", "core_only", "a%2Fb"} <= names
     assert files.extent(files.entries["same_pair"]) == table.file_extent(
