@@ -9,6 +9,7 @@ import pytest
 
 from tests.kernelfakes import symbol_table
 from tests.modbuilder import NULL_SYM, SHN_ABS, SHN_UNDEF, M, Mods, Sym
+from vmcorefs.kernel import modsyms
 from vmcorefs.kernel import modules as modules_mod
 from vmcorefs.kernel.dump import open_dump
 from vmcorefs.kernel.modsyms import kernel_tolower, kernel_toupper
@@ -64,9 +65,12 @@ def test_kallsyms_lines_as_proc_kallsyms_prints_them():
     assert ml.symbol_problems() == []
 
 
-def test_exported_by_the_kernels_bsearch():
-    """is_exported() bsearches mod->syms: every name of a sorted table is found; in a table
-    that is not sorted, the search misses what the kernel's misses."""
+@pytest.mark.parametrize("at_once", [1 << 16, 0])
+def test_exported_by_the_kernels_bsearch(monkeypatch, at_once):
+    """is_exported() bsearches mod->syms: every name of a sorted table is found (read whole
+    into a dict, or searched entry by entry); in a table that is not sorted, the search misses
+    what the kernel's misses."""
+    monkeypatch.setattr(modsyms, "MAX_EXPORTS_READ_AT_ONCE", at_once)
     s = Mods()
     names = [f"m_fn{i:02d}".encode() for i in range(9)]
     syms = [NULL_SYM] + [Sym(n, "t", A + 0x10 * i) for i, n in enumerate(names)]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import FaultError
@@ -45,6 +46,8 @@ MAX_MODULE_SYMBOLS = 1 << 20
 MAX_ALL_MODULE_SYMBOLS = 1 << 21
 #: The most of one module's string table read in one piece (names past it are left out).
 MAX_STRTAB = 32 << 20
+#: A module's exports read all at once (to look them up in a dict) up to this many.
+MAX_EXPORTS_READ_AT_ONCE = 1 << 16
 #: include/uapi/linux/elf.h: Elf64_Sym, and the section indexes that are not sections.
 ELF64_SYM = struct.Struct("<IBBHQQ")
 SHN_UNDEF = 0
@@ -110,7 +113,7 @@ class ModKallsymsLayout:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ModSym:
     """One entry of a module's kallsyms (only those with a name are kept)."""
 
@@ -120,10 +123,7 @@ class ModSym:
     name: bytes  #: as strscpy(KSYM_NAME_LEN) copies it
     shndx: int  #: st_shndx
     size: int  #: st_size
-
-    def defines_memory(self) -> bool:
-        """A symbol in one of the module's sections (not undefined, absolute or common)."""
-        return SHN_UNDEF < self.shndx < SHN_LORESERVE
+    text: str  #: the name as text that encodes back to the same bytes (as the core's names)
 
 
 @dataclass
@@ -193,7 +193,10 @@ def read_symtab(kvirt, layout: ModKallsymsLayout, ks: int, count: int, what: str
             end = st_name + longest  # strscpy() cuts it there
         if end == st_name:
             continue  # no name: s_show() skips it
-        out.symbols.append(ModSym(i, value, type_, block[st_name:end], shndx, size))
+        name = block[st_name:end]
+        out.symbols.append(
+            ModSym(i, value, type_, name, shndx, size, name.decode("utf-8", "surrogateescape"))
+        )
     if lost:
         out.problems.append(
             f"{what}: the names of {lost} symbols are not in the dump (strtab {strtab:#x})"
@@ -205,12 +208,15 @@ class Exports:
     """``is_exported()``: whether a module exports a name at a value, by the kernel's own
     ``bsearch`` over ``mod->syms`` (sorted by name at build time; searched the same way even if
     a dump's table is not). Names are read once each; a probe that faults counts as not found,
-    and ``problem`` says so."""
+    and ``problem`` says so. A table that is whole, strictly sorted and small enough is looked
+    up in a dict instead: the search then finds exactly what the dict does."""
 
     def __init__(self, kvirt, layout: ModKallsymsLayout, syms: int, num: int) -> None:
         self.kvirt, self.layout = kvirt, layout
         self.syms, self.num = syms, num
         self._entries: dict[int, tuple[bytes, int] | None] = {}
+        self._by_name: dict[bytes, int] | None = None
+        self._checked = False
         self.problem: str | None = None
 
     def _entry(self, i: int) -> tuple[bytes, int] | None:
@@ -233,7 +239,29 @@ class Exports:
                 self._entries[i] = None
         return self._entries[i]
 
+    def _sorted_table(self) -> dict[bytes, int] | None:
+        if not self._checked:
+            self._checked = True
+            if self.num <= MAX_EXPORTS_READ_AT_ONCE:
+                entries = [self._entry(i) for i in range(self.num)]
+                if all(e is not None for e in entries):
+                    names = [e[0] for e in entries]  # type: ignore[index]
+                    if all(a < b for a, b in zip(names, names[1:], strict=False)):
+                        self._by_name = dict(entries)  # type: ignore[arg-type]
+        return self._by_name
+
+    def checker(self) -> Callable[[bytes, int], bool]:
+        """``exported``, or the same answer from a dict when the table allows it."""
+        table = self._sorted_table()
+        if table is None:
+            return self.exported
+        get = table.get
+        return lambda name, value: get(name) == value
+
     def exported(self, name: bytes, value: int) -> bool:
+        table = self._sorted_table()
+        if table is not None:
+            return table.get(name) == value
         base, num = 0, self.num
         while num > 0:  # lib/bsearch.c, with cmp_name() = strcmp()
             pivot = base + (num >> 1)
@@ -271,24 +299,27 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+#: Each type byte as printed: as recorded, upper case (exported), lower case (not).
+_AS_IS = [_text(bytes([c])) for c in range(256)]
+_UPPER = [_text(bytes([kernel_toupper(c)])) for c in range(256)]
+_LOWER = [_text(bytes([kernel_tolower(c)])) for c in range(256)]
+
+
 def kallsyms_lines(module_name: bytes, table: ModSymtab, exports: Exports | None) -> list[str]:
     """The lines ``/proc/kallsyms`` prints for one module (see the module docstring)."""
-    mod = _text(module_name)
+    symbols = [s for s in table.symbols if s.type is not None]  # else not in the dump (noted)
+    if not module_name:
+        return [f"{s.value:016x} {_AS_IS[s.type]} {s.text}\n" for s in symbols]  # type: ignore[index]
+    tail = f"\t[{_text(module_name)}]\n"
+    exported = exports.checker() if exports is not None else None
     lines = []
-    for s in table.symbols:
-        if s.type is None:
-            continue  # its letter is not in the dump (ModSymtab.problems says so)
-        name = _text(s.name)
-        if not module_name:
-            lines.append(f"{s.value:016x} {_text(bytes([s.type]))} {name}\n")
-            continue
-        exported = exports is not None and exports.exported(s.name, s.value)
-        letter = kernel_toupper(s.type) if exported else kernel_tolower(s.type)
-        lines.append(f"{s.value:016x} {_text(bytes([letter]))} {name}\t[{mod}]\n")
+    for s in symbols:
+        letters = _UPPER if exported is not None and exported(s.name, s.value) else _LOWER
+        lines.append(f"{s.value:016x} {letters[s.type]} {s.text}{tail}")  # type: ignore[index]
     return lines
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ModuleSymbolFile:
     """A module's symbol as ``sym/`` shows it."""
 
@@ -309,31 +340,31 @@ def symbol_files(
     """The ``sym/`` entries of the module named ``module``, and how many per-CPU symbols were
     left out (``__per_cpu_offset[0]`` unknown). ``ranges``: the module's memory; ``percpu``:
     its per-CPU area ``(start, size)``."""
-    defined = [s for s in table.symbols if s.defines_memory()]
-
-    def region(value: int) -> tuple[int, int] | None:
-        if percpu is not None and percpu[0] <= value < percpu[0] + percpu[1]:
-            return percpu[0], percpu[0] + percpu[1]
-        for lo, hi in ranges:
-            if lo <= value < hi:
-                return lo, hi
-        return None
-
+    # in one of the module's sections: not undefined, absolute or common
+    defined = [s for s in table.symbols if SHN_UNDEF < s.shndx < SHN_LORESERVE]
+    pcpu = (percpu[0], percpu[0] + percpu[1]) if percpu is not None and percpu[1] else None
+    regions = sorted({*ranges, *([pcpu] if pcpu else [])})
     values = sorted({s.value for s in defined})
     out: list[ModuleSymbolFile] = []
     dropped = 0
+    lo = hi = 0  # the region of the symbol before: most neighbours share it
     for s in defined:
-        where = region(s.value)
+        value = s.value
+        if not lo <= value < hi:
+            lo = hi = 0
+            for r_lo, r_hi in regions:
+                if r_lo <= value < r_hi:
+                    lo, hi = r_lo, r_hi
+                    break
         size = s.size
-        if not size and where is not None:
-            i = bisect.bisect_right(values, s.value)
-            end = values[i] if i < len(values) and values[i] < where[1] else where[1]
-            size = end - s.value
-        start = s.value
-        if percpu is not None and where is not None and where[0] == percpu[0]:
+        if not size and hi:
+            i = bisect.bisect_right(values, value)
+            size = (values[i] if i < len(values) and values[i] < hi else hi) - value
+        start = value
+        if pcpu is not None and hi and lo == pcpu[0]:
             if percpu_offset0 is None:
                 dropped += 1
                 continue
-            start = (percpu_offset0 + s.value) & _MASK64
-        out.append(ModuleSymbolFile(_text(s.name), s.value, start, size, module))
+            start = (percpu_offset0 + value) & _MASK64
+        out.append(ModuleSymbolFile(s.text, value, start, size, module))
     return out, dropped

@@ -408,7 +408,7 @@ class ModuleList:
         """``find_kallsyms_symbol()``'s candidates: named, defined, not mapping symbols."""
         if m._symbols is None:
             syms = [
-                (s.value, s.name.decode("utf-8", "surrogateescape"))
+                (s.value, s.text)
                 for s in self.symtab(m).symbols
                 # ELF symbols start at 1; SHN_UNDEF, and mapping symbols ($x, .L...), skipped
                 if s.index and s.shndx and m.contains(s.value)

@@ -135,6 +135,9 @@ class SymbolTable:
         """The symbol at table index ``i``."""
         return Symbol(self.names[i], self.addresses[i], self.types[i], self.sizes[i])
 
+    def has_name(self, name: str) -> bool:
+        return name in self._first
+
     def indices(self, name: str) -> list[int]:
         """Table indices of every symbol named ``name``, in table order."""
         many = self._all.get(name)
@@ -356,15 +359,29 @@ class SymbolFiles:
         n = len(table)
 
         def add(fname: str, key: int) -> None:
-            if len(os.fsencode(fname)) > NAME_MAX:
+            if len(fname) > NAME_MAX // 4 and len(os.fsencode(fname)) > NAME_MAX:
                 self.notes.append(f"sym/: {fname[:40]}... is longer than NAME_MAX: left out")
             elif fname not in core:
                 added.setdefault(fname, key)
 
-        by_name: dict[str, dict[int, int]] = {}
+        # name -> its first (address, key); names met again: name -> {address: key}
+        first: dict[str, tuple[int, int]] = {}
+        again: dict[str, dict[int, int]] = {}
         for j, sym in enumerate(self.modules):
-            by_name.setdefault(sym.name, {}).setdefault(sym.address, n + j)
-        for name, at in by_name.items():
+            seen = first.setdefault(sym.name, (sym.address, n + j))
+            if seen[1] != n + j:
+                again.setdefault(sym.name, {seen[0]: seen[1]}).setdefault(sym.address, n + j)
+        core_names = table.has_name
+        quick = NAME_MAX // 4  # a name this short is a valid file name, in any encoding
+        for name, (address, key) in first.items():
+            if name not in again and not core_names(name):  # the common case: plain NAME
+                if len(name) <= quick and "/" not in name:
+                    if name not in core:
+                        added.setdefault(name, key)
+                else:
+                    add(escape_file_name(name), key)
+                continue
+            at = again.get(name) or {address: key}
             core_at: dict[int, int] = {}
             for i in table.indices(name):
                 core_at.setdefault(table.addresses[i], i)
