@@ -263,13 +263,13 @@ def _section_sym(dump) -> Directory:
     """``sym/NAME``: the kernel's memory at each symbol (naming and sizes: kernel/symbols.py)."""
 
     def entries() -> Mapping[str, Node]:
-        table = dump.symbols
+        files = dump.symbol_files
         recent: LockedLRU = LockedLRU(SYM_RECENT_BYTES, getsizeof=len)
 
-        def make(i) -> Node:
-            return SymbolFile(dump.kvirt, *table.file_extent(i), recent)
+        def make(key) -> Node:
+            return SymbolFile(dump.kvirt, *files.extent(key), recent)
 
-        return LazyEntries(table.file_entries(), make)
+        return LazyEntries(files.entries, make)
 
     return Directory(entries)
 
@@ -295,18 +295,23 @@ README_ENTRIES = """\
 README       this text
 vmcoreinfo   the VMCOREINFO note, exactly as in the dump
 info/KEY     one file per VMCOREINFO key, named verbatim (a '/' is written %2F): its value
-summary      release, crash time, CPUs, RAM, format, compression, dump level, paging, KASLR;
-             how many tasks and modules were listed, and why a list may be incomplete
+summary      release, crash time, reason, CPUs, RAM, format, compression, dump level, paging,
+             KASLR; how many tasks, modules and module symbols were listed, and why a list
+             may be incomplete
 phys         physical memory: file offset = physical address
 kvirt        kernel virtual memory: file offset = address - 2**63
              (= address & 0x7fffffffffffffff), e.g.
              dd if=kvirt bs=64 count=1 iflag=skip_bytes \\
                 skip=$((0xffffffff81000000 & 0x7fffffffffffffff)) | hexdump -C
 kallsyms     the symbol table in /proc/kallsyms format, sorted by address (the dump's own
-             kallsyms, VMCOREINFO, --vmlinux, --system-map)
-sym/NAME     kernel memory at symbol NAME (NAME@ADDRESS when NAME has several); size: the
-             symbol's own, else up to the next symbol, at most 1 MiB; per-CPU symbols show
-             CPU 0's copy
+             kallsyms, VMCOREINFO, --vmlinux, --system-map), then each module's symbols as
+             the kernel lists them ("address type name\\t[module]")
+sym/NAME     kernel memory at symbol NAME, modules' symbols included (NAME@ADDRESS when NAME
+             has several addresses); size: the symbol's own, else up to the next symbol, at
+             most 1 MiB; per-CPU symbols show CPU 0's copy
+crash        what crashed: reason (the first line of the last panic or oops report in the
+             log), cpu, pid, comm, task, then "stack:" and the crashing task's stack (as
+             tasks/PID/stack); "unavailable: no crash: ..." for a dump of a running system
 dmesg        the kernel log, as makedumpfile --dump-dmesg prints it
 cpus/N/      regs (name value lines, pid, control registers, "crashed yes"), prstatus (the
              raw NT_PRSTATUS note), stack
@@ -445,9 +450,10 @@ def build_tree(dump) -> Tree:
         "uts": _section_uts(dump),
         "mm": _section_mm(dump),
         "summary": BytesFile(dump.summary),
+        "crash": BytesFile(dump.crash),
         "dmesg": BytesFile(dump.dmesg),
         "cpus": _section_cpus(dump),
-        "kallsyms": BytesFile(lambda: dump.symbols.kallsyms_text()),
+        "kallsyms": BytesFile(dump.kallsyms_text),
         "sym": _section_sym(dump),
         **_section_btf_tasks(dump),
     }

@@ -90,6 +90,29 @@ class Dump:
         return build_symbol_table(self.kvirt, self.vmcoreinfo, self.user_symbols)
 
     @lazy
+    def symbol_files(self):
+        """``sym/``: the core table and the modules' symbols (``symbols.SymbolFiles``)."""
+        from .symbols import SymbolFiles
+
+        table = self.symbols
+        try:
+            modules = self.modules
+            return SymbolFiles(table, modules.symbol_files(), modules.symbol_problems())
+        except Unavailable as exc:
+            return SymbolFiles(table, (), [f"unavailable: {exc.reason}"])
+        except FaultError as exc:
+            return SymbolFiles(table, (), [f"unavailable: {exc}"])
+
+    def kallsyms_text(self) -> str:
+        """``kallsyms``: the core's symbols, then the modules' as /proc/kallsyms lists them
+        (the core's alone when the module list cannot be read: ``summary`` says why)."""
+        core = self.symbols.kallsyms_text()
+        try:
+            return core + self.modules.kallsyms_text()
+        except (Unavailable, FaultError):
+            return core
+
+    @lazy
     def uts(self):
         """``init_uts_ns.name``: the six uname strings (:mod:`.uts`)."""
         from .strict import strict_spaces
@@ -187,6 +210,12 @@ class Dump:
         if 0 <= index < len(cpus) and cpus[index].regs:
             return cpus[index].regs
         return None
+
+    def crash(self) -> str:
+        """The ``crash`` file: what crashed, where, and its stack (``kernel/crash.py``)."""
+        from .crash import crash_text
+
+        return crash_text(self)
 
     def summary(self) -> str:
         """The ``summary`` text (``kernel/summary.py``)."""

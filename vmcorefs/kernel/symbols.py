@@ -30,20 +30,24 @@ Merging rules:
   not in the dump they are left out (the reason is in ``notes``).
 * A ``/`` in a name would be written ``%2F`` (and ``%`` then ``%25``), as in ``info/``; names
   longer than NAME_MAX (255 bytes), which no path can reach, are left out (noted).
+* Modules' symbols (:mod:`.modsyms`) join under the same rule (:class:`SymbolFiles`): a name
+  in two modules, or in a module and the core, is ``NAME@%016x`` for every address it has.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import FaultError, Unavailable
 from .kallsyms import read_kallsyms
+from .modsyms import ModuleSymbolFile
 
 log = logging.getLogger("vmcorefs")
 
@@ -130,6 +134,9 @@ class SymbolTable:
     def symbol(self, i: int) -> Symbol:
         """The symbol at table index ``i``."""
         return Symbol(self.names[i], self.addresses[i], self.types[i], self.sizes[i])
+
+    def has_name(self, name: str) -> bool:
+        return name in self._first
 
     def indices(self, name: str) -> list[int]:
         """Table indices of every symbol named ``name``, in table order."""
@@ -259,7 +266,7 @@ class SymbolTable:
         odd = [f for f in files if "/" in f or len(f) > NAME_MAX // 4]
         for f in odd:
             i = files.pop(f)
-            escaped = f.replace("%", "%25").replace("/", "%2F") if "/" in f else f
+            escaped = escape_file_name(f)
             if len(os.fsencode(escaped)) > NAME_MAX:
                 self.notes.append(f"sym/: {f[:40]}... is longer than NAME_MAX: left out")
                 continue
@@ -289,6 +296,116 @@ class SymbolTable:
                 for a, t, n in zip(self.addresses, self.types, self.names, strict=True)
             ]
         )
+
+
+def escape_file_name(name: str) -> str:
+    """A symbol's name as a file name: ``/`` written ``%2F`` (and then ``%`` as ``%25``)."""
+    return name.replace("%", "%25").replace("/", "%2F") if "/" in name else name
+
+
+class _Overlay(Mapping[str, int]):
+    """The core's ``sym/`` names with some removed and others added, without copying the
+    core's ~100k entries (listing ``sym/`` stays as quick as the core's alone)."""
+
+    def __init__(self, base: Mapping[str, int], added: dict[str, int], removed: set[str]):
+        self._base, self._added, self._removed = base, added, removed  # added: none in base
+
+    def __getitem__(self, name: str) -> int:
+        if name in self._removed:
+            raise KeyError(name)
+        value = self._added.get(name)
+        return self._base[name] if value is None else value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._added or (name in self._base and name not in self._removed)
+
+    def __iter__(self) -> Iterator[str]:
+        if not self._removed:
+            return itertools.chain(self._base, self._added)
+        removed = self._removed
+        kept = itertools.filterfalse(removed.__contains__, self._base)
+        return itertools.chain(kept, self._added)
+
+    def __len__(self) -> int:
+        return len(self._base) - len(self._removed) + len(self._added)
+
+
+class SymbolFiles:
+    """``sym/``: the core table's files and the modules' symbols under one naming rule.
+
+    ``entries`` maps a file name to a key: a core table index, or ``len(table) + j`` for the
+    ``j``-th module symbol. A name that the modules share with each other or with the core at
+    another address is ``NAME@%016x`` for every address (the core's plain ``NAME`` renamed);
+    a (name, address) pair already in the core keeps the core's file.
+    """
+
+    def __init__(
+        self,
+        table: SymbolTable,
+        modules: Sequence[ModuleSymbolFile] = (),
+        notes: Sequence[str] = (),
+    ) -> None:
+        self.table = table
+        self.modules = list(modules)
+        #: why module symbols may be missing (the summary says so)
+        self.notes = list(notes)
+        self.entries: Mapping[str, int] = self._merge() if self.modules else table.file_entries()
+
+    def _merge(self) -> Mapping[str, int]:
+        table = self.table
+        core = table.file_entries()
+        added: dict[str, int] = {}
+        removed: set[str] = set()
+        n = len(table)
+
+        def add(fname: str, key: int) -> None:
+            if len(fname) > NAME_MAX // 4 and len(os.fsencode(fname)) > NAME_MAX:
+                self.notes.append(f"sym/: {fname[:40]}... is longer than NAME_MAX: left out")
+            elif fname not in core:
+                added.setdefault(fname, key)
+
+        # name -> its first (address, key); names met again: name -> {address: key}
+        first: dict[str, tuple[int, int]] = {}
+        again: dict[str, dict[int, int]] = {}
+        for j, sym in enumerate(self.modules):
+            seen = first.setdefault(sym.name, (sym.address, n + j))
+            if seen[1] != n + j:
+                again.setdefault(sym.name, {seen[0]: seen[1]}).setdefault(sym.address, n + j)
+        core_names = table.has_name
+        quick = NAME_MAX // 4  # a name this short is a valid file name, in any encoding
+        for name, (address, key) in first.items():
+            if name not in again and not core_names(name):  # the common case: plain NAME
+                if len(name) <= quick and "/" not in name:
+                    if name not in core:
+                        added.setdefault(name, key)
+                else:
+                    add(escape_file_name(name), key)
+                continue
+            at = again.get(name) or {address: key}
+            core_at: dict[int, int] = {}
+            for i in table.indices(name):
+                core_at.setdefault(table.addresses[i], i)
+            plain = escape_file_name(name)
+            if len(core_at.keys() | at.keys()) == 1:
+                if not core_at:
+                    add(plain, next(iter(at.values())))
+                continue  # else: the same pair is the core's file
+            i = core.get(plain)
+            if i is not None and table.names[i] == name and plain not in removed:
+                removed.add(plain)  # the core's only address: NAME@ADDRESS now
+                add(f"{plain}@{table.addresses[i]:016x}", i)
+            for address, key in at.items():
+                if address not in core_at:
+                    add(f"{plain}@{address:016x}", key)
+        return _Overlay(core, added, removed)
+
+    def extent(self, key: int) -> tuple[int, int]:
+        """``(kvirt address, size)`` that the ``sym/`` file of ``key`` shows."""
+        n = len(self.table)
+        if key < n:
+            return self.table.file_extent(key)
+        sym = self.modules[key - n]
+        return sym.start, min(sym.size, SYM_FILE_CAP)
 
 
 def _percpu_offset0(kvirt, table: SymbolTable) -> tuple[int | None, str | None]:
