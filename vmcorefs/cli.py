@@ -13,7 +13,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import DumpError, VmcorefsError
+from .errors import MountPointError, PathError, VmcorefsError
 
 PROG = "vmcorefs"
 
@@ -111,22 +111,24 @@ def mounted_fuse_at(path: str) -> bool:
 
 
 def check_mountpoint(path: str) -> None:
-    """DumpError unless ``path`` is an existing directory with nothing mounted on it."""
+    """MountPointError unless ``path`` is an existing directory with nothing mounted on it."""
     fix = f"unmount it first: fusermount3 -u {path}"
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise DumpError(path, "mount point does not exist") from None
+        raise MountPointError(path, "mount point does not exist") from None
     except OSError as exc:
         if exc.errno == errno.ENOTCONN:
-            raise DumpError(path, f"a vmcorefs that died is still mounted here; {fix}") from None
-        raise DumpError(path, f"mount point: {exc.strerror}") from None
+            raise MountPointError(
+                path, f"a vmcorefs that died is still mounted here; {fix}"
+            ) from None
+        raise MountPointError(path, f"mount point: {exc.strerror}") from None
     import stat as _stat
 
     if not _stat.S_ISDIR(st.st_mode):
-        raise DumpError(path, "mount point is not a directory")
+        raise MountPointError(path, "mount point is not a directory")
     if mounted_fuse_at(path):
-        raise DumpError(path, f"already mounted; {fix}")
+        raise MountPointError(path, f"already mounted; {fix}")
 
 
 def run(argv: list[str]) -> int:
@@ -174,7 +176,7 @@ def run(argv: list[str]) -> int:
             mtime_ns=mtime,
         )
     except RuntimeError as exc:
-        raise DumpError(mountpoint, f"mount failed (libfuse error {exc})") from None
+        raise MountPointError(mountpoint, f"mount failed (libfuse error {exc})") from None
     return 0
 
 
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         return run(argv)
-    except DumpError as exc:
+    except PathError as exc:
         if debug:
             raise
         print(f"{PROG}: {exc.path}: {exc.reason}", file=sys.stderr)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..dumpfile.source import Piece
-from ..errors import DumpError, FaultError
+from ..errors import FaultError, Unavailable
 from ..vmcoreinfo import VmcoreInfo
 from .cache import LockedLRU
 from .physical import PhysicalMemory
@@ -82,8 +82,8 @@ class X86_64Translator:
         if root_sym is None:
             root_sym = vmcoreinfo.symbol("swapper_pg_dir")
         if root_sym is None:
-            raise DumpError(
-                "VMCOREINFO", "has neither SYMBOL(init_top_pgt) nor SYMBOL(swapper_pg_dir)"
+            raise Unavailable(
+                "VMCOREINFO has neither SYMBOL(init_top_pgt) nor SYMBOL(swapper_pg_dir)"
             )
         self.phys_base = vmcoreinfo.number("phys_base") or 0
         self.root = root_sym - START_KERNEL_map + self.phys_base
