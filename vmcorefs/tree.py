@@ -35,7 +35,8 @@ class Node:
 
 
 class File(Node):
-    """A read-only file. ``read`` raises :class:`FaultError` where bytes are absent (EIO)."""
+    """A read-only file. ``read`` raises :class:`FaultError` (absent or corrupt) where bytes
+    cannot be read (EIO)."""
 
     mode = FILE_MODE
     #: Serve through the kernel's page cache (False: every read reaches us, short reads kept).
@@ -73,7 +74,7 @@ class BytesFile(File):
                         value = self._compute()
                     except Unavailable as exc:
                         value = f"unavailable: {exc.reason}\n"
-                    except FaultError as exc:
+                    except FaultError as exc:  # absent or corrupt memory: said with its kind
                         value = f"unavailable: {exc}\n"
                     # Names decoded from the dump keep their raw bytes as surrogates (kallsyms):
                     # encoded back the same way, the file holds the dump's exact bytes.
@@ -119,7 +120,7 @@ class WindowFile(File):
         size = min(size, self.length - offset)
         data = self.space.read(self.base + offset, size)
         if not data:
-            raise FaultError(self.space.name, self.base + offset)
+            raise self.space.fault(self.base + offset)
         return data
 
     def extents(self, offset: int, size: int) -> list[Piece]:
@@ -127,7 +128,7 @@ class WindowFile(File):
             return []
         pieces = self.space.extents(self.base + offset, min(size, self.length - offset))
         if not pieces:
-            raise FaultError(self.space.name, self.base + offset)
+            raise self.space.fault(self.base + offset)
         return pieces
 
 
@@ -222,6 +223,8 @@ class Directory(Node):
                         self._entries = src() if callable(src) else src
                     except Unavailable as exc:
                         self._entries = {"unavailable": text(f"unavailable: {exc.reason}\n")}
+                    except FaultError as exc:
+                        self._entries = {"unavailable": text(f"unavailable: {exc}\n")}
         return self._entries
 
 
