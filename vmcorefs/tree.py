@@ -92,6 +92,27 @@ class BytesFile(File):
         return self.content()[offset : offset + size]
 
 
+class GrowingFile(BytesFile):
+    """A :class:`BytesFile` computed again whenever ``version()`` changes (``summary``: its
+    ``damage:`` line appears once a corrupt page is met, whatever was read before). Served
+    with ``direct_io``, so that no reader gets an old copy from the page cache."""
+
+    direct_io = True
+
+    def __init__(self, compute: Callable[[], bytes | str], version: Callable[[], object]) -> None:
+        super().__init__(compute)
+        self._version = version
+        self._seen: object = None
+
+    def content(self) -> bytes:
+        version = self._version()
+        if version != self._seen:
+            with self._lock:
+                if version != self._seen:
+                    self._content, self._seen = None, version
+        return super().content()
+
+
 def text(value: str) -> BytesFile:
     """A small constant text file."""
     return BytesFile(lambda: value)
@@ -447,7 +468,7 @@ def build_tree(dump) -> Tree:
         "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1),
         "uts": _section_uts(dump),
         "mm": _section_mm(dump),
-        "summary": BytesFile(dump.summary),
+        "summary": GrowingFile(dump.summary, lambda: dump.source.damage.version),
         "dmesg": BytesFile(dump.dmesg),
         "cpus": _section_cpus(dump),
         "kallsyms": BytesFile(lambda: dump.symbols.kallsyms_text()),

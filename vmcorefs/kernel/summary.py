@@ -90,7 +90,22 @@ def summary_text(dump) -> str:
     lines.append(("modules", _listing(lambda: dump.modules, lambda m: m.modules)))
     for key, value in info.extra.items():
         lines.append((key, value))
+    lines.extend(damage_lines(dump.source.damage))
     return "".join(f"{key}: {value}\n" for key, value in lines)
+
+
+def damage_lines(damage) -> list[tuple[str, str]]:
+    """``truncated:`` for each file shorter than its headers say (known at open), ``damage:``
+    once a corrupt page was met (what this file has read so far, and every reader: the
+    summary is computed once, at its first read; the count may have grown since)."""
+    lines = [
+        ("truncated", f"{t.path}: {t}; what lies past its end reads as EIO")
+        for t in damage.truncations
+    ]
+    found = damage.summary()
+    if found:
+        lines.append(("damage", found))
+    return lines
 
 
 def _listing(get: Callable[[], object], items: Callable[[object], list]) -> str:
