@@ -4,6 +4,8 @@ tree; the damage record; ``lazy``'s caching. The FUSE side is in tests/test_erro
 
 from __future__ import annotations
 
+import threading
+import time
 import zlib
 
 import pytest
@@ -29,6 +31,7 @@ from vmcorefs.errors import (
     Unavailable,
     kind_of,
 )
+from vmcorefs.kernel.lazy import lazy
 from vmcorefs.tree import BytesFile, build_tree
 
 KTEXT = 0xFFFFFFFF81000000
@@ -260,6 +263,93 @@ def test_a_bug_is_raised_not_cached_and_not_rendered_as_text():
     with pytest.raises(KeyError):
         node.read(0, 10)
     assert node.read(0, 10) == b"fine\n" and len(calls) == 2
+
+
+# -- lazy -----------------------------------------------------------------------------------
+
+
+class Views:
+    def __init__(self, compute):
+        self.compute = compute
+        self.calls = 0
+
+    @lazy
+    def view(self):
+        self.calls += 1
+        return self.compute()
+
+
+def test_lazy_keeps_an_unavailable_as_its_reason_and_raises_a_fresh_one():
+    def cannot():
+        raise Unavailable("VMCOREINFO has no OFFSET(x.y)")
+
+    v = Views(cannot)
+    raised = []
+    for _ in range(1000):
+        with pytest.raises(Unavailable) as info:
+            v.view  # noqa: B018
+        raised.append(info.value)
+    assert v.calls == 1
+    assert len({id(e) for e in raised[-2:]}) == 2  # a new exception each time
+    tb, depth = raised[-1].__traceback__, 0
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    assert depth < 5  # not 2,000 frames of earlier raises
+    assert all(e.reason == "VMCOREINFO has no OFFSET(x.y)" for e in raised)
+
+
+def test_lazy_turns_a_fault_into_unavailable_and_does_not_keep_bugs_or_dump_errors():
+    fault = FaultError("kvirt", KTEXT, "PTE not present")
+
+    def absent():
+        raise fault
+
+    v = Views(absent)
+    for _ in range(2):
+        with pytest.raises(Unavailable) as info:
+            v.view  # noqa: B018
+        assert info.value.reason == str(fault)
+    assert v.calls == 1
+    for error in (KeyError("bug"), DumpError("dump", "the file changed while in use")):
+        results = [error, "ok"]
+
+        def flaky(results=results):
+            r = results.pop(0)
+            if isinstance(r, BaseException):
+                raise r
+            return r
+
+        v = Views(flaky)
+        with pytest.raises(type(error)):
+            v.view  # noqa: B018
+        assert v.view == "ok" and v.calls == 2
+
+
+def test_lazy_computes_once_under_threads_with_a_lock_per_instance():
+    gate = threading.Event()
+    started = threading.Event()
+
+    def slow():
+        started.set()
+        gate.wait(10)
+        return object()
+
+    a = Views(slow)
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(a.view)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    assert started.wait(10)
+    # Another instance is not held up by the first one's computation (its own lock).
+    b = Views(lambda: "b")
+    done = threading.Event()
+    threading.Thread(target=lambda: (b.view, done.set())).start()
+    assert done.wait(5), "a second instance waited for the first one's lock"
+    time.sleep(0.05)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert a.calls == 1 and len(results) == 8 and len({id(r) for r in results}) == 1
 
 
 def test_no_catch_all_continue_where_dump_data_are_decoded():

@@ -110,7 +110,7 @@ class Dump:
         return read_dmesg(self.kvirt, self.vmcoreinfo)
 
     def dmesg(self) -> bytes:
-        """The kernel log (computed once); Unavailable or FaultError when it cannot be read."""
+        """The kernel log (computed once); Unavailable (with the fault) when it cannot be read."""
         return self.kernel_log
 
     @lazy
