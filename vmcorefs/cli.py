@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="take symbols from this System.map; must match the dump",
     )
     p.add_argument(
-        "--debug", action="store_true", help="log every FUSE call and show tracebacks (implies -f)"
+        "--debug",
+        action="store_true",
+        help="log every FUSE call, one line per failed read (why), tracebacks (implies -f)",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -142,6 +144,9 @@ def run(argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="vmcorefs: %(message)s"
     )
+    # mfusepy logs every callback it sets up and a traceback for every errno at debug level:
+    # noise beside our one line per failed read (fuse.errno_of).
+    logging.getLogger("fuse").setLevel(logging.WARNING)
 
     check_mountpoint(mountpoint)
     # Missing, unreadable or directory dumps are reported before anything heavy is imported.
