@@ -1,5 +1,5 @@
 """The error model through a real mount: errno values, the ``--debug`` line, a bug injected in
-the daemon, a truncated copy of the sample."""
+the daemon, a truncated copy of the sample, the ``-o`` refusals."""
 
 from __future__ import annotations
 
@@ -176,5 +176,30 @@ def test_a_truncated_sample_mounts_with_a_warning_and_says_why(tmp_path, sample)
         for name in ("ps", "btf", "dmesg", "uts/release", "mm/usage"):
             text = (mnt / name).read_text()
             assert text.startswith("unavailable: ") and trunc in text, (name, text)
+    finally:
+        unmount(mnt)
+
+
+@pytest.mark.parametrize(
+    ("option", "line"),
+    [
+        ("rw", "vmcorefs: -o rw: the mount is always read-only\n"),
+        ("allow_other,rw", "vmcorefs: -o rw: the mount is always read-only\n"),
+        ("bogus", "vmcorefs: -o bogus: unknown mount option (libfuse does not take it)\n"),
+        (
+            "max_read=x",
+            "vmcorefs: -o max_read=x: invalid value (libfuse does not take it)\n",
+        ),
+    ],
+)
+def test_refused_options_are_one_line_naming_the_option(tmp_path, dump_path, option, line):
+    if fuse_available():
+        pytest.skip(fuse_available())
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    out = run_vmcorefs("-o", option, dump_path, str(mnt))
+    try:
+        assert (out.returncode, out.stderr) == (2, line)
+        assert not is_mounted(mnt)
     finally:
         unmount(mnt)

@@ -13,13 +13,16 @@ import os
 import sys
 
 from . import __version__
-from .errors import MountPointError, PathError, VmcorefsError
+from .errors import MountPointError, OptionError, PathError, VmcorefsError
 
 PROG = "vmcorefs"
-
-
-class UsageError(Exception):
-    pass
+#: The usage lines of the manual page's SYNOPSIS (``--help`` prints the same).
+USAGE = """\
+vmcorefs [-f] [-o OPT[,OPT...]] [--zero-fill] [--cache-size MIB] [--vmlinux FILE]
+                [--system-map FILE] [--debug] DUMP [DUMP-PART...] MOUNTPOINT
+       vmcorefs --version | --help"""
+#: ``-o`` options that would make the mount writable: refused, it is always read-only.
+WRITABLE_OPTIONS = frozenset({"rw"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +33,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
+        usage=USAGE,
         description="Mount a Linux kernel crash dump (ELF, kdump-compressed, flattened or split) "
         "as a read-only filesystem. See vmcorefs(1).",
         epilog="Unmount with: fusermount3 -u MOUNTPOINT. Manual: man vmcorefs.",
@@ -38,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "paths",
         nargs="+",
         metavar="DUMP [DUMP-PART...] MOUNTPOINT",
-        help="the dump (every part of a split dump, in any order), then the mount point",
+        help="the dump (every part of a split dump, in any order), then the mount point (an "
+        "existing directory)",
     )
     p.add_argument(
         "-f",
@@ -52,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="OPT[,OPT...]",
-        help="FUSE mount options, e.g. allow_other",
+        help="FUSE mount options, e.g. allow_other (the mount is always read-only)",
     )
     p.add_argument(
         "--zero-fill",
@@ -133,6 +138,13 @@ def check_mountpoint(path: str) -> None:
         raise MountPointError(path, f"already mounted; {fix}")
 
 
+def check_fuse_options(options: dict[str, str | bool]) -> None:
+    """Refuse, before anything is opened, what would make the mount writable."""
+    for key in options:
+        if key in WRITABLE_OPTIONS:
+            raise OptionError(key, "the mount is always read-only")
+
+
 def run(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -141,6 +153,8 @@ def run(argv: list[str]) -> int:
     if args.cache_size < 1:
         parser.error("--cache-size must be at least 1 (MiB)")
     *dumps, mountpoint = args.paths
+    options = parse_fuse_options(args.options)
+    check_fuse_options(options)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="vmcorefs: %(message)s"
     )
@@ -174,17 +188,14 @@ def run(argv: list[str]) -> int:
         mtime = int(os.stat(dumps[0]).st_mtime_ns)
     except OSError:
         mtime = None
-    try:
-        mount(
-            build_tree(dump),
-            mountpoint,
-            foreground=args.foreground,
-            debug=args.debug,
-            options=parse_fuse_options(args.options),
-            mtime_ns=mtime,
-        )
-    except RuntimeError as exc:
-        raise MountPointError(mountpoint, f"mount failed (libfuse error {exc})") from None
+    mount(
+        build_tree(dump),
+        mountpoint,
+        foreground=args.foreground,
+        debug=args.debug,
+        options=options,
+        mtime_ns=mtime,
+    )
     return 0
 
 
@@ -193,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         return run(argv)
+    except OptionError as exc:  # a wrong option: a usage error
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
     except PathError as exc:
         if debug:
             raise

@@ -12,11 +12,15 @@ import functools
 import itertools
 import logging
 import os
+import re
+import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 from .dumpfile.source import Piece
-from .errors import DumpError, FaultError, VmcorefsError, kind_of
+from .errors import DumpError, FaultError, MountPointError, OptionError, VmcorefsError, kind_of
 from .tree import Directory, File, NotFound, Tree, WindowFile
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
@@ -83,8 +87,15 @@ class VmcoreOperations(mfusepy.Operations):
     flag_nopath = True
     flag_nullpath_ok = True
 
-    def __init__(self, tree: Tree, *, mtime_ns: int | None = None) -> None:
+    def __init__(
+        self,
+        tree: Tree,
+        *,
+        mtime_ns: int | None = None,
+        on_mounted: Callable[[], object] | None = None,
+    ) -> None:
         self.tree = tree
+        self._on_mounted = on_mounted
         self.uid = os.getuid()
         self.gid = os.getgid()
         self.time_ns = mtime_ns if mtime_ns is not None else time.time_ns()
@@ -103,6 +114,8 @@ class VmcoreOperations(mfusepy.Operations):
 
     def init_with_config(self, conn_info, config_3) -> None:
         self.mounted = True
+        if self._on_mounted is not None:
+            self._on_mounted()
         if conn_info is not None:
             conn_info.max_read = MAX_READ
             conn_info.max_readahead = MAX_READ
@@ -351,7 +364,10 @@ def mount(
 ) -> None:
     """Mount ``tree`` at ``mountpoint``; returns when it is unmounted (or, in the background
     case, in the parent once mounted: libfuse daemonises after the mount succeeded)."""
-    ops = VmcoreOperations(tree, mtime_ns=mtime_ns)
+    # libfuse and fusermount3 write their complaints to fd 2 themselves: captured until the
+    # kernel talks to us, so that a refusal is one vmcorefs line naming what was refused.
+    capture = None if debug else _LibfuseMessages(restore=foreground)
+    ops = VmcoreOperations(tree, mtime_ns=mtime_ns, on_mounted=capture and capture.release)
     kwargs: dict[str, str | bool] = {
         "fsname": "vmcorefs",
         "subtype": "vmcorefs",
@@ -374,8 +390,61 @@ def mount(
             debug=debug,
             **kwargs,
         )
-    except RuntimeError:
+    except RuntimeError as exc:
         # libfuse 3 returns 8 from fuse_main when a signal (SIGTERM, SIGINT) ended the session
         # loop: it has unmounted cleanly, which is a normal end, not a failure.
         if not ops.mounted:
-            raise
+            said = capture.release() if capture is not None else ""
+            raise mount_failure(mountpoint, said, exc) from None
+    finally:
+        if capture is not None:
+            capture.release()
+
+
+_UNKNOWN_OPTION = re.compile(r"unknown option\(s\): `(?:-o ?)?([^']*)'")
+_BAD_VALUE = re.compile(r"invalid (?:parameter|argument) in option `([^']*)'")
+
+
+def mount_failure(mountpoint: str, said: str, exc: BaseException) -> VmcorefsError:
+    """The one error for a mount that libfuse refused, from what it (or fusermount3) said:
+    the option it did not take, else its first line, naming the mount point."""
+    found = _UNKNOWN_OPTION.search(said)
+    if found:
+        return OptionError(found.group(1), "unknown mount option (libfuse does not take it)")
+    found = _BAD_VALUE.search(said)
+    if found:
+        return OptionError(found.group(1), "invalid value (libfuse does not take it)")
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    why = lines[0].removeprefix("fuse: ") if lines else f"libfuse error {exc}"
+    return MountPointError(mountpoint, f"mount failed: {why}")
+
+
+class _LibfuseMessages:
+    """fd 2 sent to a temporary file until :meth:`release` (which returns what was written).
+
+    ``restore``: give fd 2 back on release (the foreground daemon logs there). A daemon in the
+    background must not have it back: libfuse pointed its fd 2 at /dev/null after forking.
+    """
+
+    def __init__(self, *, restore: bool) -> None:
+        self._restore = restore
+        self._lock = threading.Lock()
+        self._text = ""
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved: int | None = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        self._pid = os.getpid()
+
+    def release(self) -> str:
+        with self._lock:
+            if self._saved is not None:
+                # The forked daemon (another pid) keeps libfuse's /dev/null.
+                if self._restore or os.getpid() == self._pid:
+                    os.dup2(self._saved, 2)
+                os.close(self._saved)
+                self._saved = None
+                self._file.seek(0)
+                self._text = self._file.read(1 << 16).decode("utf-8", "replace")
+                self._file.close()
+        return self._text
