@@ -245,6 +245,7 @@ def test_unavailable_names_what_is_missing_and_the_fault(dump_path):
         assert tree.lookup("uts/release").read(0, 200) == (
             b"unavailable: VMCOREINFO has no SYMBOL(init_uts_ns)\n"
         )
+        assert tree.lookup("info/PAGE_SIZE").read(0, 10) == b"4096\n"
 
 
 # -- bugs -----------------------------------------------------------------------------------

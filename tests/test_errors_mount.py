@@ -1,5 +1,5 @@
 """The error model through a real mount: errno values, the ``--debug`` line, a bug injected in
-the daemon, a truncated copy of the sample, the ``-o`` refusals."""
+the daemon, a truncated copy of the sample, the ``-o`` refusals, ``st_blocks``, ``--help``."""
 
 from __future__ import annotations
 
@@ -95,6 +95,25 @@ def test_absent_corrupt_and_unavailable_through_a_mount(tmp_path, dump_path):
         assert (mnt / "uts" / "release").read_text() == (
             "unavailable: VMCOREINFO has no SYMBOL(init_uts_ns)\n"
         )
+        assert (mnt / "info" / "PAGE_SIZE").read_text() == "4096\n"
+
+
+def test_st_blocks_are_what_the_dump_holds(tmp_path, dump_path):
+    with mounted([dump_path], tmp_path / "mnt") as mnt:
+        held = len(spec().pages) - 1  # every dumped frame but the lost one
+        assert os.stat(mnt / "phys").st_blocks * 512 == held * PAGE
+        assert os.stat(mnt / "phys").st_size == 64 * PAGE
+        assert os.stat(mnt / "kvirt").st_blocks == 0
+        out = subprocess.run(
+            ["du", "-sk", str(mnt / "phys"), str(mnt / "kvirt")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        sizes = [int(line.split()[0]) for line in out.stdout.splitlines()]
+        assert sizes == [held * PAGE // 1024, 0]
+        info = os.stat(mnt / "info" / "PAGESIZE")
+        assert info.st_blocks == 1 and info.st_size == 5
 
 
 def test_debug_logs_one_line_per_failed_read_and_no_mfusepy_noise(tmp_path, dump_path):

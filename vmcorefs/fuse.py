@@ -142,7 +142,7 @@ class VmcoreOperations(mfusepy.Operations):
         else:
             attrs["st_nlink"] = 1
             attrs["st_size"] = node.size()
-            attrs["st_blocks"] = (attrs["st_size"] + 511) // 512
+            attrs["st_blocks"] = node.blocks()
             attrs["st_blksize"] = 4096
         return attrs
 

@@ -45,6 +45,10 @@ class File(Node):
     def size(self) -> int:
         raise NotImplementedError
 
+    def blocks(self) -> int:
+        """``st_blocks``: 512-byte blocks of data the file holds (what ``du`` shows)."""
+        return (self.size() + 511) // 512
+
     def read(self, offset: int, size: int) -> bytes:
         raise NotImplementedError
 
@@ -127,13 +131,27 @@ class WindowFile(File):
 
     direct_io = True
 
-    def __init__(self, space: AddressSpace, base: int, length: int) -> None:
+    def __init__(
+        self,
+        space: AddressSpace,
+        base: int,
+        length: int,
+        held: Callable[[], int] | None = None,
+    ) -> None:
         self.space = space
         self.base = base
         self.length = length
+        #: Bytes of the window the dump holds (``st_blocks``; ``phys``, ``kvirt``), when the
+        #: size says nothing of it; None: the size (a symbol).
+        self._held = held
 
     def size(self) -> int:
         return self.length
+
+    def blocks(self) -> int:
+        if self._held is None:
+            return super().blocks()
+        return (self._held() + 511) // 512
 
     def read(self, offset: int, size: int) -> bytes:
         if offset >= self.length or size <= 0:
@@ -279,8 +297,17 @@ def info_key_filename(key: str) -> str:
 
 
 def _section_info(dump) -> Directory:
+    """``info/KEY`` for each VMCOREINFO key, and ``info/PAGE_SIZE``: the name users type for
+    ``PAGESIZE`` (the kernel's key), unless the note has a ``PAGE_SIZE`` key of its own."""
     vi = dump.vmcoreinfo
-    return Directory(lambda: {info_key_filename(k): text(v + "\n") for k, v in vi.items()})
+
+    def entries() -> dict[str, Node]:
+        files: dict[str, Node] = {info_key_filename(k): text(v + "\n") for k, v in vi.items()}
+        if "PAGE_SIZE" not in files and "PAGESIZE" in files:
+            files["PAGE_SIZE"] = files["PAGESIZE"]
+        return files
+
+    return Directory(entries)
 
 
 def _section_sym(dump) -> Directory:
@@ -318,7 +345,8 @@ def _section_mm(dump) -> Directory:
 README_ENTRIES = """\
 README       this text
 vmcoreinfo   the VMCOREINFO note, exactly as in the dump
-info/KEY     one file per VMCOREINFO key, named verbatim (a '/' is written %2F): its value
+info/KEY     one file per VMCOREINFO key, named verbatim (a '/' is written %2F): its value;
+             info/PAGE_SIZE is PAGESIZE under the name users type
 summary      release, crash time, CPUs, RAM, format, compression, dump level, paging, KASLR;
              how many tasks and modules were listed, and why a list may be incomplete
 phys         physical memory: file offset = physical address
@@ -464,8 +492,10 @@ def build_tree(dump) -> Tree:
         "README": BytesFile(lambda: readme_text(dump)),
         "vmcoreinfo": BytesFile(lambda: dump.vmcoreinfo.raw),
         "info": _section_info(dump),
-        "phys": WindowFile(dump.phys, 0, dump.phys.size),
-        "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1),
+        # st_blocks: what the dump holds of phys; 0 for kvirt (it maps phys many times over,
+        # and counting what it maps would walk every page table).
+        "phys": WindowFile(dump.phys, 0, dump.phys.size, held=dump.phys.held_bytes),
+        "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1, held=lambda: 0),
         "uts": _section_uts(dump),
         "mm": _section_mm(dump),
         "summary": GrowingFile(dump.summary, lambda: dump.source.damage.version),
