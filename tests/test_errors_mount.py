@@ -1,5 +1,5 @@
 """The error model through a real mount: errno values, the ``--debug`` line, a bug injected in
-the daemon, a truncated copy of the sample, the ``-o`` refusals, ``st_blocks``, ``--help``."""
+the daemon, a truncated copy of the sample, the ``-o`` refusals, ``st_blocks``."""
 
 from __future__ import annotations
 

@@ -348,7 +348,8 @@ vmcoreinfo   the VMCOREINFO note, exactly as in the dump
 info/KEY     one file per VMCOREINFO key, named verbatim (a '/' is written %2F): its value;
              info/PAGE_SIZE is PAGESIZE under the name users type
 summary      release, crash time, CPUs, RAM, format, compression, dump level, paging, KASLR;
-             how many tasks and modules were listed, and why a list may be incomplete
+             how many tasks and modules were listed, and why a list may be incomplete;
+             truncated: and damage: when the dump file is cut short or holds corrupt pages
 phys         physical memory: file offset = physical address
 kvirt        kernel virtual memory: file offset = address - 2**63
              (= address & 0x7fffffffffffffff), e.g.
@@ -376,7 +377,9 @@ mm/          usage (page classes as makedumpfile counts them), vmalloc, nodes, b
 
 Absent memory (holes, pages the dump left out, unmapped addresses) reads as an I/O error
 (EIO); a read that reaches it stops short first. --zero-fill reads absent physical memory
-as zeros instead. A file that this dump cannot support reads "unavailable: <reason>".
+as zeros instead. Corrupt memory (pages that do not decompress, data past the end of a
+truncated file) reads as EIO too, and summary says so. A file that this dump cannot
+support reads "unavailable: <reason>". vmcorefs --debug logs why each read failed.
 """
 
 
