@@ -419,10 +419,11 @@ class KdumpSource(PhysicalSource, PagedSource):
             raw = self.file.pread(pos, want - want % PAGE_DESC_SIZE)
             if len(raw) < PAGE_DESC_SIZE:
                 break
-            for offset, size, _f, _pf in PAGE_DESC.iter_unpack(raw[: len(raw) // 24 * 24]):
+            whole = len(raw) - len(raw) % PAGE_DESC_SIZE
+            for offset, size, _f, _pf in PAGE_DESC.iter_unpack(raw[:whole]):
                 if offset > 0 and 0 < size <= ps and offset + size <= fsize:
                     held += 1
-            pos += len(raw) - len(raw) % PAGE_DESC_SIZE
+            pos += whole
         return held
 
     def fault(self, paddr: int) -> FaultError:
