@@ -12,12 +12,33 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import CorruptError, DumpError, FaultError
 from .damage import Truncation
-from .source import DumpFile, FileExtent, Note, PhysicalSource, Piece, SourceInfo, parse_notes
+from .format import Format, Formats, Probe
+from .source import (
+    DumpFile,
+    FileExtent,
+    Note,
+    PhysicalSource,
+    Piece,
+    ReadableFile,
+    SourceInfo,
+    parse_notes,
+    vmcoreinfo_of,
+)
 
+if TYPE_CHECKING:  # pyelftools is imported when an ELF file is met (it takes 50 ms)
+    from elftools.construct import Container
+    from elftools.elf.elffile import ELFFile
+
+# include/uapi/linux/elf.h
 ELF_MAGIC = b"\x7fELF"
+ELFCLASS64 = 2
+ELFDATA2LSB = 1
+ELFDATA2MSB = 2
+ET_CORE = 4
 EHDR_SIZE = 64
 PHDR_SIZE = 56
 #: A note segment larger than this is corrupt (real ones are a few KiB per CPU).
@@ -55,104 +76,129 @@ class Segment:
         return self.start + self.memsz
 
 
+@dataclass(frozen=True)
+class CoreHeaders:
+    """What the headers of an ELF64 x86_64 core say: its notes, its PT_LOADs (as listed,
+    overlaps not yet cut) and where the file's data end by its headers."""
+
+    notes: list[Note]
+    segments: list[Segment]
+    data_end: int
+
+
+def read_core_headers(file: ReadableFile) -> CoreHeaders:
+    """The ELF header, program headers and notes of a core, checked (DumpError naming what is
+    wrong or unsupported). pyelftools parses the headers; the notes go through
+    :func:`~vmcorefs.dumpfile.source.parse_notes`."""
+    path = file.path
+    if file.size < EHDR_SIZE:
+        raise DumpError(path, f"truncated ELF header ({file.size} bytes, 64 needed)")
+    ident = file.pread_exact(0, 16, "ELF identification")
+    if ident[:4] != ELF_MAGIC:
+        raise DumpError(path, "not an ELF file")
+    if ident[4] != ELFCLASS64:
+        raise DumpError(path, "32-bit ELF: only ELF64 cores of x86_64 kernels are supported")
+    if ident[5] != ELFDATA2LSB:
+        raise DumpError(path, "big-endian ELF: only x86_64 (little-endian) dumps are supported")
+    elf = _parse_elf(file)
+    ehdr = elf.header
+    if ehdr["e_type"] != "ET_CORE":
+        raise DumpError(path, f"ELF file of type {ehdr['e_type']}, not a core dump (ET_CORE)")
+    machine = ehdr["e_machine"]
+    if machine != "EM_X86_64":
+        arch = _MACHINES.get(machine, str(machine))
+        raise DumpError(path, f"dump of another architecture ({arch}): only x86_64 is supported")
+    phoff, phnum, phentsize = ehdr["e_phoff"], ehdr["e_phnum"], ehdr["e_phentsize"]
+    if phnum == 0 or phnum > MAX_PHNUM:
+        raise DumpError(path, f"ELF core with {phnum} program headers")
+    if phentsize != PHDR_SIZE:
+        raise DumpError(path, f"ELF program header size {phentsize}, expected {PHDR_SIZE}")
+    if phoff + phnum * PHDR_SIZE > file.size:
+        raise DumpError(path, "truncated: the program headers run past the end of the file")
+    notes: list[Note] = []
+    segments: list[Segment] = []
+    data_end = phoff + phnum * PHDR_SIZE  # where the headers say the file's data end
+    for phdr in _program_headers(path, elf, phnum):
+        ptype = phdr["p_type"]
+        if ptype in ("PT_NOTE", "PT_LOAD"):
+            data_end = max(data_end, phdr["p_offset"] + min(phdr["p_filesz"], phdr["p_memsz"]))
+        if ptype == "PT_NOTE":
+            notes.extend(_read_notes(file, phdr["p_offset"], phdr["p_filesz"]))
+        elif ptype == "PT_LOAD" and phdr["p_memsz"] > 0:
+            if phdr["p_paddr"] + phdr["p_memsz"] > MAX_PHYS_END:
+                raise DumpError(
+                    path,
+                    f"corrupt program header: PT_LOAD at {phdr['p_paddr']:#x} of "
+                    f"{phdr['p_memsz']:#x} bytes is beyond x86_64's 52-bit physical "
+                    "address space",
+                )
+            filesz = min(phdr["p_filesz"], phdr["p_memsz"])
+            segments.append(Segment(phdr["p_paddr"], phdr["p_memsz"], filesz, phdr["p_offset"]))
+    return CoreHeaders(notes, segments, data_end)
+
+
+def _parse_elf(file: ReadableFile) -> ELFFile:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        elf = ELFFile(_PreadStream(file))  # type: ignore[arg-type]  # seek/read/tell suffice
+        elf.header  # noqa: B018 - parsed here, so that its errors are reported here
+        return elf
+    except (ELFError, ValueError, KeyError, OSError) as exc:
+        raise DumpError(file.path, f"corrupt ELF header: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - pyelftools raises assorted errors on junk
+        raise DumpError(file.path, f"corrupt ELF header: {type(exc).__name__}: {exc}") from None
+
+
+def _program_headers(path: str, elf: ELFFile, phnum: int) -> list[Container]:
+    try:
+        return [elf.get_segment(i).header for i in range(phnum)]
+    except Exception as exc:  # noqa: BLE001
+        raise DumpError(path, f"corrupt program header: {exc}") from None
+
+
+def _read_notes(file: ReadableFile, offset: int, size: int) -> list[Note]:
+    if size > MAX_NOTE_SEGMENT:
+        raise DumpError(file.path, f"PT_NOTE segment of {size} bytes: corrupt header")
+    data = file.pread_exact(offset, size, "the PT_NOTE segment")
+    return list(parse_notes(data))
+
+
+def _disjoint(segments: list[Segment]) -> list[Segment]:
+    """Sort by address and cut overlaps (kexec cores map the kernel image twice)."""
+    out: list[Segment] = []
+    for seg in sorted(segments, key=lambda s: (s.start, -s.memsz)):
+        if out and seg.start < out[-1].end:
+            cut = out[-1].end - seg.start
+            if cut >= seg.memsz:
+                continue
+            seg = Segment(
+                seg.start + cut, seg.memsz - cut, max(0, seg.filesz - cut), seg.offset + cut
+            )
+        out.append(seg)
+    return out
+
+
 class ElfSource(PhysicalSource):
     """Physical memory from the PT_LOAD segments of an ELF64 x86_64 core."""
 
-    def __init__(self, file: DumpFile) -> None:
+    def __init__(self, file: ReadableFile) -> None:
         self.file = file
         self.paths = [file.path]
-        path = file.path
-        if file.size < EHDR_SIZE:
-            raise DumpError(path, f"truncated ELF header ({file.size} bytes, 64 needed)")
-        ident = file.pread_exact(0, 16, "ELF identification")
-        if ident[:4] != ELF_MAGIC:
-            raise DumpError(path, "not an ELF file")
-        if ident[4] != 2:
-            raise DumpError(path, "32-bit ELF: only ELF64 cores of x86_64 kernels are supported")
-        if ident[5] != 1:
-            raise DumpError(path, "big-endian ELF: only x86_64 (little-endian) dumps are supported")
-        ehdr = self._parse_header(path)
-        if ehdr["e_type"] != "ET_CORE":
-            raise DumpError(path, f"ELF file of type {ehdr['e_type']}, not a core dump (ET_CORE)")
-        machine = ehdr["e_machine"]
-        if machine != "EM_X86_64":
-            arch = _MACHINES.get(machine, str(machine))
-            raise DumpError(
-                path, f"dump of another architecture ({arch}): only x86_64 is supported"
-            )
-        phoff, phnum, phentsize = ehdr["e_phoff"], ehdr["e_phnum"], ehdr["e_phentsize"]
-        if phnum == 0 or phnum > MAX_PHNUM:
-            raise DumpError(path, f"ELF core with {phnum} program headers")
-        if phentsize != PHDR_SIZE:
-            raise DumpError(path, f"ELF program header size {phentsize}, expected {PHDR_SIZE}")
-        if phoff + phnum * PHDR_SIZE > file.size:
-            raise DumpError(path, "truncated: the program headers run past the end of the file")
-        self._notes: list[Note] = []
-        segments: list[Segment] = []
-        data_end = phoff + phnum * PHDR_SIZE  # where the headers say the file's data end
-        for phdr in self._program_headers(path, phnum):
-            ptype = phdr["p_type"]
-            if ptype in ("PT_NOTE", "PT_LOAD"):
-                data_end = max(data_end, phdr["p_offset"] + min(phdr["p_filesz"], phdr["p_memsz"]))
-            if ptype == "PT_NOTE":
-                self._notes.extend(self._read_notes(phdr["p_offset"], phdr["p_filesz"]))
-            elif ptype == "PT_LOAD" and phdr["p_memsz"] > 0:
-                if phdr["p_paddr"] + phdr["p_memsz"] > MAX_PHYS_END:
-                    raise DumpError(
-                        path,
-                        f"corrupt program header: PT_LOAD at {phdr['p_paddr']:#x} of "
-                        f"{phdr['p_memsz']:#x} bytes is beyond x86_64's 52-bit physical "
-                        "address space",
-                    )
-                filesz = min(phdr["p_filesz"], phdr["p_memsz"])
-                segments.append(Segment(phdr["p_paddr"], phdr["p_memsz"], filesz, phdr["p_offset"]))
-        if not segments:
-            raise DumpError(path, "ELF core without PT_LOAD segments: it holds no memory")
-        self.segments = self._disjoint(segments)
+        headers = read_core_headers(file)
+        self._notes = headers.notes
+        if not headers.segments:
+            raise DumpError(file.path, "ELF core without PT_LOAD segments: it holds no memory")
+        self.segments = _disjoint(headers.segments)
         self._starts = [s.start for s in self.segments]
         self.phys_end = max(s.end for s in self.segments)
-        self._truncation = Truncation(path, file.size, data_end) if data_end > file.size else None
+        self._truncation = (
+            Truncation(file.path, file.size, headers.data_end)
+            if headers.data_end > file.size
+            else None
+        )
         self.info = SourceInfo(format="ELF64 core", compression="none", page_size=None)
-
-    # -- parsing -------------------------------------------------------------------------
-    def _parse_header(self, path: str):
-        from elftools.common.exceptions import ELFError
-        from elftools.elf.elffile import ELFFile
-
-        try:
-            self._elf = ELFFile(_PreadStream(self.file))
-            return self._elf.header
-        except (ELFError, ValueError, KeyError, OSError) as exc:
-            raise DumpError(path, f"corrupt ELF header: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - pyelftools raises assorted errors on junk
-            raise DumpError(path, f"corrupt ELF header: {type(exc).__name__}: {exc}") from None
-
-    def _program_headers(self, path: str, phnum: int):
-        try:
-            return [self._elf.get_segment(i).header for i in range(phnum)]
-        except Exception as exc:  # noqa: BLE001
-            raise DumpError(path, f"corrupt program header: {exc}") from None
-
-    def _read_notes(self, offset: int, size: int) -> list[Note]:
-        if size > MAX_NOTE_SEGMENT:
-            raise DumpError(self.file.path, f"PT_NOTE segment of {size} bytes: corrupt header")
-        data = self.file.pread_exact(offset, size, "the PT_NOTE segment")
-        return list(parse_notes(data))
-
-    @staticmethod
-    def _disjoint(segments: list[Segment]) -> list[Segment]:
-        """Sort by address and cut overlaps (kexec cores map the kernel image twice)."""
-        out: list[Segment] = []
-        for seg in sorted(segments, key=lambda s: (s.start, -s.memsz)):
-            if out and seg.start < out[-1].end:
-                cut = out[-1].end - seg.start
-                if cut >= seg.memsz:
-                    continue
-                seg = Segment(
-                    seg.start + cut, seg.memsz - cut, max(0, seg.filesz - cut), seg.offset + cut
-                )
-            out.append(seg)
-        return out
 
     # -- PhysicalSource --------------------------------------------------------------------
     def notes(self) -> Sequence[Note]:
@@ -270,7 +316,7 @@ class ElfSource(PhysicalSource):
 class _PreadStream:
     """A minimal file-like object over a :class:`DumpFile` for pyelftools (seek/read/tell)."""
 
-    def __init__(self, file: DumpFile) -> None:
+    def __init__(self, file: ReadableFile) -> None:
         self._file = file
         self._pos = 0
 
@@ -292,3 +338,24 @@ class _PreadStream:
         data = self._file.pread(self._pos, n)
         self._pos += len(data)
         return data
+
+
+def open_elf(file: ReadableFile, formats: Formats, *, split_part: bool) -> ElfSource:
+    if split_part:
+        raise DumpError(file.path, "an ELF core cannot be part of a split dump")
+    return ElfSource(file)
+
+
+def probe_elf(file: ReadableFile, formats: Formats) -> Probe | None:
+    """A core with VMCOREINFO; None for other ELF files (executables, a process's core)."""
+    ident = file.pread(0, 18)
+    if len(ident) == 18:
+        order: Literal["little", "big"] = "big" if ident[5] == ELFDATA2MSB else "little"
+        if int.from_bytes(ident[16:18], order) != ET_CORE:
+            return None
+    if vmcoreinfo_of(read_core_headers(file).notes) is None:
+        return None
+    return Probe(file.path, FORMAT.name)
+
+
+FORMAT = Format("elf", "an ELF core", (ELF_MAGIC,), probe=probe_elf, open=open_elf)

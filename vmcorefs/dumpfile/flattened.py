@@ -21,7 +21,8 @@ from array import array
 from collections.abc import Callable
 
 from ..errors import DumpError
-from .source import DumpFile, ExactReads, PhysicalSource, ReadableFile
+from .format import Format, Formats, Probe
+from .source import ExactReads, PhysicalSource, ReadableFile
 
 MDF_SIGNATURE = b"makedumpfile"
 MDF_SIG_LEN = 16
@@ -37,6 +38,8 @@ SCAN_READ = 64 << 10
 MAX_OFFSET = 1 << 62
 #: Progress is shown on stderr once indexing has taken this long (seconds).
 PROGRESS_AFTER = 1.0
+#: Records a probe indexes to find the payload's headers.
+PROBE_RECORDS = 64
 
 Progress = Callable[[int, int], None]
 
@@ -65,6 +68,27 @@ class _StderrProgress:
         sys.stderr.flush()
 
 
+def check_header(stream: ReadableFile) -> None:
+    """DumpError unless ``stream`` starts with a flattened header (signature, type 1,
+    version 1)."""
+    path, total = stream.path, stream.size
+    if total < MDF_HEADER_SIZE:
+        raise DumpError(
+            path, f"truncated flattened header ({total} bytes, {MDF_HEADER_SIZE} needed)"
+        )
+    sig, ftype, version = _FLAT_HEADER.unpack(stream.pread_exact(0, 32, "the header"))
+    if not sig.startswith(MDF_SIGNATURE):
+        raise DumpError(path, "not a flattened dump (no makedumpfile signature)")
+    if ftype != MDF_TYPE_FLAT_HEADER or version != MDF_VERSION_FLAT_HEADER:
+        raise DumpError(
+            path, f"unknown flattened format: type {ftype}, version {version} (1, 1 known)"
+        )
+
+
+def _quiet(done: int, total: int) -> None:
+    """No progress shown (a probe reads a few records)."""
+
+
 class FlattenedFile(ExactReads):
     """The file ``makedumpfile -R`` would rebuild from a stream, read through the stream.
 
@@ -75,33 +99,35 @@ class FlattenedFile(ExactReads):
 
     contents_name = "the rebuilt dump"
 
-    def __init__(self, stream: DumpFile, *, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        stream: ReadableFile,
+        *,
+        progress: Progress | None = None,
+        max_records: int | None = None,
+    ) -> None:
+        """Index the whole stream; with ``max_records``, only its first records (a probe):
+        bytes no record indexed so far writes are then not known (a read stops there), not
+        zeros, since a later record may write them."""
         self.stream = stream
         self.path = stream.path
         self.records = 0
-        progress = progress or _StderrProgress(stream.path)
+        progress = progress or (_StderrProgress(stream.path) if max_records is None else _quiet)
         try:
-            starts, ends, offsets = self._scan(progress)
+            starts, ends, offsets = self._scan(progress, max_records)
         except DumpError:
             progress(stream.size, stream.size)  # clear the progress line before the error
             raise
         self._starts, self._ends, self._offsets = _resolve(starts, ends, offsets)
         self.size = self._ends[-1] if len(self._ends) else 0
+        self._partial = max_records is not None
 
-    def _scan(self, progress: Progress) -> tuple[array, array, array]:
+    def _scan(
+        self, progress: Progress, max_records: int | None
+    ) -> tuple[array[int], array[int], array[int]]:
         stream = self.stream
         path, total = stream.path, stream.size
-        if total < MDF_HEADER_SIZE:
-            raise DumpError(
-                path, f"truncated flattened header ({total} bytes, {MDF_HEADER_SIZE} needed)"
-            )
-        sig, ftype, version = _FLAT_HEADER.unpack(stream.pread_exact(0, 32, "the header"))
-        if not sig.startswith(MDF_SIGNATURE):
-            raise DumpError(path, "not a flattened dump (no makedumpfile signature)")
-        if ftype != MDF_TYPE_FLAT_HEADER or version != MDF_VERSION_FLAT_HEADER:
-            raise DumpError(
-                path, f"unknown flattened format: type {ftype}, version {version} (1, 1 known)"
-            )
+        check_header(stream)
         starts, ends, offsets = array("q"), array("q"), array("q")
         add_start, add_end, add_offset = starts.append, ends.append, offsets.append
         unpack = _RECORD.unpack_from
@@ -109,12 +135,14 @@ class FlattenedFile(ExactReads):
         buf, buf_pos, buf_len = b"", pos, 0
         last_size = count = 0
         # Bounded: every record moves pos forward by at least its 16-byte header.
-        while True:
+        while count != max_records:
             rel = pos - buf_pos
             if rel + 16 > buf_len:
                 want = SCAN_READ if last_size < SCAN_READ // 4 else 4096
                 buf, buf_pos, rel = stream.pread(pos, want), pos, 0
                 buf_len = len(buf)
+                if buf_len < 16 and max_records is not None:
+                    break  # a probe: what the records seen so far write
                 if buf_len < 16:
                     raise DumpError(
                         path,
@@ -132,6 +160,8 @@ class FlattenedFile(ExactReads):
                 )
             data = pos + 16
             pos = data + size
+            if pos > total and max_records is not None:
+                break
             if pos > total:
                 raise DumpError(
                     path,
@@ -170,6 +200,8 @@ class FlattenedFile(ExactReads):
                 pos += len(data)
                 if len(data) < n:  # the stream shrank under us
                     break
+            elif self._partial:
+                break  # a probe's index: what lies in a gap is not known yet
             else:
                 nxt = starts[i + 1] if i + 1 < len(starts) else end
                 gap_end = min(end, nxt)
@@ -224,31 +256,40 @@ def _resolve(starts: array, ends: array, offsets: array) -> tuple[array, array, 
 
 
 def open_flattened(
-    file: DumpFile, *, cache_size_mib: int = 64, progress: Progress | None = None
+    file: ReadableFile,
+    formats: Formats,
+    *,
+    split_part: bool = False,
+    progress: Progress | None = None,
 ) -> PhysicalSource:
     """Index a flattened stream and open its payload (kdump-compressed or ELF) through it."""
     flat = FlattenedFile(file, progress=progress)
-    source = open_payload(flat, cache_size_mib=cache_size_mib)
+    source = formats.open(flat, split_part=split_part, inside=FORMAT.name)
     source.info.format = f"flattened ({source.info.format})"
     source.info.extra["flattened records"] = str(flat.records)
     return source
 
 
-def open_payload(
-    flat: ReadableFile, *, cache_size_mib: int = 64, split_part: bool = False
-) -> PhysicalSource:
-    """The container inside a rebuilt file, recognised by its content."""
-    head = flat.pread(0, 8)
-    if head.startswith(b"\x7fELF"):
-        if split_part:
-            raise DumpError(flat.path, "an ELF core cannot be part of a split dump")
-        from .elf import ElfSource
+def probe_flattened(file: ReadableFile, formats: Formats) -> Probe:
+    """The header, then the payload's own probe over the first :data:`PROBE_RECORDS` records
+    (makedumpfile writes the payload's headers first): ``payload`` and ``split`` stay None
+    when those records do not hold them."""
+    check_header(file)
+    prefix = FlattenedFile(file, max_records=PROBE_RECORDS)
+    try:
+        inner = formats.probe(prefix, inside=FORMAT.name)
+    except DumpError:  # headers past the first records (or broken: opening says which)
+        inner = None
+    if inner is None:
+        return Probe(file.path, FORMAT.name)
+    return Probe(file.path, FORMAT.name, split=inner.split, payload=inner.kind)
 
-        return ElfSource(flat)  # type: ignore[arg-type]
-    if head in (b"KDUMP   ", b"DISKDUMP"):
-        from .kdump import KdumpSource
 
-        return KdumpSource(flat, cache_size_mib=cache_size_mib, split_part=split_part)
-    raise DumpError(
-        flat.path, "flattened stream that holds neither a kdump-compressed file nor an ELF core"
-    )
+FORMAT = Format(
+    "flattened",
+    "a flattened stream",
+    (MDF_SIGNATURE,),
+    probe=probe_flattened,
+    open=open_flattened,
+    flattenable=False,
+)

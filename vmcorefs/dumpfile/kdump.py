@@ -20,6 +20,7 @@ only for its own frames ``[start_pfn_64, end_pfn_64)``, ranked from ``start_pfn_
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import threading
 import time
@@ -35,6 +36,7 @@ from .compression import (
     DUMP_DH_EXCLUDED_VMEMMAP,
 )
 from .damage import Truncation
+from .format import Format, Formats, Probe, SplitPart
 from .source import (
     Note,
     PagedSource,
@@ -42,10 +44,12 @@ from .source import (
     ReadableFile,
     SourceInfo,
     parse_notes,
+    vmcoreinfo_of,
 )
 
 KDUMP_SIGNATURE = b"KDUMP   "
 DISK_DUMP_SIGNATURE = b"DISKDUMP"
+SIGNATURES = (KDUMP_SIGNATURE, DISK_DUMP_SIGNATURE)
 SIG_LEN = 8
 NEW_UTS_LEN = 64  # include/uapi/linux/utsname.h: each field is NEW_UTS_LEN + 1 bytes
 UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
@@ -145,6 +149,107 @@ class KdumpSubHeader:
         return cls(*_SUB_HEADER.unpack_from(data))
 
 
+def read_headers(file: ReadableFile) -> tuple[DiskDumpHeader, KdumpSubHeader]:
+    """Block 0 and the sub-header, checked: what recognising a kdump file takes (a probe reads
+    no more to group the parts of a split dump), before its notes and bitmaps."""
+    path = file.path
+    if file.size < HEADER_SIZE:
+        raise DumpError(path, f"truncated kdump header ({file.size} bytes, {HEADER_SIZE} needed)")
+    raw = file.pread_exact(0, HEADER_SIZE, "the kdump header")
+    if raw[:SIG_LEN] not in SIGNATURES:
+        raise DumpError(path, "not a kdump-compressed file (no KDUMP or DISKDUMP signature)")
+    h = DiskDumpHeader.parse(raw)
+    _check_header(path, h)
+    sub = KdumpSubHeader.parse(b"", 0)
+    if h.header_version >= 1:
+        need = KdumpSubHeader.SIZES.get(h.header_version, SUB_HEADER_SIZE)
+        data = file.pread_exact(h.block_size, need, "the kdump sub-header")
+        sub = KdumpSubHeader.parse(data, h.header_version)
+    return h, sub
+
+
+def _check_header(path: str, h: DiskDumpHeader) -> None:
+    bs = h.block_size
+    if not (MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE and bs & (bs - 1) == 0):
+        swapped = int.from_bytes(bs.to_bytes(4, "little", signed=True), "big", signed=True)
+        if MIN_BLOCK_SIZE <= swapped <= MAX_BLOCK_SIZE and swapped & (swapped - 1) == 0:
+            raise DumpError(
+                path, "big-endian kdump: only x86_64 (little-endian) dumps are supported"
+            )
+        raise DumpError(path, f"corrupt kdump header: block size {bs}")
+    machine = h.utsname[4]
+    if machine and machine != "x86_64":
+        raise DumpError(path, f"dump of another architecture ({machine}): only x86_64 is supported")
+    if h.header_version < 0:
+        raise DumpError(path, f"corrupt kdump header: header version {h.header_version}")
+    if not 0 <= h.sub_hdr_size <= MAX_SUB_HDR_BLOCKS:
+        raise DumpError(path, f"corrupt kdump header: sub-header of {h.sub_hdr_size} blocks")
+    if h.bitmap_blocks <= 0:
+        raise DumpError(path, "corrupt kdump header: no page bitmap")
+
+
+def max_mapnr(h: DiskDumpHeader, sub: KdumpSubHeader) -> int:
+    """Page frames the dump describes: the 64-bit field from header version 6, when set."""
+    if h.header_version >= 6 and sub.max_mapnr_64:
+        return sub.max_mapnr_64
+    return h.max_mapnr
+
+
+def split_range(h: DiskDumpHeader, sub: KdumpSubHeader) -> tuple[int, int] | None:
+    """The page frames ``[start, end)`` of one part of a split dump, as its sub-header names
+    them (64-bit fields from header version 6); None for a whole dump. Not checked here."""
+    if h.header_version < 2 or not sub.split:
+        return None
+    if h.header_version >= 6:
+        return sub.start_pfn_64, sub.end_pfn_64
+    return sub.start_pfn, sub.end_pfn
+
+
+def read_notes(file: ReadableFile, h: DiskDumpHeader, sub: KdumpSubHeader) -> list[Note]:
+    """The ELF notes (header version 4+) and VMCOREINFO (3+: from its own place when the
+    notes lack it), each size checked before it is read."""
+    path = file.path
+    notes: list[Note] = []
+    if h.header_version >= 4 and sub.size_note:
+        if not 0 < sub.size_note <= MAX_NOTES_SIZE or sub.offset_note <= 0:
+            raise DumpError(
+                path,
+                f"corrupt kdump sub-header: notes of {sub.size_note} bytes at "
+                f"offset {sub.offset_note:#x}",
+            )
+        data = file.pread_exact(sub.offset_note, sub.size_note, "the ELF notes")
+        notes = list(parse_notes(data))
+    if h.header_version >= 3 and sub.size_vmcoreinfo:
+        if not any(n.name == "VMCOREINFO" for n in notes):
+            if not 0 < sub.size_vmcoreinfo <= MAX_VMCOREINFO or sub.offset_vmcoreinfo <= 0:
+                raise DumpError(
+                    path,
+                    f"corrupt kdump sub-header: VMCOREINFO of {sub.size_vmcoreinfo} "
+                    f"bytes at offset {sub.offset_vmcoreinfo:#x}",
+                )
+            data = file.pread_exact(sub.offset_vmcoreinfo, sub.size_vmcoreinfo, "VMCOREINFO")
+            notes.append(Note("VMCOREINFO", 0, data))
+    return notes
+
+
+def split_identity(
+    h: DiskDumpHeader, sub: KdumpSubHeader, vmcoreinfo: bytes | None
+) -> dict[str, object]:
+    """What every part of one split dump shares, by the name a message gives it: a probe
+    groups parts by it, :class:`~.split.SplitSource` refuses a part whose value differs. The
+    VMCOREINFO (its digest) tells two crashes of one kernel apart where makedumpfile wrote no
+    time in the header (1.7.2 writes 0): its CRASHTIME differs."""
+    digest = hashlib.sha256(vmcoreinfo).hexdigest() if vmcoreinfo is not None else None
+    return {
+        "VMCOREINFO": digest,
+        "kernel name (utsname)": h.utsname,
+        "dump time": (h.timestamp_sec, h.timestamp_usec),
+        "max_mapnr": max_mapnr(h, sub),
+        "block size": h.block_size,
+        "header version": h.header_version,
+    }
+
+
 class KdumpSource(PhysicalSource, PagedSource):
     """Physical memory of a kdump-compressed file (or of one part of a split dump).
 
@@ -153,40 +258,19 @@ class KdumpSource(PhysicalSource, PagedSource):
     alone, a part that does not cover all of memory is an error naming the missing parts.
     """
 
-    def __init__(
-        self, file: ReadableFile, *, cache_size_mib: int = 64, split_part: bool = False
-    ) -> None:
-        # cache_size_mib: decompressed pages are cached by memory/physical.py, not here.
-        del cache_size_mib
+    def __init__(self, file: ReadableFile, *, split_part: bool = False) -> None:
         self.file = file
         self.paths = [file.path]
         path = file.path
-        if file.size < HEADER_SIZE:
-            raise DumpError(
-                path, f"truncated kdump header ({file.size} bytes, {HEADER_SIZE} needed)"
-            )
-        raw = file.pread_exact(0, HEADER_SIZE, "the kdump header")
-        if raw[:SIG_LEN] not in (KDUMP_SIGNATURE, DISK_DUMP_SIGNATURE):
-            raise DumpError(path, "not a kdump-compressed file (no KDUMP or DISKDUMP signature)")
-        h = DiskDumpHeader.parse(raw)
+        h, sub = read_headers(file)
         self.header = h
-        self._check_header(h)
+        self.sub = sub
         bs = h.block_size
         self.page_size = bs
-
-        # Sub-header (header_version >= 1), notes and VMCOREINFO.
-        sub = KdumpSubHeader.parse(b"", 0)
-        if h.header_version >= 1:
-            need = KdumpSubHeader.SIZES.get(h.header_version, SUB_HEADER_SIZE)
-            data = file.pread_exact(bs, need, "the kdump sub-header")
-            sub = KdumpSubHeader.parse(data, h.header_version)
-        self.sub = sub
-        self.max_mapnr = h.max_mapnr
-        if h.header_version >= 6 and sub.max_mapnr_64:
-            self.max_mapnr = sub.max_mapnr_64
+        self.max_mapnr = max_mapnr(h, sub)
         if not 0 < self.max_mapnr <= MAX_MAPNR:
             raise DumpError(path, f"corrupt kdump header: max_mapnr {self.max_mapnr}")
-        self._notes = self._read_notes(h, sub)
+        self._notes = read_notes(file, h, sub)
 
         # Bitmaps: two halves (makedumpfile), or one for both (an old full diskdump).
         bitmap_off = (1 + h.sub_hdr_size) * bs
@@ -216,18 +300,16 @@ class KdumpSource(PhysicalSource, PagedSource):
 
         # The frames this file holds: all of them, or one part's range of a split dump.
         self.start_pfn, self.end_pfn = 0, self.max_mapnr
-        if h.header_version >= 2 and sub.split:
-            if h.header_version >= 6:
-                self.start_pfn, self.end_pfn = sub.start_pfn_64, sub.end_pfn_64
-            else:
-                self.start_pfn, self.end_pfn = sub.start_pfn, sub.end_pfn
+        split = split_range(h, sub)
+        if split is not None:
+            self.start_pfn, self.end_pfn = split
             if not 0 <= self.start_pfn < self.end_pfn <= self.max_mapnr:
                 raise DumpError(
                     path,
                     f"corrupt split dump header: pfn range {self.start_pfn:#x}-{self.end_pfn:#x} "
                     f"outside 0-{self.max_mapnr:#x}",
                 )
-        self.is_split = bool(h.header_version >= 2 and sub.split)
+        self.is_split = split is not None
         if (
             self.is_split
             and not split_part
@@ -258,59 +340,11 @@ class KdumpSource(PhysicalSource, PagedSource):
         self.info = self._make_info(descs_end)
 
     # -- opening -----------------------------------------------------------------------------
-    def _check_header(self, h: DiskDumpHeader) -> None:
-        path = self.file.path
-        bs = h.block_size
-        if not (MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE and bs & (bs - 1) == 0):
-            swapped = int.from_bytes(bs.to_bytes(4, "little", signed=True), "big", signed=True)
-            if MIN_BLOCK_SIZE <= swapped <= MAX_BLOCK_SIZE and swapped & (swapped - 1) == 0:
-                raise DumpError(
-                    path, "big-endian kdump: only x86_64 (little-endian) dumps are supported"
-                )
-            raise DumpError(path, f"corrupt kdump header: block size {bs}")
-        machine = h.utsname[4]
-        if machine and machine != "x86_64":
-            raise DumpError(
-                path, f"dump of another architecture ({machine}): only x86_64 is supported"
-            )
-        if h.header_version < 0:
-            raise DumpError(path, f"corrupt kdump header: header version {h.header_version}")
-        if not 0 <= h.sub_hdr_size <= MAX_SUB_HDR_BLOCKS:
-            raise DumpError(path, f"corrupt kdump header: sub-header of {h.sub_hdr_size} blocks")
-        if h.bitmap_blocks <= 0:
-            raise DumpError(path, "corrupt kdump header: no page bitmap")
-
     def _check_codec(self, status: int) -> None:
         """Fail at open, not at the first read, when a codec of the dump is not installed."""
         for bit in compression.NAMES:
             if status & bit:
                 compression.decoder(bit, self.file.path)
-
-    def _read_notes(self, h: DiskDumpHeader, sub: KdumpSubHeader) -> list[Note]:
-        path = self.file.path
-        notes: list[Note] = []
-        if h.header_version >= 4 and sub.size_note:
-            if not 0 < sub.size_note <= MAX_NOTES_SIZE or sub.offset_note <= 0:
-                raise DumpError(
-                    path,
-                    f"corrupt kdump sub-header: notes of {sub.size_note} bytes at "
-                    f"offset {sub.offset_note:#x}",
-                )
-            data = self.file.pread_exact(sub.offset_note, sub.size_note, "the ELF notes")
-            notes = list(parse_notes(data))
-        if h.header_version >= 3 and sub.size_vmcoreinfo:
-            if not any(n.name == "VMCOREINFO" for n in notes):
-                if not 0 < sub.size_vmcoreinfo <= MAX_VMCOREINFO or sub.offset_vmcoreinfo <= 0:
-                    raise DumpError(
-                        path,
-                        f"corrupt kdump sub-header: VMCOREINFO of {sub.size_vmcoreinfo} "
-                        f"bytes at offset {sub.offset_vmcoreinfo:#x}",
-                    )
-                data = self.file.pread_exact(
-                    sub.offset_vmcoreinfo, sub.size_vmcoreinfo, "VMCOREINFO"
-                )
-                notes.append(Note("VMCOREINFO", 0, data))
-        return notes
 
     def _make_info(self, descs_end: int) -> SourceInfo:
         h, sub = self.header, self.sub
@@ -558,6 +592,23 @@ class KdumpSource(PhysicalSource, PagedSource):
             else:
                 continue  # a raw page of the wrong size
             out[i] = zero if page == zero else page
+
+
+def open_kdump(file: ReadableFile, formats: Formats, *, split_part: bool) -> KdumpSource:
+    return KdumpSource(file, split_part=split_part)
+
+
+def probe_kdump(file: ReadableFile, formats: Formats) -> Probe:
+    """The headers, and for one part of a split dump its frames and what groups it."""
+    h, sub = read_headers(file)
+    pfns = split_range(h, sub)
+    if pfns is None:
+        return Probe(file.path, FORMAT.name)
+    identity = split_identity(h, sub, vmcoreinfo_of(read_notes(file, h, sub)))
+    return Probe(file.path, FORMAT.name, SplitPart(tuple(identity.values()), *pfns))
+
+
+FORMAT = Format("kdump", "a kdump-compressed file", SIGNATURES, probe=probe_kdump, open=open_kdump)
 
 
 _STATUS_NAMES = {

@@ -10,7 +10,7 @@ import os
 import struct
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import NamedTuple, Protocol
@@ -134,10 +134,7 @@ class PhysicalSource(ABC):
 
     def vmcoreinfo_raw(self) -> bytes | None:
         """The VMCOREINFO text as stored (trailing NULs dropped), or None."""
-        for note in self.notes():
-            if note.name == "VMCOREINFO":
-                return note.desc.rstrip(b"\0")
-        return None
+        return vmcoreinfo_of(self.notes())
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release file descriptors."""
@@ -256,6 +253,8 @@ class DumpFile(ExactReads):
             os.close(self.fd)
             raise DumpError(path, "is a directory")
         self.size = st.st_size
+        #: ``(st_dev, st_ino)``: the same file given twice has the same.
+        self.inode = (st.st_dev, st.st_ino)
         self._identity = (st.st_size, st.st_mtime_ns)
         #: Why the file is no longer the dump that was opened (None while it is).
         self.changed: str | None = None
@@ -335,6 +334,14 @@ class DumpFile(ExactReads):
             if self.fd >= 0:
                 os.close(self.fd)
                 self.fd = -1
+
+
+def vmcoreinfo_of(notes: Iterable[Note]) -> bytes | None:
+    """The text of the first VMCOREINFO note (trailing NULs dropped), or None."""
+    for note in notes:
+        if note.name == "VMCOREINFO":
+            return note.desc.rstrip(b"\0")
+    return None
 
 
 def parse_notes(data: bytes, *, big_endian: bool = False, align: int = 4) -> Iterator[Note]:

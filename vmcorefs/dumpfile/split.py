@@ -9,14 +9,12 @@ is an error found when opening.
 from __future__ import annotations
 
 import bisect
-import os
 from collections.abc import Sequence
 
 from ..errors import DumpError, FaultError
 from .damage import Truncation
-from .detect import sniff
-from .kdump import KdumpSource, read_pages
-from .source import DumpFile, Note, PagedSource, PhysicalSource, SourceInfo
+from .kdump import KdumpSource, read_pages, split_identity
+from .source import Note, PagedSource, PhysicalSource, SourceInfo
 
 
 class SplitSource(PhysicalSource, PagedSource):
@@ -153,15 +151,7 @@ class SplitSource(PhysicalSource, PagedSource):
 
 
 def _identity(part: KdumpSource) -> dict[str, object]:
-    h = part.header
-    return {
-        "VMCOREINFO": part.vmcoreinfo_raw(),
-        "kernel name (utsname)": h.utsname,
-        "dump time": (h.timestamp_sec, h.timestamp_usec),
-        "max_mapnr": part.max_mapnr,
-        "block size": h.block_size,
-        "header version": h.header_version,
-    }
+    return split_identity(part.header, part.sub, part.vmcoreinfo_raw())
 
 
 def _differs(a: dict[str, object], b: dict[str, object]) -> str | None:
@@ -169,42 +159,3 @@ def _differs(a: dict[str, object], b: dict[str, object]) -> str | None:
         if b[key] != value:
             return key
     return None
-
-
-def open_split(paths: Sequence[str], *, cache_size_mib: int = 64) -> PhysicalSource:
-    """Open every part of a split dump (kdump files, or flattened streams of them)."""
-    parts: list[KdumpSource] = []
-    seen: dict[tuple[int, int], str] = {}
-    try:
-        for path in paths:
-            file = DumpFile(path)
-            try:
-                st = _file_id(file)
-                if st in seen:
-                    raise DumpError(path, f"given twice (also as {seen[st]})")
-                seen[st] = path
-                kind = sniff(file)
-                if kind == "kdump":
-                    part = KdumpSource(file, cache_size_mib=cache_size_mib, split_part=True)
-                elif kind == "flattened":
-                    from .flattened import FlattenedFile, open_payload
-
-                    part = open_payload(  # type: ignore[assignment]
-                        FlattenedFile(file), cache_size_mib=cache_size_mib, split_part=True
-                    )
-                else:
-                    raise DumpError(path, "an ELF core cannot be part of a split dump")
-            except BaseException:
-                file.close()
-                raise
-            parts.append(part)
-        return SplitSource(parts)
-    except BaseException:
-        for p in parts:
-            p.close()
-        raise
-
-
-def _file_id(file: DumpFile) -> tuple[int, int]:
-    st = os.fstat(file.fd)
-    return st.st_dev, st.st_ino

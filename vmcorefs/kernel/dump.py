@@ -230,7 +230,7 @@ def open_dump(paths: Sequence[str] | str, **options) -> Dump:
     if isinstance(paths, str):
         paths = [paths]
     opts = DumpOptions(**options)
-    source = open_source(list(paths), cache_size_mib=opts.cache_size_mib)
+    source = open_source(list(paths))
     try:
         return Dump(source, opts)
     except BaseException:
