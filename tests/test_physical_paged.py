@@ -10,7 +10,7 @@ from kdumpwriter import KdumpSpec, build_kdump, pattern_page
 from vmcorefs.dumpfile.kdump import KdumpSource
 from vmcorefs.dumpfile.source import DumpFile
 from vmcorefs.memory import physical
-from vmcorefs.memory.physical import PageCache, PhysicalMemory
+from vmcorefs.memory.physical import PageCache, PhysicalMemory, ZeroFilled
 
 PAGE = 4096
 
@@ -73,7 +73,7 @@ def test_extents_are_the_pages_read_returns(dump):
     together they are exactly the read, and each piece is bytes."""
     src, pages = dump
     for zero_fill in (False, True):
-        phys = PhysicalMemory(src, zero_fill=zero_fill)
+        phys = ZeroFilled(PhysicalMemory(src)) if zero_fill else PhysicalMemory(src)
         reads = [
             (0, PAGE),
             (5, 10),
@@ -149,7 +149,7 @@ def test_concurrent_readers_agree(dump):
 
 def test_zero_fill_over_excluded_pages(dump):
     src, pages = dump
-    phys = PhysicalMemory(src, zero_fill=True)
+    phys = ZeroFilled(PhysicalMemory(src))
     for addr, size in [(99 * PAGE, 4 * PAGE), (100 * PAGE + 7, 9), (498 * PAGE, 1 << 20)]:
         assert phys.read(addr, size) == expected(pages, addr, size, zero_fill=True)
     assert len(phys.read(0, 1 << 30)) == 600 * PAGE

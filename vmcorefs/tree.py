@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from .dumpfile.source import Piece
 from .errors import FaultError, Unavailable, VmcorefsError
 from .memory.cache import LockedLRU
+from .memory.physical import ZeroFilled
 from .memory.space import AddressSpace
 
 FILE_MODE = stat.S_IFREG | 0o444
@@ -381,8 +382,8 @@ uts/         sysname nodename release version machine domainname, from init_uts_
 mm/          usage (page classes as makedumpfile counts them), vmalloc, nodes, buddyinfo
 
 Absent memory (holes, pages the dump left out, unmapped addresses) reads as an I/O error
-(EIO); a read that reaches it stops short first. --zero-fill reads absent physical memory
-as zeros instead. Corrupt memory (pages that do not decompress, data past the end of a
+(EIO); a read that reaches it stops short first. --zero-fill reads the absent bytes of
+phys (only) as zeros instead. Corrupt memory (pages that do not decompress, data past the end of a
 truncated file) reads as EIO too, and summary says so. A file that this dump cannot
 support reads "unavailable: <reason>". vmcorefs --debug logs why each read failed.
 """
@@ -494,6 +495,12 @@ def _section_btf_tasks(dump) -> dict[str, Node]:
     }
 
 
+def _phys_space(dump) -> AddressSpace:
+    """What the ``phys`` file reads: the dump's physical memory, with ``--zero-fill`` its
+    absent bytes as zeros (the one place that option applies)."""
+    return ZeroFilled(dump.phys) if dump.options.zero_fill else dump.phys
+
+
 def build_tree(dump) -> Tree:
     """The whole mounted tree of ``dump`` (a :class:`~vmcorefs.kernel.dump.Dump`)."""
     entries: dict[str, Node] = {
@@ -502,7 +509,7 @@ def build_tree(dump) -> Tree:
         "info": _section_info(dump),
         # st_blocks: what the dump holds of phys; 0 for kvirt (it maps phys many times over,
         # and counting what it maps would walk every page table).
-        "phys": WindowFile(dump.phys, 0, dump.phys.size, held=dump.phys.held_bytes),
+        "phys": WindowFile(_phys_space(dump), 0, dump.phys.size, held=dump.phys.held_bytes),
         "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1, held=lambda: 0),
         "uts": _section_uts(dump),
         "mm": _section_mm(dump),

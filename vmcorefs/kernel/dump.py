@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # imported where used: mounting stays fast (the table is buil
 
 @dataclass
 class DumpOptions:
+    #: ``--zero-fill``: the ``phys`` file reads absent bytes as zeros (nothing else does).
     zero_fill: bool = False
     cache_size_mib: int = 64
     vmlinux: str | None = None
@@ -43,9 +44,9 @@ class Dump:
                 "no VMCOREINFO note: not a Linux kernel crash dump this tool can read",
             )
         self.vmcoreinfo = VmcoreInfo(raw)
-        self.phys = PhysicalMemory(
-            source, zero_fill=self.options.zero_fill, cache_size_mib=self.options.cache_size_mib
-        )
+        #: Physical memory exactly as the dump holds it: what every kernel view reads
+        #: (``--zero-fill`` is only for the ``phys`` file: ``tree.py``).
+        self.phys = PhysicalMemory(source, cache_size_mib=self.options.cache_size_mib)
         try:
             self.kvirt = KernelVirtualMemory(
                 self.phys, self.vmcoreinfo, cache_size_mib=self.options.cache_size_mib
@@ -113,10 +114,9 @@ class Dump:
     @lazy
     def uts(self):
         """``init_uts_ns.name``: the six uname strings (:mod:`.uts`)."""
-        from .strict import strict_spaces
         from .uts import read_utsname
 
-        return read_utsname(self.vmcoreinfo, strict_spaces(self)[1])
+        return read_utsname(self.vmcoreinfo, self.kvirt)
 
     @lazy
     def mm(self):

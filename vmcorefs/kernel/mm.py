@@ -22,7 +22,6 @@ from ..vmcoreinfo import VmcoreInfo
 from .lazy import lazy
 from .mm_usage import page_usage
 from .sparsemem import is_kvaddr, node_pgdats, online_nodes
-from .strict import strict_spaces
 
 #: Bound on the vmap_area_list walk (a machine has some thousands of areas).
 MAX_VMAP_AREAS = 1 << 22
@@ -222,13 +221,13 @@ def buddyinfo_text(
 class MemoryViews:
     """The ``mm/`` files of one dump, each built once, on first use.
 
-    They read memory as the dump holds it, ``--zero-fill`` or not (:mod:`.strict`).
+    They read memory as the dump holds it (``--zero-fill`` is only for the ``phys`` file).
     """
 
     def __init__(self, dump) -> None:
         self.dump = dump
         self.vmcoreinfo: VmcoreInfo = dump.vmcoreinfo
-        self.phys, self.kvirt = strict_spaces(dump)
+        self.phys, self.kvirt = dump.phys, dump.kvirt
 
     def _zone_names_address(self) -> int | None:
         try:

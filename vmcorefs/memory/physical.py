@@ -1,4 +1,4 @@
-"""The physical address space of a dump: one view over a container, with ``--zero-fill``.
+"""The physical address space of a dump: one view over a container; ``--zero-fill`` over it.
 
 Containers that store memory page by page (kdump, its flattened and split forms) are read here
 through their page interface (:class:`~vmcorefs.dumpfile.source.PagedSource`): decompressed
@@ -80,25 +80,19 @@ class PageCache:
 
 
 class PhysicalMemory(AddressSpace):
-    """Physical memory as the dump holds it; ``size`` is the container's ``phys_end``.
-
-    With ``zero_fill`` the absent bytes inside ``[0, size)`` read as zeros (holes, excluded and
-    lost pages); without it a read stops at the first absent byte.
+    """Physical memory exactly as the dump holds it; ``size`` is the container's ``phys_end``.
+    A read stops at the first absent byte (:class:`ZeroFilled` is what ``--zero-fill`` reads).
     """
 
     name = "phys"
 
-    def __init__(
-        self, source: PhysicalSource, *, zero_fill: bool = False, cache_size_mib: int = 64
-    ) -> None:
+    def __init__(self, source: PhysicalSource, *, cache_size_mib: int = 64) -> None:
         self.source = source
-        self.zero_fill = zero_fill
         self.size = source.phys_end
         self._check = source.check
         self._paged: PagedSource | None = source if isinstance(source, PagedSource) else None
         if self._paged is not None:
             self.page_size = self._paged.page_size
-            self._zero_page = bytes(self.page_size)
             self.cache = PageCache((max(1, cache_size_mib) << 20) // self.page_size)
             self._workers = min(MAX_WORKERS, os.cpu_count() or 1)
             self._pool: ThreadPoolExecutor | None = None
@@ -117,22 +111,7 @@ class PhysicalMemory(AddressSpace):
         if self._paged is not None:
             parts = self._paged_pieces(addr, size)
             return parts[0] if len(parts) == 1 else b"".join(parts)
-        data = self.source.read(addr, size)
-        if not self.zero_fill or len(data) == size:
-            return data
-        parts = [data]
-        pos = addr + len(data)
-        end = addr + size
-        # Bounded: every pass advances pos by at least one byte (present data or a zero run).
-        while pos < end:
-            gap_end = min(end, max(pos + 1, self.source.absent_until(pos, end)))
-            parts.append(bytes(gap_end - pos))
-            pos = gap_end
-            if pos < end:
-                more = self.source.read(pos, end - pos)
-                parts.append(more)
-                pos += len(more)
-        return b"".join(parts)
+        return self.source.read(addr, size)
 
     def extents(self, addr: int, size: int) -> list[Piece]:
         if self._paged is not None:
@@ -141,13 +120,13 @@ class PhysicalMemory(AddressSpace):
             self._check()
             # The pages as they are cached (no joined copy: the FUSE reply takes them one by one).
             return self._paged_pieces(addr, min(size, self.size - addr))  # type: ignore[return-value]
-        if self.zero_fill or addr < 0 or addr >= self.size:
-            return super().extents(addr, size)
+        if addr < 0 or addr >= self.size:
+            return []
         # No change check here: whoever copies a FileExtent verifies the file after reading.
         return self.source.extents(addr, min(size, self.size - addr))
 
     def present(self, addr: int, size: int) -> bool:
-        """True when every byte of ``[addr, addr+size)`` is held (zero-fill counts as held)."""
+        """True when every byte of ``[addr, addr+size)`` is held."""
         try:
             self.read_exact(addr, size)
         except FaultError:
@@ -165,7 +144,7 @@ class PhysicalMemory(AddressSpace):
         return fault
 
     def held_bytes(self) -> int:
-        """Bytes of physical memory the dump holds (not what ``--zero-fill`` adds)."""
+        """Bytes of physical memory the dump holds."""
         return self.source.held_bytes()
 
     # -- paged sources ---------------------------------------------------------------------
@@ -205,7 +184,7 @@ class PhysicalMemory(AddressSpace):
             if first < stop:
                 self._fetch(pfn0, pages, first, stop)
         if count == 1:
-            page = pages[0] or (self._zero_page if self.zero_fill else ABSENT)
+            page = pages[0]
             rel = addr - pfn0 * ps
             if not page:
                 return []
@@ -217,9 +196,7 @@ class PhysicalMemory(AddressSpace):
         for i in range(count):
             page = pages[i]
             if not page:  # absent (or not fetched: past the first absent page)
-                if not self.zero_fill:
-                    break
-                page = self._zero_page
+                break
             rel = pos - (pfn0 + i) * ps
             take = min(ps - rel, end - pos)
             parts.append(page if take == ps else page[rel : rel + take])
@@ -228,7 +205,7 @@ class PhysicalMemory(AddressSpace):
 
     def _lookup(self, pfn0: int, count: int) -> tuple[list[bytes | None], int, int]:
         """Cached pages of the frames, the first one missing and where the read must stop."""
-        pages = self.cache.get_many(pfn0, count, upto_absent=not self.zero_fill)
+        pages = self.cache.get_many(pfn0, count, upto_absent=True)
         stop = len(pages)  # nothing past the first absent page is needed
         if stop < count:
             pages.extend([None] * (count - stop))
@@ -292,9 +269,7 @@ class PhysicalMemory(AddressSpace):
             if ref is None:
                 pages[i] = ABSENT
                 fetched.append((pfn0 + i, ABSENT))
-                if not self.zero_fill:
-                    break  # the read stops here: later pages are not needed
-                continue
+                break  # the read stops here: later pages are not needed
             want.append(i)
             want_refs.append(ref)
         for i, page in zip(want, self._load(want_refs, parallel), strict=True):
@@ -341,3 +316,39 @@ class PhysicalMemory(AddressSpace):
                 )
                 self._pool_pid = pid
             return self._pool
+
+
+class ZeroFilled(AddressSpace):
+    """``--zero-fill``: physical memory whose absent bytes inside ``[0, size)`` read as zeros
+    (holes, excluded, lost and corrupt pages). Only the ``phys`` file reads through it: every
+    kernel view reads :class:`PhysicalMemory` itself, and never takes these zeros for data."""
+
+    name = "phys"
+
+    def __init__(self, phys: PhysicalMemory) -> None:
+        self.phys = phys
+        self.size = phys.size
+
+    def read(self, addr: int, size: int) -> bytes:
+        end = min(addr + size, self.size)
+        if addr < 0 or addr >= end:
+            return b""
+        parts: list[bytes] = []
+        pos = addr
+        source = self.phys.source
+        # Bounded: every pass advances pos by at least one byte (held data or a zero run).
+        while pos < end:
+            data = self.phys.read(pos, end - pos)
+            parts.append(data)
+            pos += len(data)
+            if pos < end:
+                gap_end = min(end, max(pos + 1, source.absent_until(pos, end)))
+                parts.append(bytes(gap_end - pos))
+                pos = gap_end
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def fault(self, addr: int) -> FaultError:
+        return self.phys.fault(addr)
+
+    def held_bytes(self) -> int:
+        return self.phys.held_bytes()
