@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import struct
 
-from vmcorefs.memory.space import AddressSpace
+from tests.kernelfakes import ReadFake
 from vmcorefs.vmcoreinfo import VmcoreInfo
 
 #: The block of kernel memory a builder uses (fits the 128 KiB text ring of the real dumps).
 AREA_SIZE = 0x20000
 
 
-class FakeMemory(AddressSpace):
+class FakeMemory(ReadFake):
     """Kernel virtual memory made of a few regions; everything else is absent."""
 
     name = "kvirt"

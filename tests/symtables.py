@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import struct
 
+from tests.kernelfakes import ReadFake
 from vmcorefs.kernel.kallsyms import ABSOLUTE, ABSOLUTE_PERCPU, RELATIVE
-from vmcorefs.memory.space import AddressSpace
 from vmcorefs.vmcoreinfo import VmcoreInfo
 
 TABLES = 0xFFFFFFFF82000000  # where the test puts the kallsyms tables
@@ -38,7 +38,7 @@ SYMBOLS = [
 NONPERCPU = [s for s in SYMBOLS if s[1] != "A"]
 
 
-class FakeKvirt(AddressSpace):
+class FakeKvirt(ReadFake):
     """Kernel memory that holds one blob at ``base`` and nothing else."""
 
     name = "kvirt"

@@ -13,11 +13,11 @@ import struct
 import pytest
 
 from tests.cpu_notes import prstatus, qemu_state
-from vmcorefs.dumpfile.source import NT_PRSTATUS, Note
+from tests.kernelfakes import ReadFake
+from vmcorefs.dumpfile.source import Note
 from vmcorefs.errors import Unavailable
-from vmcorefs.kernel.cpus import cpu_states, read_panic_cpu, regs_text
+from vmcorefs.kernel.cpus import NT_PRSTATUS, cpu_states, read_panic_cpu, regs_text
 from vmcorefs.kernel.dump import open_dump
-from vmcorefs.memory.space import AddressSpace
 from vmcorefs.tree import build_tree
 
 NAMES = (
@@ -73,7 +73,7 @@ def test_short_note_and_no_notes() -> None:
         cpu_states([Note("VMCOREINFO", 0, b"")])
 
 
-class Word(AddressSpace):
+class Word(ReadFake):
     """One s32 at one address."""
 
     name = "kvirt"

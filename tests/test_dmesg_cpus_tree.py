@@ -12,7 +12,7 @@ import struct
 from tests.cpu_notes import prstatus, qemu_state
 from tests.elfbuilder import ElfCore, LoadSegment, PageTables, PhysImage, note, vmcoreinfo_text
 from tests.printk_layouts import LogBuf
-from vmcorefs.dumpfile.source import NT_PRSTATUS
+from vmcorefs.kernel.cpus import NT_PRSTATUS
 from vmcorefs.kernel.dump import open_dump
 from vmcorefs.tree import Directory, build_tree
 

@@ -101,8 +101,12 @@ def test_reads_stop_at_the_first_absent_byte(tmp_path):
     assert src.read(13 * PAGE, PAGE) == b""  # excluded
     assert src.read(14 * PAGE + 5, 3) == pages[14][5:8]
     assert src.read(64 * PAGE, PAGE) == b""  # past max_mapnr
-    assert src.absent_until(13 * PAGE, 64 * PAGE) == 14 * PAGE
-    assert src.absent_until(15 * PAGE, 64 * PAGE) == 64 * PAGE
+    assert list(src.present_runs(0, 64 * PAGE)) == [(10 * PAGE, 13 * PAGE), (14 * PAGE, 15 * PAGE)]
+    assert list(src.present_runs(11 * PAGE + 7, 14 * PAGE + 9)) == [
+        (11 * PAGE + 7, 13 * PAGE),
+        (14 * PAGE, 14 * PAGE + 9),
+    ]
+    assert list(src.present_runs(15 * PAGE, 64 * PAGE)) == []
 
 
 def test_zero_pages_share_one_stored_page(tmp_path):

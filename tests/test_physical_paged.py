@@ -1,4 +1,5 @@
-"""memory/physical.py over a paged source: the page cache, parallel loading, zero-fill."""
+"""The paged reader (dumpfile/paged.py): its page cache, parallel loading, read ahead; and
+memory/physical.py over it, with zero-fill."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import threading
 import pytest
 from kdumpwriter import KdumpSpec, build_kdump, pattern_page
 
+from vmcorefs.dumpfile import paged
 from vmcorefs.dumpfile.kdump import KdumpSource
+from vmcorefs.dumpfile.paged import PageCache, PagedReader
 from vmcorefs.dumpfile.source import DumpFile
-from vmcorefs.memory import physical
-from vmcorefs.memory.physical import PageCache, PhysicalMemory, ZeroFilled
+from vmcorefs.memory.physical import PhysicalMemory, ZeroFilled
 
 PAGE = 4096
 
@@ -43,6 +45,12 @@ def dump(tmp_path):
     src.close()
 
 
+def fresh(src: KdumpSource, cache_size_mib: int = 64) -> PhysicalMemory:
+    """phys over ``src`` with a new page reader (an empty cache, no read ahead yet)."""
+    src.pages = PagedReader(src)
+    return PhysicalMemory(src, cache_size_mib=cache_size_mib)
+
+
 def expected(pages, addr, size, zero_fill=False, end=600 * PAGE):
     out = bytearray()
     pos = addr
@@ -68,9 +76,9 @@ def test_reads_match_the_source_and_the_model(dump):
         assert src.read(addr, size) == expected(pages, addr, size), (addr, size)
 
 
-def test_extents_are_the_pages_read_returns(dump):
-    """The FUSE reply takes a paged read as pieces (pages cut at the ends, never joined):
-    together they are exactly the read, and each piece is bytes."""
+def test_readinto_fills_the_buffer_and_nothing_past_the_count(dump):
+    """The FUSE reply is filled in place: a paged read copies pages (cut at the ends) into the
+    caller's buffer, and never writes past what it returns."""
     src, pages = dump
     for zero_fill in (False, True):
         phys = ZeroFilled(PhysicalMemory(src)) if zero_fill else PhysicalMemory(src)
@@ -83,17 +91,18 @@ def test_extents_are_the_pages_read_returns(dump):
         ]
         reads += [(102 * PAGE + 1, 1 << 20), (100 * PAGE, PAGE), (600 * PAGE, 1), (-1, 5)]
         for addr, size in reads:
-            pieces = phys.extents(addr, size)
-            assert all(isinstance(p, bytes) and p for p in pieces), (addr, size)
-            assert b"".join(pieces) == phys.read(addr, size), (zero_fill, addr, size)
+            buffer = bytearray(b"\xee" * (size + 8))
+            got = phys.readinto(addr, memoryview(buffer)[:size])
+            assert bytes(buffer[:got]) == phys.read(addr, size), (zero_fill, addr, size)
+            assert buffer[got:] == b"\xee" * (size + 8 - got)
             if addr >= 0:
                 want = expected(pages, addr, size, zero_fill=zero_fill)
-                assert b"".join(pieces) == want, (zero_fill, addr, size)
+                assert bytes(buffer[:got]) == want, (zero_fill, addr, size)
 
 
 def test_cached_pages_are_not_loaded_again(dump):
     src, pages = dump
-    phys = PhysicalMemory(src, cache_size_mib=4)
+    phys = fresh(src, cache_size_mib=4)
     assert phys.read(0, 50 * PAGE) == expected(pages, 0, 50 * PAGE)
     assert src.loaded == 50
     assert phys.read(10 * PAGE, 20 * PAGE) == expected(pages, 10 * PAGE, 20 * PAGE)
@@ -105,9 +114,9 @@ def test_cached_pages_are_not_loaded_again(dump):
 
 def test_cache_size_bounds_the_pages_kept(dump):
     src, pages = dump
-    phys = PhysicalMemory(src, cache_size_mib=1)  # 256 pages
+    phys = fresh(src, cache_size_mib=1)  # 256 pages
     phys.read(102 * PAGE, 398 * PAGE)
-    assert len(phys.cache) == 256
+    assert len(src.pages.cache) == 256
     loaded = src.loaded
     phys.read(499 * PAGE, PAGE)  # among the most recent: still cached
     assert src.loaded == loaded
@@ -117,9 +126,9 @@ def test_cache_size_bounds_the_pages_kept(dump):
 
 def test_large_reads_load_in_parallel(dump, monkeypatch):
     src, pages = dump
-    monkeypatch.setattr(physical, "PARALLEL_MIN_PAGES", 4)
-    phys = PhysicalMemory(src)
-    monkeypatch.setattr(phys, "_workers", 3)
+    monkeypatch.setattr(paged, "PARALLEL_MIN_PAGES", 4)
+    phys = fresh(src)
+    monkeypatch.setattr(src.pages, "_workers", 3)
     got = phys.read(102 * PAGE, 300 * PAGE)
     assert got == expected(pages, 102 * PAGE, 300 * PAGE)
     assert any(name.startswith("vmcorefs-pages") for name in src.threads)
@@ -127,7 +136,7 @@ def test_large_reads_load_in_parallel(dump, monkeypatch):
 
 def test_concurrent_readers_agree(dump):
     src, pages = dump
-    phys = PhysicalMemory(src, cache_size_mib=1)
+    phys = fresh(src, cache_size_mib=1)
     errors = []
 
     def reader(seed):
@@ -174,24 +183,24 @@ def test_page_cache_lru_order():
 
 def test_sequential_reads_load_the_next_range_ahead(dump):
     src, pages = dump
-    phys = PhysicalMemory(src, cache_size_mib=4)
+    phys = fresh(src, cache_size_mib=4)
     step = 32 * PAGE
     assert phys.read(102 * PAGE, step) == expected(pages, 102 * PAGE, step)
     assert phys.read(134 * PAGE, step) == expected(pages, 134 * PAGE, step)  # sequential
-    phys._ahead[2].result()  # the read ahead of [166, 198) has finished
+    src.pages._ahead[2].result()  # the read ahead of [166, 198) has finished
     assert any(name.startswith("vmcorefs-pages") for name in src.threads)
     loaded = src.loaded
     assert phys.read(166 * PAGE, step) == expected(pages, 166 * PAGE, step)
     assert src.loaded == loaded  # served from what was read ahead
     # a read that is not sequential does not read ahead
     phys.read(400 * PAGE, step)
-    assert phys._ahead[0] == 198
+    assert src.pages._ahead[0] == 198
 
 
 def test_reads_racing_the_read_ahead_agree(dump):
     src, pages = dump
     for _ in range(20):
-        phys = PhysicalMemory(src, cache_size_mib=4)
+        phys = fresh(src, cache_size_mib=4)
         phys.read(0, 32 * PAGE)
         phys.read(32 * PAGE, 32 * PAGE)  # starts reading [64, 96) ahead
         assert phys.read(60 * PAGE + 5, 40 * PAGE) == expected(pages, 60 * PAGE + 5, 40 * PAGE)
@@ -204,9 +213,9 @@ def test_a_fork_leaves_no_read_ahead_to_wait_for(dump):
     from concurrent.futures import Future
 
     src, pages = dump
-    phys = PhysicalMemory(src, cache_size_mib=4)
-    phys._get_pool()  # the parent's pool
-    phys._ahead = (64, 96, Future())  # a read ahead of frames 64..95 that never ends
+    phys = fresh(src, cache_size_mib=4)
+    src.pages._get_pool()  # the parent's pool
+    src.pages._ahead = (64, 96, Future())  # a read ahead of frames 64..95 that never ends
     pid = os.fork()
     if pid == 0:  # child: reads what the parent was reading ahead
         ok = phys.read(64 * PAGE, 32 * PAGE) == expected(pages, 64 * PAGE, 32 * PAGE)
@@ -219,14 +228,14 @@ def test_read_ahead_follows_requests_split_by_the_kernel(dump):
     """A 1 MiB read into an unaligned buffer reaches FUSE as 1 MiB - 48 bytes, then 48 bytes:
     the small request continues the sequence."""
     src, pages = dump
-    phys = PhysicalMemory(src, cache_size_mib=4)
+    phys = fresh(src, cache_size_mib=4)
     big = 64 * PAGE - 48
     pos = 102 * PAGE
     for _ in range(3):
         assert phys.read(pos, big) == expected(pages, pos, big)
         assert phys.read(pos + big, 48) == expected(pages, pos + big, 48)
         pos += big + 48
-    assert phys._ahead is not None and phys._ahead[0] == (pos - 48) // PAGE
+    assert src.pages._ahead is not None and src.pages._ahead[0] == (pos - 48) // PAGE
 
 
 def test_no_read_ahead_for_cheap_codecs(tmp_path):
@@ -237,5 +246,27 @@ def test_no_read_ahead_for_cheap_codecs(tmp_path):
     phys = PhysicalMemory(src)
     for i in range(4):
         assert phys.read(i * 40 * PAGE, 40 * PAGE) == expected(pages, i * 40 * PAGE, 40 * PAGE)
-    assert phys._ahead is None
+    assert src.pages._ahead is None
     src.close()
+
+
+def test_the_cache_size_is_set_by_phys_and_can_shrink(dump):
+    src, pages = dump
+    phys = fresh(src, cache_size_mib=4)  # 1024 pages
+    phys.read(102 * PAGE, 398 * PAGE)
+    assert len(src.pages.cache) > 256
+    PhysicalMemory(src, cache_size_mib=1)  # --cache-size 1: the oldest pages go now
+    assert len(src.pages.cache) == 256
+    loaded = src.loaded
+    assert phys.read(499 * PAGE, PAGE) == pages[499]  # among the most recent: kept
+    assert src.loaded == loaded
+
+
+def test_present_runs_and_zero_fill_agree_with_the_model(dump):
+    src, pages = dump
+    runs = list(PhysicalMemory(src).present_runs(0, 1 << 40))
+    assert runs == [(0, 100 * PAGE), (102 * PAGE, 500 * PAGE)]
+    assert list(PhysicalMemory(src).present_runs(99 * PAGE + 1, 103 * PAGE)) == [
+        (99 * PAGE + 1, 100 * PAGE),
+        (102 * PAGE, 103 * PAGE),
+    ]

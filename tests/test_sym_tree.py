@@ -128,7 +128,7 @@ def test_partly_absent_symbol_uses_direct_io_and_stops_at_the_gap():
     image = bytes(range(256)) * 64
     mem = FakeKvirt(STEXT, image, hole=(STEXT + 0x80, STEXT + 0xC0))
     both = SimpleNamespace(
-        read=lambda a, n: kvirt.read(a, n) or mem.read(a, n),
+        readinto=lambda a, buf: kvirt.readinto(a, buf) or mem.readinto(a, buf),
         read_exact=lambda a, n: (kvirt.read_exact if a >= kvirt.base else mem.read_exact)(a, n),
         fault=lambda a: FaultError("kvirt", a, "a hole"),
         name="kvirt",

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from .dumpfile.source import Piece
 from .errors import DumpError, FaultError, MountPointError, OptionError, VmcorefsError, kind_of
 from .tree import Directory, File, NotFound, Tree, WindowFile
 
@@ -214,18 +213,18 @@ class VmcoreOperations(mfusepy.Operations):
         fi.fh = self._register(node, path)
         return 0
 
-    def read(self, path: str, size: int, offset: int, fi, buf: int | None = None):
-        """The bytes at ``offset``; with ``buf`` (the address of libfuse's reply buffer, see
+    def read(self, path: str, size: int, offset: int, fi, buf: memoryview | None = None):
+        """The bytes at ``offset``; with ``buf`` (libfuse's reply buffer, see
         :class:`_ReplyFUSE`) they are copied there instead and the count is returned."""
         try:
             node = self._handle(path, fi.fh)
             if not isinstance(node, WindowFile):
                 # A dump changed under us: EIO, even for what caches hold. Windows need not ask
-                # here: their reads are checked in memory/ and verified after each pread.
+                # here: memory/ checks the dump on every read, and each pread is verified.
                 self.tree.check()
             if buf is None:
                 return node.read(offset, size)
-            return _fill(buf, node.extents(offset, size))
+            return node.readinto(offset, buf)
         except FuseOSError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the daemon: report and EIO
@@ -248,53 +247,11 @@ class VmcoreOperations(mfusepy.Operations):
 
 # -- replies filled in place ---------------------------------------------------------------
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_pread = _libc.pread  # into C memory: no Python object per read (ctypes releases the GIL)
-_pread.restype = ctypes.c_ssize_t
-_pread.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64]
-_memmove = ctypes.memmove
-#: Reads up to this size go through a bytes object: copying a few KiB twice costs less than
-#: the ctypes calls that filling the buffer in place needs (measured: bench_core random 4 KiB).
-SMALL_READ = 16 << 10
-
-
-def _fill(buf: int, pieces: list[Piece]) -> int:
-    """Copy ``pieces`` to address ``buf``; the byte count.
-
-    File extents are read with ``pread`` straight into place; each file read from is verified
-    afterwards (an ``fstat``), so bytes read while a dump was being overwritten are never sent.
-    Bytes (a kdump's pages, 256 to the MiB) are copied through one memoryview of the buffer:
-    a slice assignment costs a third of a ctypes call.
-    """
-    pos = 0
-    files = []
-    view = None
-    for piece in pieces:
-        if isinstance(piece, bytes):
-            n = len(piece)
-            if view is None:
-                total = sum(len(p) if isinstance(p, bytes) else p.length for p in pieces)
-                view = memoryview((ctypes.c_char * total).from_address(buf)).cast("B")
-            view[pos : pos + n] = piece
-            pos += n
-            continue
-        file, offset, length = piece
-        if file not in files:
-            files.append(file)
-        got = _pread(file.fd, buf + pos, length, offset)
-        if got < 0:
-            err = ctypes.get_errno()
-            raise DumpError(file.path, f"read error at offset {offset:#x}: {os.strerror(err)}")
-        pos += got
-        if got < length:  # the file is shorter than when it was opened
-            break
-    if view is not None:
-        view.release()
-    for file in files:
-        file.verify()
-    if pos == 0 and pieces:
-        raise _fail(errno.EIO)
-    return pos
+#: A memoryview of C memory (libfuse's reply buffer) without a ctypes array type per size.
+_memory_view = ctypes.pythonapi.PyMemoryView_FromMemory
+_memory_view.restype = ctypes.py_object
+_memory_view.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int]
+PyBUF_WRITE = 0x200
 
 
 #: ctypes runs each callback from a thread Python did not start (libfuse's workers) between
@@ -314,8 +271,9 @@ class _ReplyFUSE(mfusepy.FUSE):
 
     libfuse hands ``read`` a buffer it allocated for the reply; mfusepy would have the
     operation return a bytes object and copy it there, so every byte would be copied twice
-    (into the bytes, then into the buffer). Here the dump's bytes are read into the buffer
-    directly: one copy, as for the do-nothing filesystem that the benchmarks compare against.
+    (into the bytes, then into the buffer). Here the buffer, as a memoryview, is passed down
+    every layer's ``readinto`` to the dump file (``preadv``) or the cached page it is filled
+    from: one copy, as for the do-nothing filesystem that the benchmarks compare against.
     """
 
     def __init__(self, *args, keep_states: bool, **kwargs) -> None:
@@ -333,12 +291,11 @@ class _ReplyFUSE(mfusepy.FUSE):
     def read(self, path: bytes | None, buf, size: int, offset: int, fip) -> int:
         fi = fip.contents
         name = None if path is None else path.decode(self.encoding, self.errors)
-        if size <= SMALL_READ:  # a bytes object and one memmove cost less than ctypes calls
-            data = self.operations.read(name, size, offset, fi)
-            _memmove(buf, data, len(data))
-            return len(data)
-        address = ctypes.cast(buf, ctypes.c_void_p).value
-        return self.operations.read(name, size, offset, fi, buf=address)
+        view = _memory_view(buf, size, PyBUF_WRITE)
+        try:
+            return self.operations.read(name, size, offset, fi, buf=view)
+        finally:
+            view.release()  # nothing may write to libfuse's buffer once it is replied
 
 
 def workers_never_exit(options: dict[str, str | bool]) -> bool:

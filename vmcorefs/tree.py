@@ -12,7 +12,7 @@ import stat
 import threading
 from collections.abc import Callable, Mapping
 
-from .dumpfile.source import Piece
+from .buffers import read_via
 from .errors import FaultError, Unavailable, VmcorefsError
 from .memory.cache import LockedLRU
 from .memory.physical import ZeroFilled
@@ -50,13 +50,14 @@ class File(Node):
         """``st_blocks``: 512-byte blocks of data the file holds (what ``du`` shows)."""
         return (self.size() + 511) // 512
 
-    def read(self, offset: int, size: int) -> bytes:
+    def readinto(self, offset: int, buffer: memoryview) -> int:
+        """Copy the file's bytes at ``offset`` into ``buffer`` (up to its length): the count,
+        0 at the end of the file. The FUSE reply is filled in place through it."""
         raise NotImplementedError
 
-    def extents(self, offset: int, size: int) -> list[Piece]:
-        """What :meth:`read` returns, as pieces (see ``AddressSpace.extents``)."""
-        data = self.read(offset, size)
-        return [data] if data else []
+    def read(self, offset: int, size: int) -> bytes:
+        """The bytes :meth:`readinto` copies, as a new bytes object."""
+        return read_via(self.readinto, offset, size)
 
     def open_direct_io(self) -> bool:
         """Whether this open should use ``direct_io`` (decided per open; see ``SymbolFile``)."""
@@ -95,6 +96,11 @@ class BytesFile(File):
 
     def read(self, offset: int, size: int) -> bytes:
         return self.content()[offset : offset + size]
+
+    def readinto(self, offset: int, buffer: memoryview) -> int:
+        data = self.content()[offset : offset + len(buffer)]
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class GrowingFile(BytesFile):
@@ -154,22 +160,15 @@ class WindowFile(File):
             return super().blocks()
         return (self._held() + 511) // 512
 
-    def read(self, offset: int, size: int) -> bytes:
-        if offset >= self.length or size <= 0:
-            return b""
-        size = min(size, self.length - offset)
-        data = self.space.read(self.base + offset, size)
-        if not data:
+    def readinto(self, offset: int, buffer: memoryview) -> int:
+        if offset >= self.length or not len(buffer):
+            return 0
+        if len(buffer) > self.length - offset:
+            buffer = buffer[: self.length - offset]
+        got = self.space.readinto(self.base + offset, buffer)
+        if not got:
             raise self.space.fault(self.base + offset)
-        return data
-
-    def extents(self, offset: int, size: int) -> list[Piece]:
-        if offset >= self.length or size <= 0:
-            return []
-        pieces = self.space.extents(self.base + offset, min(size, self.length - offset))
-        if not pieces:
-            raise self.space.fault(self.base + offset)
-        return pieces
+        return got
 
 
 class SymbolFile(WindowFile):
@@ -202,12 +201,14 @@ class SymbolFile(WindowFile):
                 self._partly_absent = False
         return self._partly_absent
 
-    def read(self, offset: int, size: int) -> bytes:
+    def readinto(self, offset: int, buffer: memoryview) -> int:
         if self._recent is not None:
             data = self._recent.get(self)
             if data is not None:
-                return data[offset : offset + max(0, size)]
-        return super().read(offset, size)
+                piece = data[offset : offset + len(buffer)]
+                buffer[: len(piece)] = piece
+                return len(piece)
+        return super().readinto(offset, buffer)
 
 
 class LazyEntries(Mapping[str, Node]):
@@ -443,6 +444,9 @@ class LazyWindowFile(File):
 
     def read(self, offset: int, size: int) -> bytes:
         return self._resolve().read(offset, size)
+
+    def readinto(self, offset: int, buffer: memoryview) -> int:
+        return self._resolve().readinto(offset, buffer)
 
     def open_direct_io(self) -> bool:
         """Through the page cache when every byte is present (checked once), else direct_io

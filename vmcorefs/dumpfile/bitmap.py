@@ -180,11 +180,16 @@ class Bitmap:
             pos = block_end
         return max(limit, pfn)
 
-    def runs(self, max_runs: int = 1 << 22) -> Iterator[tuple[int, int]]:
-        """Maximal runs ``[start, end)`` of set bits, in order (at most ``max_runs``)."""
+    def runs(
+        self, max_runs: int = 1 << 22, *, start: int = 0, end: int | None = None
+    ) -> Iterator[tuple[int, int]]:
+        """Maximal runs ``[a, b)`` of set bits inside ``[start, end)``, in order (at most
+        ``max_runs``); lazy: the bitmap is read a chunk at a time as runs are taken."""
+        lo = max(self.lo, start)
+        hi = self.hi if end is None else min(self.hi, end)
         run_start = run_end = -1
         emitted = 0
-        first, last = self.lo // 8, (self.hi + 7) // 8
+        first, last = lo // 8, (hi + 7) // 8
         for chunk_start in range(first, last, SCAN_CHUNK):
             chunk = self._read(chunk_start, min(last, chunk_start + SCAN_CHUNK))
             base = chunk_start * 8
@@ -194,18 +199,18 @@ class Bitmap:
                 else:
                     byte, bit0 = chunk[m.start()], base + m.start() * 8
                     pieces = [(bit0 + i, bit0 + i + 1) for i in range(8) if byte >> i & 1]
-                for start, end in pieces:
-                    start, end = max(start, self.lo), min(end, self.hi)
-                    if start >= end:
+                for a, b in pieces:
+                    a, b = max(a, lo), min(b, hi)
+                    if a >= b:
                         continue
-                    if start == run_end:
-                        run_end = end
+                    if a == run_end:
+                        run_end = b
                         continue
                     if run_end > run_start >= 0:
                         yield run_start, run_end
                         emitted += 1
                         if emitted >= max_runs:
                             return
-                    run_start, run_end = start, end
+                    run_start, run_end = a, b
         if run_end > run_start >= 0:
             yield run_start, run_end

@@ -10,19 +10,17 @@ section headers): the header size is not trusted, ``e_phoff`` is honoured.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from ..buffers import fill_zeros
 from ..errors import CorruptError, DumpError, FaultError
 from .damage import Truncation
 from .format import Format, Formats, Probe
 from .source import (
-    DumpFile,
-    FileExtent,
     Note,
     PhysicalSource,
-    Piece,
     ReadableFile,
     SourceInfo,
     parse_notes,
@@ -238,45 +236,49 @@ class ElfSource(PhysicalSource):
             i += 1
         return runs
 
-    def read(self, paddr: int, size: int) -> bytes:
+    def readinto(self, paddr: int, buffer: memoryview) -> int:
+        size = len(buffer)
         i = bisect.bisect_right(self._starts, paddr) - 1
-        if i < 0:
-            return b""
+        if i < 0 or not size:
+            return 0
         seg = self.segments[i]
         rel = paddr - seg.start
         if rel + size <= seg.filesz:  # the common case: inside one segment's file bytes
-            return self.file.pread(seg.offset + rel, size)
-        parts: list[bytes] = []
+            return self.file.preadinto(seg.offset + rel, buffer)
+        got = 0
         for offset, n in self._runs(paddr, size):
             if offset is None:
-                parts.append(bytes(n))
+                fill_zeros(buffer[got : got + n])
+                got += n
                 continue
-            data = self.file.pread(offset, n)
-            parts.append(data)
-            if len(data) < n:  # the file is shorter than its headers say
+            done = self.file.preadinto(offset, buffer[got : got + n])
+            got += done
+            if done < n:  # the file is shorter than its headers say
                 break
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return got
 
-    def extents(self, paddr: int, size: int) -> list[Piece]:
-        file = self.file
-        if not isinstance(file, DumpFile):  # an ELF inside a flattened stream: plain bytes
-            return super().extents(paddr, size)
-        i = bisect.bisect_right(self._starts, paddr) - 1
-        if i >= 0:  # the common case: inside one segment's file bytes
-            seg = self.segments[i]
-            offset = seg.offset + paddr - seg.start
-            if paddr + size <= seg.start + seg.filesz and offset + size <= file.size:
-                return [FileExtent(file, offset, size)]
-        pieces: list[Piece] = []
-        for offset, n in self._runs(paddr, size):
-            if offset is None:
-                pieces.append(bytes(n))
-                continue
-            n = min(n, file.size - offset)  # a truncated copy holds less than its headers
-            if n <= 0:
+    def present_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The segments' bytes in ``[start, end)``, less file bytes a truncated copy lacks."""
+        i = max(0, bisect.bisect_right(self._starts, start) - 1)
+        fsize = self.file.size
+        run_start = run_end = -1
+        for seg in self.segments[i:]:  # bounded by the number of segments
+            if seg.start >= end:
                 break
-            pieces.append(FileExtent(file, offset, n))
-        return pieces
+            held = max(0, min(seg.filesz, fsize - seg.offset))  # file bytes in the file
+            pieces = [(seg.start, seg.start + held), (seg.start + seg.filesz, seg.end)]
+            for a, b in pieces:
+                a, b = max(a, start), min(b, end)
+                if a >= b:
+                    continue
+                if a == run_end:
+                    run_end = b
+                    continue
+                if run_end > run_start:
+                    yield run_start, run_end
+                run_start, run_end = a, b
+        if run_end > run_start:
+            yield run_start, run_end
 
     def truncations(self) -> Sequence[Truncation]:
         return [self._truncation] if self._truncation is not None else []
@@ -288,7 +290,7 @@ class ElfSource(PhysicalSource):
             s.memsz - s.filesz + max(0, min(s.filesz, size - s.offset)) for s in self.segments
         )
 
-    def fault(self, paddr: int) -> FaultError:
+    def _fault(self, paddr: int) -> FaultError:
         i = bisect.bisect_right(self._starts, paddr) - 1
         seg = self.segments[i] if i >= 0 else None
         if seg is None or not seg.start <= paddr < seg.end:
@@ -304,17 +306,12 @@ class ElfSource(PhysicalSource):
             )
         return FaultError("phys", paddr, "could not be read")
 
-    def absent_until(self, paddr: int, limit: int) -> int:
-        i = bisect.bisect_right(self._starts, paddr)
-        nxt = self._starts[i] if i < len(self._starts) else limit
-        return min(limit, max(nxt, paddr + 1))
-
     def close(self) -> None:
         self.file.close()
 
 
 class _PreadStream:
-    """A minimal file-like object over a :class:`DumpFile` for pyelftools (seek/read/tell)."""
+    """A minimal file-like object over a dump file for pyelftools (seek/read/tell)."""
 
     def __init__(self, file: ReadableFile) -> None:
         self._file = file

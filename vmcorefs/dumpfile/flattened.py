@@ -20,6 +20,7 @@ import time
 from array import array
 from collections.abc import Callable
 
+from ..buffers import fill_zeros, read_via
 from ..errors import DumpError
 from .format import Format, Formats, Probe
 from .source import ExactReads, PhysicalSource, ReadableFile
@@ -183,33 +184,40 @@ class FlattenedFile(ExactReads):
         return starts, ends, offsets
 
     # -- ReadableFile ------------------------------------------------------------------------
-    def pread(self, offset: int, size: int) -> bytes:
-        if size <= 0 or offset < 0 or offset >= self.size:
-            return b""
-        end = min(offset + size, self.size)
+    def preadinto(self, offset: int, buffer: memoryview) -> int:
+        """Bytes of the rebuilt file at ``offset`` into ``buffer``: each piece from the stream,
+        zeros where no record writes (a probe's partial index stops there instead)."""
+        if offset < 0 or offset >= self.size or not len(buffer):
+            return 0
+        size = min(len(buffer), self.size - offset)
         starts, ends, offsets = self._starts, self._ends, self._offsets
         i = bisect.bisect_right(starts, offset) - 1
-        parts: list[bytes] = []
-        pos = offset
+        got = 0
         # Bounded: each pass consumes one piece or one gap before the next piece.
-        while pos < end:
+        while got < size:
+            pos = offset + got
             if i >= 0 and pos < ends[i]:
-                n = min(end, ends[i]) - pos
-                data = self.stream.pread(offsets[i] + pos - starts[i], n)
-                parts.append(data)
-                pos += len(data)
-                if len(data) < n:  # the stream shrank under us
+                n = min(size - got, ends[i] - pos)
+                done = self.stream.preadinto(offsets[i] + pos - starts[i], buffer[got : got + n])
+                got += done
+                if done < n:  # the stream shrank under us
                     break
             elif self._partial:
                 break  # a probe's index: what lies in a gap is not known yet
             else:
-                nxt = starts[i + 1] if i + 1 < len(starts) else end
-                gap_end = min(end, nxt)
-                parts.append(bytes(gap_end - pos))  # never written: a hole of the rebuilt file
-                pos = gap_end
-            if i + 1 < len(starts) and pos >= starts[i + 1]:
+                nxt = starts[i + 1] if i + 1 < len(starts) else offset + size
+                n = min(size, nxt - offset) - got
+                fill_zeros(buffer[got : got + n])  # never written: a hole of the rebuilt file
+                got += n
+            if i + 1 < len(starts) and offset + got >= starts[i + 1]:
                 i += 1
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return got
+
+    def pread(self, offset: int, size: int) -> bytes:
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i >= 0 and 0 <= offset and offset + size <= self._ends[i]:  # inside one piece
+            return self.stream.pread(self._offsets[i] + offset - self._starts[i], size)
+        return read_via(self.preadinto, offset, min(size, self.size - offset))
 
     def check(self) -> None:
         self.stream.check()

@@ -24,7 +24,7 @@ import hashlib
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..errors import CorruptError, DumpError, FaultError, Unavailable
@@ -37,10 +37,9 @@ from .compression import (
 )
 from .damage import Truncation
 from .format import Format, Formats, Probe, SplitPart
+from .paged import PagedReader, PagedSource, page_runs
 from .source import (
     Note,
-    PagedSource,
-    PhysicalSource,
     ReadableFile,
     SourceInfo,
     parse_notes,
@@ -62,6 +61,7 @@ _SUB_HEADER = struct.Struct("<qiiQQqQqQqQQQQ")
 SUB_HEADER_SIZE = _SUB_HEADER.size  # 104
 #: struct page_desc: offset, size, flags, page_flags.
 PAGE_DESC = struct.Struct("<qIIQ")
+PageDesc = tuple[int, int, int, int]
 PAGE_DESC_SIZE = PAGE_DESC.size  # 24
 
 #: Sanity limits for sizes read from the header (checked before they are trusted).
@@ -72,8 +72,6 @@ MAX_VMCOREINFO = 1 << 20
 MAX_NOTES_SIZE = 64 << 20
 #: 2**52 bytes of physical address space (x86_64's architectural maximum), in 4 KiB frames.
 MAX_MAPNR = 1 << 40
-#: Pages per batch when a read walks descriptors (bounds the lists a huge read builds).
-READ_BATCH = 1024
 #: Page data read with one pread when descriptors point at nearby data (bytes).
 MAX_SPAN = 1 << 20
 SPAN_GAP = 16 << 10
@@ -250,7 +248,7 @@ def split_identity(
     }
 
 
-class KdumpSource(PhysicalSource, PagedSource):
+class KdumpSource(PagedSource[PageDesc]):
     """Physical memory of a kdump-compressed file (or of one part of a split dump).
 
     ``file`` is any :class:`ReadableFile`: the dump itself, or a flattened stream's index.
@@ -338,6 +336,7 @@ class KdumpSource(PhysicalSource, PagedSource):
         self._held: int | None = None
         self._truncation = self._find_truncation(descs_end)
         self.info = self._make_info(descs_end)
+        self.pages = PagedReader(self)
 
     # -- opening -----------------------------------------------------------------------------
     def _check_codec(self, status: int) -> None:
@@ -424,8 +423,11 @@ class KdumpSource(PhysicalSource, PagedSource):
             self._ranges = [(s * ps, e * ps) for s, e in runs]
         return self._ranges
 
-    def read(self, paddr: int, size: int) -> bytes:
-        return read_pages(self, paddr, size, self.phys_end)
+    def present_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The dumped frames (2nd bitmap) in ``[start, end)``."""
+        ps = self.page_size
+        frames = self.dumped.runs(start=start // ps, end=-(-end // ps))
+        return page_runs(start, end, ps, frames)
 
     def truncations(self) -> Sequence[Truncation]:
         return [self._truncation] if self._truncation is not None else []
@@ -460,7 +462,7 @@ class KdumpSource(PhysicalSource, PagedSource):
             pos += whole
         return held
 
-    def fault(self, paddr: int) -> FaultError:
+    def _fault(self, paddr: int) -> FaultError:
         """Why ``paddr`` is not held: the bitmaps, the descriptor, then the data (decompressed
         again to say what is wrong with them)."""
         ps = self.page_size
@@ -494,17 +496,11 @@ class KdumpSource(PhysicalSource, PagedSource):
             return FaultError("phys", paddr, f"{page} could not be read")
         return CorruptError("phys", paddr, f"{page}: {why} (at offset {offset:#x})")
 
-    def absent_until(self, paddr: int, limit: int) -> int:
-        ps = self.page_size
-        pfn = paddr // ps + 1
-        nxt = self.dumped.next_set(pfn, -(-limit // ps))
-        return min(limit, max(nxt * ps, paddr + 1))
-
     def close(self) -> None:
         self.file.close()
 
     # -- PagedSource -------------------------------------------------------------------------
-    def page_refs(self, pfn: int, count: int) -> list[object | None]:
+    def page_refs(self, pfn: int, count: int) -> list[PageDesc | None]:
         """The page descriptors ``(offset, size, flags, page_flags)`` of ``count`` frames."""
         if count == 1:  # random access: one block lookup, one descriptor read
             rank = self.dumped.rank_if_set(pfn)
@@ -512,7 +508,7 @@ class KdumpSource(PhysicalSource, PagedSource):
                 return [None]
             raw = self.file.pread(self.desc_offset + rank * PAGE_DESC_SIZE, PAGE_DESC_SIZE)
             return [PAGE_DESC.unpack(raw) if len(raw) == PAGE_DESC_SIZE else None]
-        refs: list[object | None] = [None] * count
+        refs: list[PageDesc | None] = [None] * count
         lo, hi = max(pfn, self.start_pfn), min(pfn + count, self.end_pfn)
         if lo >= hi:
             return refs
@@ -522,7 +518,7 @@ class KdumpSource(PhysicalSource, PagedSource):
         ndesc = bits.bit_count()
         rank = self.dumped.rank(pfn)
         raw = self.file.pread(self.desc_offset + rank * PAGE_DESC_SIZE, ndesc * PAGE_DESC_SIZE)
-        descs: list[object | None] = list(
+        descs: list[PageDesc | None] = list(
             PAGE_DESC.iter_unpack(raw[: len(raw) - len(raw) % PAGE_DESC_SIZE])
         )
         # A descriptor table cut short (a truncated copy) leaves the last frames absent.
@@ -533,7 +529,7 @@ class KdumpSource(PhysicalSource, PagedSource):
             refs[i] = desc
         return refs
 
-    def load_pages(self, refs: Sequence[object]) -> list[bytes | None]:
+    def load_pages(self, refs: Sequence[PageDesc]) -> list[bytes | None]:
         """Read (one pread per run of nearby data) and decompress each referenced page."""
         ps = self.page_size
         fsize = self.file.size
@@ -542,7 +538,7 @@ class KdumpSource(PhysicalSource, PagedSource):
         span: list[tuple[int, int, int, int]] = []
         span_start = span_end = 0
         for i, ref in enumerate(refs):
-            offset, size, flags, _ = ref  # type: ignore[misc]
+            offset, size, flags, _ = ref
             # offset 0: a page lost from an incomplete dump (its descriptor was never written).
             if offset <= 0 or not 0 < size <= ps or offset + size > fsize:
                 continue
@@ -628,30 +624,3 @@ def _utc(sec: int, usec: int) -> str:
 
 #: Shared all-zero page objects (one per page size): cached zero pages then cost nothing.
 ZERO_PAGES: dict[int, bytes] = {4096: bytes(4096)}
-
-
-def read_pages(source: PagedSource, paddr: int, size: int, phys_end: int) -> bytes:
-    """``PhysicalSource.read`` for a paged source, without a cache: bytes held from ``paddr``,
-    stopping at the first page that is absent (or whose data is corrupt)."""
-    if paddr < 0 or size <= 0 or paddr >= phys_end:
-        return b""
-    end = min(paddr + size, phys_end)
-    ps = source.page_size
-    parts: list[bytes] = []
-    pos = paddr
-    while pos < end:  # bounded: every pass consumes a batch or stops
-        pfn = pos // ps
-        count = min(READ_BATCH, (end - 1) // ps - pfn + 1)
-        refs = source.page_refs(pfn, count)
-        held = next((i for i, r in enumerate(refs) if r is None), count)
-        pages = source.load_pages(refs[:held]) if held else []
-        for page in pages:
-            if page is None:
-                return b"".join(parts)
-            rel = pos - (pos // ps) * ps
-            take = min(ps - rel, end - pos)
-            parts.append(page[rel : rel + take] if take != ps else page)
-            pos += take
-        if held < count:
-            break
-    return b"".join(parts)

@@ -13,17 +13,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
-from ..errors import DumpError, FaultError
+from ..buffers import read_via
+from ..errors import CorruptError, DumpError, FaultError
 from .damage import Damage, Truncation
 
-# ELF note types (include/uapi/linux/elf.h) that the layers above look for.
-NT_PRSTATUS = 1
-NT_PRFPREG = 2
-NT_PRPSINFO = 3
-NT_TASKSTRUCT = 4
-NT_AUXV = 6
 #: At most this many notes are parsed from one notes area: a corrupt size cannot make us loop.
 MAX_NOTES = 65536
 #: Seconds between two checks that an open dump file is unchanged when reads hit the caches.
@@ -52,29 +47,17 @@ class SourceInfo:
     extra: dict[str, str] = field(default_factory=dict)  #: further "key: value" facts
 
 
-class FileExtent(NamedTuple):
-    """``length`` bytes of a dump held verbatim in ``file`` at ``offset``: a reader may copy them
-    straight into its own buffer (:meth:`DumpFile.preadinto`), sparing one copy of the data.
-    A named tuple: one is made per FUSE read, so it must be cheap."""
-
-    file: DumpFile
-    offset: int
-    length: int
-
-
-#: A piece of a read: bytes, or where in a file the bytes lie verbatim.
-Piece = bytes | FileExtent
-
-
 class PhysicalSource(ABC):
     """Physical memory as one dump container holds it.
 
-    ``read`` follows the project's one rule: it returns the bytes held from ``paddr`` on, in
-    order, stopping at the first byte not held (``b""`` when ``paddr`` itself is absent). Absence
-    is never an exception here: holes, excluded pages, lost pages and pages that fail to
-    decompress are all simply not held; :meth:`fault` says why, when asked (only on the failure
-    path: it may cost a descriptor read or a second decompression). Reads are thread-safe
-    (``os.pread``, locked caches).
+    :meth:`readinto` follows the project's one rule: it copies the bytes held from ``paddr``
+    on, in order, into the caller's buffer, stopping at the first byte not held (0 when
+    ``paddr`` itself is absent). Absence is never an exception here: holes, excluded pages,
+    lost pages and pages that fail to decompress are all simply not held; :meth:`fault` says
+    why, when asked (only on the failure path: it may cost a descriptor read or a second
+    decompression). :meth:`present_runs` says where the dump holds memory from its metadata
+    alone (PT_LOADs, bitmaps), without reading any. Reads are thread-safe (``os.pread``,
+    locked caches).
     """
 
     #: Paths of the files this source reads (for messages).
@@ -84,20 +67,36 @@ class PhysicalSource(ABC):
     phys_end: int
 
     @abstractmethod
-    def read(self, paddr: int, size: int) -> bytes:
-        """Bytes held from ``paddr``, at most ``size``, stopping at the first absent byte."""
+    def readinto(self, paddr: int, buffer: memoryview) -> int:
+        """Copy the bytes held from ``paddr`` into ``buffer`` (up to its length), stopping at
+        the first byte not held; the count (0: the byte at ``paddr`` is not held)."""
 
-    def extents(self, paddr: int, size: int) -> list[Piece]:
-        """The bytes :meth:`read` would return, as pieces; a container that stores memory
-        verbatim in a file returns :class:`FileExtent` pieces for it (ELF)."""
-        data = self.read(paddr, size)
-        return [data] if data else []
+    def read(self, paddr: int, size: int) -> bytes:
+        """The bytes :meth:`readinto` copies, as a new bytes object."""
+        return read_via(self.readinto, paddr, size)
+
+    @abstractmethod
+    def present_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The runs ``[a, b)`` inside ``[start, end)`` that the dump's metadata say it holds,
+        in order, merged where they touch; no page data are read, so a page that turns out to
+        be corrupt (or lost from an incomplete dump) is in a run and :meth:`readinto` stops
+        there. Lazy: a caller takes only the runs it needs."""
 
     def fault(self, paddr: int) -> FaultError:
         """Why the byte at ``paddr`` is not held: a :class:`FaultError` (absent) or a
-        :class:`~vmcorefs.errors.CorruptError` (held but damaged), returned, not raised.
-        Asked where :meth:`read` returned nothing at ``paddr``."""
+        :class:`~vmcorefs.errors.CorruptError` (held but damaged, then recorded in
+        :attr:`damage`), returned, not raised. Asked where :meth:`readinto` stopped."""
+        fault = self._fault(paddr)
+        if isinstance(fault, CorruptError):
+            self.damage.record(fault)
+        return fault
+
+    def _fault(self, paddr: int) -> FaultError:
+        """:meth:`fault` without recording it: what each container answers."""
         return FaultError("phys", paddr)
+
+    def set_cache_size(self, nbytes: int) -> None:  # noqa: B027 - optional hook
+        """Bytes of decoded pages to keep (containers that decode pages keep a cache)."""
 
     def truncations(self) -> Sequence[Truncation]:
         """The files of this dump that are shorter than their headers say (found at open)."""
@@ -116,13 +115,6 @@ class PhysicalSource(ABC):
             made.truncations = list(self.truncations())
             found = self.__dict__.setdefault("_damage", made)
         return found
-
-    @abstractmethod
-    def absent_until(self, paddr: int, limit: int) -> int:
-        """End of the absent run that starts at ``paddr``, searched no further than ``limit``.
-
-        Only called where ``read(paddr, ...)`` returned nothing; used by ``--zero-fill``.
-        """
 
     @abstractmethod
     def ranges(self) -> Sequence[tuple[int, int]]:
@@ -167,6 +159,10 @@ class ReadableFile(Protocol):
         """Up to ``size`` bytes at ``offset``; short only at the end of the file."""
         ...
 
+    def preadinto(self, offset: int, buffer: memoryview) -> int:
+        """:meth:`pread` into ``buffer`` (up to its length): the count."""
+        ...
+
     def pread_exact(self, offset: int, size: int, what: str = "data") -> bytes:
         """Exactly ``size`` bytes at ``offset`` or :class:`DumpError` naming ``what``."""
         ...
@@ -176,29 +172,6 @@ class ReadableFile(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class PagedSource(ABC):
-    """A container that stores memory page by page (kdump-compressed, its splits).
-
-    Offered besides :meth:`PhysicalSource.read` so that ``memory/`` can keep decompressed pages
-    in its own cache and decompress the pages of a large read in parallel: finding a page
-    (bitmap, descriptor) is cheap, loading it (read, decompress) is what costs.
-    """
-
-    #: Bytes per page (the kdump block size).
-    page_size: int
-    #: Whether loading pages in several threads runs in parallel (the codec releases the GIL).
-    parallel_decompression: bool = False
-
-    @abstractmethod
-    def page_refs(self, pfn: int, count: int) -> list[object | None]:
-        """One opaque reference per page frame ``pfn .. pfn+count-1``; None: not in the dump."""
-
-    @abstractmethod
-    def load_pages(self, refs: Sequence[object]) -> list[bytes | None]:
-        """Each referenced page: exactly ``page_size`` bytes, or None when its data is corrupt
-        or missing (never guessed); :meth:`PhysicalSource.fault` then says which and why."""
 
 
 class ExactReads:
@@ -281,25 +254,21 @@ class DumpFile(ExactReads):
         return data
 
     def preadinto(self, offset: int, buffer: memoryview) -> int:
-        """Read into ``buffer`` (up to its length) at ``offset``; the count, short only at the
-        end of the file. Not verified: the caller calls :meth:`verify` once it has read all it
-        needs, before it uses the bytes."""
+        """Read into ``buffer`` (up to its length) at ``offset``: the count, short only at the
+        end of the file. Checked as :meth:`pread` is: bytes read while the file was being
+        truncated or overwritten in place never count as read."""
         if self.changed:
             raise DumpError(self.path, self.changed)
         if offset >= self.size or not len(buffer):
             return 0
         try:
-            return os.preadv(self.fd, [buffer], offset)
+            got = os.preadv(self.fd, [buffer], offset)
         except OSError as exc:
             raise DumpError(
                 self.path, f"read error at offset {offset:#x}: {exc.strerror}"
             ) from None
-
-    def verify(self) -> None:
-        """DumpError when the file changed since it was opened (one ``fstat``, now)."""
-        if self.changed:
-            raise DumpError(self.path, self.changed)
         self._verify()
+        return got
 
     def check(self) -> None:
         """DumpError once the file changed under us (size or mtime differ from when it was

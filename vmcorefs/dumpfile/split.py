@@ -9,15 +9,16 @@ is an error found when opening.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ..errors import DumpError, FaultError
 from .damage import Truncation
-from .kdump import KdumpSource, read_pages, split_identity
-from .source import Note, PagedSource, PhysicalSource, SourceInfo
+from .kdump import KdumpSource, PageDesc, split_identity
+from .paged import PagedReader, PagedSource
+from .source import Note, ReadableFile, SourceInfo
 
 
-class SplitSource(PhysicalSource, PagedSource):
+class SplitSource(PagedSource[tuple[KdumpSource, PageDesc]]):
     """The parts of a split dump as one physical memory; each frame is read from its part."""
 
     def __init__(self, parts: Sequence[KdumpSource]) -> None:
@@ -43,6 +44,7 @@ class SplitSource(PhysicalSource, PagedSource):
         info.extra["split parts"] = str(len(self.parts))
         info.extra["kdump dumped pages"] = str(sum(p.dumped.total for p in self.parts))
         self.info = info
+        self.pages = PagedReader(self)
 
     def _check_set(self) -> None:
         parts = self.parts
@@ -93,8 +95,23 @@ class SplitSource(PhysicalSource, PagedSource):
     def ranges(self) -> Sequence[tuple[int, int]]:
         return self.parts[0].ranges()
 
-    def read(self, paddr: int, size: int) -> bytes:
-        return read_pages(self, paddr, size, self.phys_end)
+    def present_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """Each part's runs in its own frames, merged where they meet across parts."""
+        run_start = run_end = -1
+        ps = self.page_size
+        for part in self.parts:  # bounded by the number of parts
+            lo, hi = max(start, part.start_pfn * ps), min(end, part.end_pfn * ps)
+            if lo >= hi:
+                continue
+            for a, b in part.present_runs(lo, hi):
+                if a == run_end:
+                    run_end = b
+                    continue
+                if run_end > run_start:
+                    yield run_start, run_end
+                run_start, run_end = a, b
+        if run_end > run_start:
+            yield run_start, run_end
 
     def truncations(self) -> Sequence[Truncation]:
         return [t for p in self.parts for t in p.truncations()]
@@ -102,29 +119,22 @@ class SplitSource(PhysicalSource, PagedSource):
     def held_bytes(self) -> int:
         return sum(p.held_bytes() for p in self.parts)
 
-    def fault(self, paddr: int) -> FaultError:
+    def _fault(self, paddr: int) -> FaultError:
         part = self._part(paddr // self.page_size)
         if part is None:
             return FaultError("phys", paddr, "past the dump's last page frame")
-        return part.fault(paddr)
-
-    def absent_until(self, paddr: int, limit: int) -> int:
-        ps = self.page_size
-        part = self._part(paddr // ps)
-        if part is None:
-            return min(limit, paddr - paddr % ps + ps)
-        return min(part.absent_until(paddr, limit), max(part.end_pfn * ps, paddr + 1))
+        return part._fault(paddr)  # recorded as this source's damage, not the part's
 
     def close(self) -> None:
         for p in self.parts:
             p.close()
 
-    def files(self) -> Sequence:
+    def files(self) -> Sequence[ReadableFile]:
         return [p.file for p in self.parts]
 
     # -- PagedSource -------------------------------------------------------------------------
-    def page_refs(self, pfn: int, count: int) -> list[object | None]:
-        refs: list[object | None] = []
+    def page_refs(self, pfn: int, count: int) -> list[tuple[KdumpSource, PageDesc] | None]:
+        refs: list[tuple[KdumpSource, PageDesc] | None] = []
         pos, end = pfn, pfn + count
         while pos < end:  # bounded: each pass consumes up to one part's range
             part = self._part(pos)
@@ -137,15 +147,15 @@ class SplitSource(PhysicalSource, PagedSource):
             pos += n
         return refs
 
-    def load_pages(self, refs: Sequence[object]) -> list[bytes | None]:
+    def load_pages(self, refs: Sequence[tuple[KdumpSource, PageDesc]]) -> list[bytes | None]:
         out: list[bytes | None] = []
         i = 0
         while i < len(refs):  # one load per run of references into the same part
-            part = refs[i][0]  # type: ignore[index]
+            part = refs[i][0]
             j = i
-            while j < len(refs) and refs[j][0] is part:  # type: ignore[index]
+            while j < len(refs) and refs[j][0] is part:
                 j += 1
-            out.extend(part.load_pages([r[1] for r in refs[i:j]]))  # type: ignore[index]
+            out.extend(part.load_pages([r[1] for r in refs[i:j]]))
             i = j
         return out
 

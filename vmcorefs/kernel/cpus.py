@@ -11,11 +11,13 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from ..dumpfile.source import NT_PRSTATUS, Note
 from ..errors import FaultError, Unavailable
 from ..memory.space import AddressSpace
 
+#: include/uapi/linux/elf.h: the note type of ``struct elf_prstatus``.
+NT_PRSTATUS = 1
 # include/uapi/linux/elfcore.h, x86_64: struct elf_prstatus is 336 bytes; pr_pid (pid_t) at 32,
 # pr_reg (elf_gregset_t: struct user_regs_struct, arch/x86/include/asm/user_64.h) at 112.
 ELF_PRSTATUS_SIZE = 336
@@ -73,7 +75,18 @@ def _qemu_crs(desc: bytes) -> dict[str, int] | None:
     return {name: cr[i] for name, i in CONTROL_REGS.items()}
 
 
-def cpu_states(notes: Iterable[Note]) -> list[CpuState]:
+class NoteLike(Protocol):
+    """An ELF note as the dump layer parsed it (``dumpfile.source.Note``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> int: ...
+    @property
+    def desc(self) -> bytes: ...
+
+
+def cpu_states(notes: Iterable[NoteLike]) -> list[CpuState]:
     """The CPUs of a dump, from its notes (``PhysicalSource.notes()``), in note order."""
     notes = list(notes)
     prstatus = [n for n in notes if n.name == "CORE" and n.type == NT_PRSTATUS]

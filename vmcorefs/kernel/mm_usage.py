@@ -795,7 +795,7 @@ def _zero_test_run(
         if len(data) > got * page_size:
             skip = 1  # a page only partly in the dump
         else:
-            absent_end = phys.source.absent_until(pfn * page_size, end * page_size)
+            absent_end = phys.next_present(pfn * page_size, end * page_size)
             skip = min(max(1, absent_end // page_size - pfn), end - pfn)
         u.no_content += skip
         pfn += skip

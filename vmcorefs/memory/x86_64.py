@@ -17,7 +17,6 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..dumpfile.source import Piece
 from ..errors import CorruptError, FaultError, Unavailable
 from ..vmcoreinfo import VmcoreInfo
 from .cache import LockedLRU
@@ -256,38 +255,21 @@ class KernelVirtualMemory(AddressSpace):
             yield paddr, n
             pos += n
 
-    def read(self, addr: int, size: int) -> bytes:
+    def readinto(self, addr: int, buffer: memoryview) -> int:
+        size = len(buffer)
         end = min(addr + size, ADDRESS_SPACE_END)
         if addr < 0 or addr >= end:
-            return b""
+            return 0
         try:
             paddr, n = self.translator.translate_run(addr, end - addr)
         except FaultError:
-            return b""
+            return 0
         if n == end - addr:  # the common case: one physically contiguous run
-            return self.phys.read(paddr, n)
-        parts: list[bytes] = []
+            return self.phys.readinto(paddr, buffer if n == size else buffer[:n])
+        got = 0
         for paddr, n in self._runs(addr, end):
-            data = self.phys.read(paddr, n)
-            parts.append(data)
-            if len(data) < n:
+            done = self.phys.readinto(paddr, buffer[got : got + n])
+            got += done
+            if done < n:
                 break
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def extents(self, addr: int, size: int) -> list[Piece]:
-        end = min(addr + size, ADDRESS_SPACE_END)
-        if addr < 0 or addr >= end:
-            return []
-        try:
-            paddr, n = self.translator.translate_run(addr, end - addr)
-        except FaultError:
-            return []
-        if n == end - addr:  # the common case: one physically contiguous run
-            return self.phys.extents(paddr, n)
-        pieces: list[Piece] = []
-        for paddr, n in self._runs(addr, end):
-            got = self.phys.extents(paddr, n)
-            pieces += got
-            if sum(len(p) if isinstance(p, bytes) else p.length for p in got) < n:
-                break
-        return pieces
+        return got

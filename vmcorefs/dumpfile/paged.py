@@ -1,0 +1,313 @@
+"""Containers that store memory page by page (kdump-compressed, its flattened and split
+forms) and the one reader of their pages, with its cache.
+
+Finding a page (bitmap, descriptor) is cheap; loading it (read, decompress) is what costs. So
+:class:`PagedReader` keeps decoded pages in an LRU (``--cache-size`` MiB), decodes the pages of
+a large read in a thread pool when the codec releases the GIL, and loads the next range ahead
+of a sequential reader. Every read of a paged container goes through it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from abc import abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+from ..errors import VmcorefsError
+from .source import PhysicalSource
+
+#: What a paged container needs to load one page (a kdump page descriptor, ...).
+Ref = TypeVar("Ref")
+
+#: Cached marker of a page that is not in the dump (a page is never empty).
+ABSENT = b""
+#: Pages to decompress below which a read does not use the pool (thread hand-off costs more).
+PARALLEL_MIN_PAGES = 32
+MAX_WORKERS = 4
+#: A read at least this large that continues the previous one loads the next as much ahead,
+#: for codecs whose pages cost enough to hide the hand-off to another thread (zlib, zstd; for
+#: lzo's cheap pages it gained nothing and cost a little on a busy machine: benchmarks/).
+READAHEAD_MIN = 128 << 10
+#: Bytes of decoded pages kept until ``set_cache_size`` says otherwise (``--cache-size``).
+DEFAULT_CACHE_BYTES = 64 << 20
+
+
+class PageCache:
+    """An LRU of pages keyed by page frame number, thread-safe, taken one batch per lock.
+
+    ``OrderedDict`` (C) rather than ``cachetools``: a 1 MiB read looks up 256 pages, and the
+    per-page cost of the Python LRU is several times that of this one (benchmarks/).
+    """
+
+    def __init__(self, max_pages: int) -> None:
+        self.max_pages = max(1, max_pages)
+        self._pages: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(self, first: int, count: int, *, upto_absent: bool = False) -> list[bytes | None]:
+        """The cached page (or :data:`ABSENT`) of each frame ``first .. first+count-1``.
+
+        ``upto_absent``: the list ends just after the first cached :data:`ABSENT`.
+        """
+        out: list[bytes | None] = []
+        append = out.append
+        with self._lock:
+            get, touch = self._pages.get, self._pages.move_to_end
+            for pfn in range(first, first + count):
+                page = get(pfn)
+                append(page)
+                if page is not None:
+                    touch(pfn)
+                    if upto_absent and not page:
+                        break
+        return out
+
+    def put_many(self, items: Sequence[tuple[int, bytes]]) -> None:
+        with self._lock:
+            pages = self._pages
+            touch = pages.move_to_end
+            for pfn, page in items:
+                if pfn in pages:
+                    touch(pfn)  # a new key goes to the end by itself
+                pages[pfn] = page
+            excess = len(pages) - self.max_pages
+            for _ in range(max(0, excess)):
+                pages.popitem(last=False)
+
+    def resize(self, max_pages: int) -> None:
+        """Keep at most ``max_pages`` from now on (the oldest go first)."""
+        with self._lock:
+            self.max_pages = max(1, max_pages)
+            for _ in range(max(0, len(self._pages) - self.max_pages)):
+                self._pages.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pages.clear()
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+
+class PagedSource(PhysicalSource, Generic[Ref]):
+    """A container that stores memory page by page: it finds pages (:meth:`page_refs`) and
+    loads them (:meth:`load_pages`); its :attr:`pages` reader does the rest. A subclass makes
+    ``self.pages = PagedReader(self)`` once ``page_size`` and ``phys_end`` are known."""
+
+    #: Bytes per page (the kdump block size).
+    page_size: int
+    #: Whether loading pages in several threads runs in parallel (the codec releases the GIL).
+    parallel_decompression: bool = False
+    pages: PagedReader[Ref]
+
+    def readinto(self, paddr: int, buffer: memoryview) -> int:
+        return self.pages.readinto(paddr, buffer)
+
+    def set_cache_size(self, nbytes: int) -> None:
+        self.pages.resize(nbytes)
+
+    @abstractmethod
+    def page_refs(self, pfn: int, count: int) -> list[Ref | None]:
+        """One reference per page frame ``pfn .. pfn+count-1``; None: not in the dump."""
+
+    @abstractmethod
+    def load_pages(self, refs: Sequence[Ref]) -> list[bytes | None]:
+        """Each referenced page: exactly ``page_size`` bytes, or None when its data is corrupt
+        or missing (never guessed); :meth:`PhysicalSource.fault` then says which and why."""
+
+
+def page_runs(
+    start: int, end: int, page_size: int, frame_runs: Iterator[tuple[int, int]]
+) -> Iterator[tuple[int, int]]:
+    """Runs of frames ``[a, b)`` as byte runs clipped to ``[start, end)``."""
+    for a, b in frame_runs:
+        lo, hi = max(start, a * page_size), min(end, b * page_size)
+        if lo < hi:
+            yield lo, hi
+
+
+class PagedReader(Generic[Ref]):
+    """Reads a :class:`PagedSource`: ``readinto`` over its pages, decoded pages cached."""
+
+    def __init__(self, source: PagedSource[Ref], cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.source = source
+        self.page_size = source.page_size
+        self.end = source.phys_end
+        self.cache = PageCache(cache_bytes // self.page_size)
+        self._workers = min(MAX_WORKERS, os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
+        self._ahead_lock = threading.Lock()
+        self._last_end = -1
+        self._ahead: tuple[int, int, Future[None]] | None = None  # pfns [start, end) loading
+
+    def resize(self, cache_bytes: int) -> None:
+        self.cache.resize(cache_bytes // self.page_size)
+
+    def readinto(self, addr: int, buffer: memoryview) -> int:
+        """Copy the held bytes from ``addr`` into ``buffer``, page by page from the cache,
+        stopping at the first page that is absent or whose data are corrupt; a large read that
+        continues the previous one starts loading the next (read ahead)."""
+        size = len(buffer)
+        if addr < 0 or size <= 0 or addr >= self.end:
+            return 0
+        size = min(size, self.end - addr)
+        ps = self.page_size
+        pfn0 = addr // ps
+        rel = addr - pfn0 * ps
+        pages = self._held_pages(pfn0, (rel + size - 1) // ps + 1)
+        got = 0
+        for page in pages:  # bounded: one pass a page of the read
+            if not page:  # absent (or not fetched: past the first absent page)
+                break
+            take = min(ps - rel, size - got)
+            buffer[got : got + take] = page if take == ps else memoryview(page)[rel : rel + take]
+            got += take
+            rel = 0
+        if size >= READAHEAD_MIN and self.source.parallel_decompression:
+            self._readahead(addr, size)
+        else:
+            # Small reads move the sequential position too: the kernel splits a 1 MiB read
+            # into an unaligned buffer in two requests (1 MiB - 48 bytes, then 48 bytes).
+            self._last_end = addr + size
+        return got
+
+    def _held_pages(self, pfn0: int, count: int) -> list[bytes | None]:
+        """The pages of frames ``pfn0 ..`` from the cache, the missing ones loaded, up to the
+        first absent one (:data:`ABSENT`; the pages after it are not looked for)."""
+        pages, first, stop = self._lookup(pfn0, count)
+        if first < stop:
+            ahead = self._ahead
+            if (
+                ahead
+                and ahead[0] < pfn0 + stop
+                and pfn0 + first < ahead[1]
+                and self._pool_pid == os.getpid()  # a fork leaves the thread behind
+            ):
+                # Read ahead is loading these pages: wait for it rather than load them twice.
+                try:
+                    ahead[2].result()
+                except VmcorefsError:  # the read below meets the same error and says it
+                    pass
+                pages, first, stop = self._lookup(pfn0, count)
+            if first < stop:
+                self._fetch(pfn0, pages, first, stop)
+        return pages
+
+    def _lookup(self, pfn0: int, count: int) -> tuple[list[bytes | None], int, int]:
+        """Cached pages of the frames, the first one missing and where the read must stop."""
+        pages = self.cache.get_many(pfn0, count, upto_absent=True)
+        stop = len(pages)  # nothing past the first absent page is needed
+        if stop < count:
+            pages.extend([None] * (count - stop))
+            stop -= 1
+        first = next((i for i in range(stop) if pages[i] is None), stop)
+        return pages, first, stop
+
+    def _readahead(self, addr: int, size: int) -> None:
+        """After a read that continues the previous one, load the next ``size`` bytes in the
+        background: the next request then finds them decompressed (sequential readers)."""
+        end = addr + size
+        with self._ahead_lock:
+            sequential, self._last_end = addr == self._last_end, end
+            if (
+                not sequential
+                or end >= self.end
+                or self.cache.max_pages * self.page_size < 4 * size
+            ):
+                return
+            if (
+                self._ahead is not None
+                and not self._ahead[2].done()
+                and self._pool_pid == os.getpid()
+            ):
+                return  # one read ahead at a time
+            ps = self.page_size
+            first, last = end // ps, (min(end + size, self.end) - 1) // ps
+            future = self._get_pool().submit(self._prefetch, first, last - first + 1)
+            self._ahead = (first, last + 1, future)
+
+    def _prefetch(self, pfn0: int, count: int) -> None:
+        pages, first, stop = self._lookup(pfn0, count)
+        if first < stop:
+            self._fetch(pfn0, pages, first, stop, parallel=False)
+
+    def _fetch(
+        self, pfn0: int, pages: list[bytes | None], first: int, stop: int, parallel: bool = True
+    ) -> None:
+        """Fill the missing ``pages[first:stop]`` from the source and cache them."""
+        last = stop - 1
+        while pages[last] is not None:
+            last -= 1
+        refs = self.source.page_refs(pfn0 + first, last - first + 1)
+        if None not in refs and pages[first : last + 1].count(None) == len(refs):
+            # A cold run (the common large read): every page missing, every page in the dump.
+            loaded = self._load(refs, parallel)
+            if None in loaded:
+                self._unloaded(pfn0 + first, loaded)
+            held = [ABSENT if p is None else p for p in loaded]
+            pages[first : last + 1] = held
+            pfns = range(pfn0 + first, pfn0 + last + 1)
+            self.cache.put_many(list(zip(pfns, held, strict=True)))
+            return
+        want: list[int] = []
+        want_refs: list[Ref] = []
+        fetched: list[tuple[int, bytes]] = []
+        for k, ref in enumerate(refs):
+            i = first + k
+            if pages[i] is not None:
+                continue
+            if ref is None:
+                pages[i] = ABSENT
+                fetched.append((pfn0 + i, ABSENT))
+                break  # the read stops here: later pages are not needed
+            want.append(i)
+            want_refs.append(ref)
+        for i, loaded_page in zip(want, self._load(want_refs, parallel), strict=True):
+            page = ABSENT if loaded_page is None else loaded_page
+            if loaded_page is None:  # in the dump, but not loadable: corrupt (or lost) data
+                self._unloaded(pfn0 + i, [None])
+            pages[i] = page
+            fetched.append((pfn0 + i, page))
+        if fetched:
+            self.cache.put_many(fetched)
+
+    def _unloaded(self, pfn0: int, loaded: list[bytes | None]) -> None:
+        """Pages the dump references but that did not load (``None`` in ``loaded``, frames from
+        ``pfn0``): cached as absent like an excluded page, but a corrupt one is recorded as
+        damage (the container's ``fault`` says why, and records it)."""
+        ps = self.page_size
+        for k, page in enumerate(loaded):
+            if page is None:
+                self.source.fault((pfn0 + k) * ps)
+
+    def _load(self, refs: list[Ref], parallel: bool = True) -> list[bytes | None]:
+        paged = self.source
+        n = len(refs)
+        chunks = min(self._workers, n // PARALLEL_MIN_PAGES)
+        if chunks < 2 or not parallel or not paged.parallel_decompression:
+            return paged.load_pages(refs)
+        step = -(-n // chunks)
+        pool = self._get_pool()
+        futures = [pool.submit(paged.load_pages, refs[s : s + step]) for s in range(step, n, step)]
+        out = paged.load_pages(refs[:step])  # this thread takes the first chunk itself
+        for f in futures:
+            out.extend(f.result())
+        return out
+
+    def _get_pool(self) -> ThreadPoolExecutor:
+        # A pool made before a fork (the CLI daemonising) has no threads in the child.
+        pid = os.getpid()
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != pid:
+                # One thread more than the chunks a read hands out: read ahead runs beside them.
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self._workers, thread_name_prefix="vmcorefs-pages"
+                )
+                self._pool_pid = pid
+            return self._pool
