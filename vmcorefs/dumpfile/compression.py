@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..errors import DumpError
 
@@ -34,21 +35,166 @@ DUMP_DH_COMPRESSED = (
     | DUMP_DH_COMPRESSED_ZSTD
 )
 
-NAMES = {
-    DUMP_DH_COMPRESSED_ZLIB: "zlib",
-    DUMP_DH_COMPRESSED_LZO: "lzo",
-    DUMP_DH_COMPRESSED_SNAPPY: "snappy",
-    DUMP_DH_COMPRESSED_ZSTD: "zstd",
-}
-#: Codecs whose pages decompress in parallel in threads (see the module docstring).
-PARALLEL = frozenset({DUMP_DH_COMPRESSED_ZLIB, DUMP_DH_COMPRESSED_ZSTD})
-_PACKAGES = {
-    DUMP_DH_COMPRESSED_LZO: "python-lzo",
-    DUMP_DH_COMPRESSED_SNAPPY: "python-snappy",
-    DUMP_DH_COMPRESSED_ZSTD: "zstandard",
-}
+#: A page decoder: the page, or None when the stored bytes are not exactly one page.
+PageDecoder = Callable[[bytes], bytes | None]
 
-Decoder = Callable[[bytes, int], "bytes | None"]
+
+@dataclass(frozen=True)
+class Binding:
+    """A codec's Python binding, loaded: how it decodes a page, and how it says why not."""
+
+    #: ``make(page_size)``: the page decoder for pages of that size (made once per page size
+    #: and flags, called per page: one Python frame a page). It catches exactly ``errors``
+    #: (bad data: None, a corrupt page); anything else propagates (a bug).
+    make: Callable[[int], PageDecoder]
+    #: What the binding raises on bad data.
+    errors: tuple[type[BaseException], ...]
+    #: ``measure(data, page_size)``: decodes again for :func:`diagnose`, without the one-page
+    #: shortcut: the output (at most a byte more than a page), or why it was refused unread.
+    measure: Callable[[bytes, int], bytes | str]
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One codec of the kdump format, and the one place that knows how it decodes a page."""
+
+    name: str
+    #: The Python package that provides it (None: the standard library).
+    package: str | None
+    #: Whether its pages decompress in parallel in threads (see the module docstring).
+    parallel: bool
+    #: Imports the binding (ImportError when it is not installed).
+    load: Callable[[], Binding]
+
+
+try:  # ISA-L inflates the same zlib streams about 1.6 times faster, checksum checked alike
+    from isal import isal_zlib as inflate_module
+except ImportError:  # pragma: no cover - isal is a dependency; the standard module still works
+    inflate_module = zlib  # type: ignore[assignment]
+
+
+def _load_zlib() -> Binding:
+    bad = (zlib.error, getattr(inflate_module, "error", zlib.error))
+
+    def make(page_size: int) -> PageDecoder:
+        new = inflate_module.decompressobj  # looked up now: tests swap the module
+
+        def decode(data: bytes) -> bytes | None:
+            d = new()
+            try:
+                out: bytes = d.decompress(data, page_size)
+            except bad:
+                return None
+            # eof: the stream ended with its checksum verified, within the one-page cap.
+            return out if len(out) == page_size and d.eof else None
+
+        return decode
+
+    def measure(data: bytes, page_size: int) -> bytes | str:
+        d = inflate_module.decompressobj()
+        out: bytes = d.decompress(data, page_size + 1)  # a byte more than a page tells "more"
+        if len(out) > page_size:
+            return f"zlib data inflate to more than {page_size:,} bytes"
+        if len(out) == page_size and not d.eof:
+            return "zlib data stop before their end of stream (cut short)"
+        return out
+
+    return Binding(make, bad, measure)
+
+
+def _load_lzo() -> Binding:
+    import lzo
+
+    # makedumpfile stores bare lzo1x_1 output: no header, the size is known (one page);
+    # lzo1x_decompress_safe never writes past the buffer of page_size bytes.
+    def make(page_size: int) -> PageDecoder:
+        def decode(data: bytes) -> bytes | None:
+            try:
+                out: bytes = lzo.decompress(data, False, page_size)  # bytes in: a slice
+            except lzo.error:
+                return None
+            return out if len(out) == page_size else None
+
+        return decode
+
+    def measure(data: bytes, page_size: int) -> bytes:
+        out: bytes = lzo.decompress(bytes(data), False, page_size)
+        return out
+
+    return Binding(make, (lzo.error,), measure)
+
+
+def _load_snappy() -> Binding:
+    import snappy
+
+    def make(page_size: int) -> PageDecoder:
+        def decode(data: bytes) -> bytes | None:
+            # Raw snappy starts with the uncompressed length (a varint): check it before the
+            # library allocates that much.
+            if _snappy_length(data) != page_size:
+                return None
+            try:
+                out: bytes = snappy.uncompress(data)
+            except snappy.UncompressError:
+                return None
+            return out if len(out) == page_size else None
+
+        return decode
+
+    def measure(data: bytes, page_size: int) -> bytes | str:
+        claimed = _snappy_length(data)
+        if claimed is None:
+            return "snappy data without a valid length"
+        if claimed != page_size:
+            return f"snappy data claim {claimed:,} bytes"
+        out: bytes = snappy.uncompress(data)
+        return out
+
+    return Binding(make, (snappy.UncompressError,), measure)
+
+
+def _load_zstd() -> Binding:
+    import zstandard
+
+    local = threading.local()
+
+    def make(page_size: int) -> PageDecoder:
+        def decode(data: bytes) -> bytes | None:
+            dctx = getattr(local, "dctx", None)
+            if dctx is None:  # one per thread: a ZstdDecompressor is not thread-safe
+                dctx = local.dctx = zstandard.ZstdDecompressor()
+            try:
+                # A frame that records its content size is decompressed to that size whatever
+                # max_output_size says: check it first (-1: not recorded, then the cap holds).
+                if zstandard.frame_content_size(data) not in (-1, page_size):
+                    return None
+                out: bytes = dctx.decompress(data, max_output_size=page_size)
+            except zstandard.ZstdError:
+                return None
+            return out if len(out) == page_size else None
+
+        return decode
+
+    def measure(data: bytes, page_size: int) -> bytes | str:
+        size = zstandard.frame_content_size(data)
+        if size not in (-1, page_size):
+            return f"zstd data claim {size:,} bytes"
+        out: bytes = zstandard.ZstdDecompressor().decompress(data, max_output_size=page_size)
+        return out
+
+    return Binding(make, (zstandard.ZstdError,), measure)
+
+
+#: The codecs, by their bit in ``page_desc.flags`` and ``disk_dump_header.status``.
+CODECS: dict[int, Codec] = {
+    DUMP_DH_COMPRESSED_ZLIB: Codec("zlib", None, True, _load_zlib),
+    DUMP_DH_COMPRESSED_LZO: Codec("lzo", "python-lzo", False, _load_lzo),
+    DUMP_DH_COMPRESSED_SNAPPY: Codec("snappy", "python-snappy", False, _load_snappy),
+    DUMP_DH_COMPRESSED_ZSTD: Codec("zstd", "zstandard", True, _load_zstd),
+}
+NAMES = {bit: codec.name for bit, codec in CODECS.items()}
+#: Codecs whose pages decompress in parallel in threads (see the module docstring).
+PARALLEL = frozenset(bit for bit, codec in CODECS.items() if codec.parallel)
 
 
 def compression_name(flags: int) -> str:
@@ -59,148 +205,41 @@ def compression_name(flags: int) -> str:
     return found[0] if len(found) == 1 else "mixed"
 
 
-try:  # ISA-L inflates the same zlib streams about 1.6 times faster, checksum checked alike
-    from isal import isal_zlib as inflate_module
-except ImportError:  # pragma: no cover - isal is a dependency; the standard module still works
-    inflate_module = zlib
-
-#: What each codec raises on bad input (filled as the codecs are loaded): a decoder catches
-#: exactly these, so that a bug is never taken for a corrupt page.
-CODEC_ERRORS: dict[int, tuple[type[BaseException], ...]] = {
-    DUMP_DH_COMPRESSED_ZLIB: (zlib.error, getattr(inflate_module, "error", zlib.error)),
-}
-
-
-def _zlib(data: bytes, page_size: int) -> bytes | None:
-    d = inflate_module.decompressobj()
-    out = d.decompress(data, page_size)
-    # eof: the stream ended with its checksum verified, within the one-page cap.
-    return out if len(out) == page_size and d.eof else None
-
-
-def _make_lzo() -> Decoder:
-    import lzo
-
-    CODEC_ERRORS[DUMP_DH_COMPRESSED_LZO] = (lzo.error,)
-
-    def decode(data: bytes, page_size: int) -> bytes | None:
-        # makedumpfile stores bare lzo1x_1 output: no header, the size is known (one page);
-        # lzo1x_decompress_safe never writes past the buffer of page_size bytes.
-        out = lzo.decompress(bytes(data), False, page_size)
-        return out if len(out) == page_size else None
-
-    return decode
-
-
-def _make_snappy() -> Decoder:
-    import snappy
-
-    CODEC_ERRORS[DUMP_DH_COMPRESSED_SNAPPY] = (snappy.UncompressError,)
-
-    def decode(data: bytes, page_size: int) -> bytes | None:
-        # Raw snappy starts with the uncompressed length (a varint): check it before the library
-        # allocates that much.
-        if _snappy_length(data) != page_size:
-            return None
-        out = snappy.uncompress(data)
-        return out if len(out) == page_size else None
-
-    return decode
-
-
-def _make_zstd() -> Decoder:
-    import zstandard
-
-    CODEC_ERRORS[DUMP_DH_COMPRESSED_ZSTD] = (zstandard.ZstdError,)
-
-    local = threading.local()
-
-    def decode(data: bytes, page_size: int) -> bytes | None:
-        dctx = getattr(local, "dctx", None)
-        if dctx is None:  # one per thread: a ZstdDecompressor is not thread-safe
-            dctx = local.dctx = zstandard.ZstdDecompressor()
-        # A frame that records its content size is decompressed to that size whatever
-        # max_output_size says: check it first (-1: not recorded, then the cap holds).
-        size = zstandard.frame_content_size(data)
-        if size not in (-1, page_size):
-            return None
-        out = dctx.decompress(data, max_output_size=page_size)
-        return out if len(out) == page_size else None
-
-    return decode
-
-
-_FACTORIES: dict[int, Callable[[], Decoder]] = {
-    DUMP_DH_COMPRESSED_LZO: _make_lzo,
-    DUMP_DH_COMPRESSED_SNAPPY: _make_snappy,
-    DUMP_DH_COMPRESSED_ZSTD: _make_zstd,
-}
-_decoders: dict[int, Decoder] = {DUMP_DH_COMPRESSED_ZLIB: _zlib}
+_bindings: dict[int, Binding] = {}
 _lock = threading.Lock()
 
 
-def decoder(bit: int, path: str = "dump") -> Decoder:
-    """The decoder for one compression bit; DumpError naming the package when it is missing."""
-    found = _decoders.get(bit)
+def require(bit: int, path: str = "dump") -> Binding:
+    """The codec's binding, loaded once; DumpError naming the package to install when it is
+    missing (a kdump file asks at open, not at the first read)."""
+    found = _bindings.get(bit)
     if found is not None:
         return found
     with _lock:
-        if bit not in _decoders:
+        if bit not in _bindings:
+            codec = CODECS[bit]
             try:
-                _decoders[bit] = _FACTORIES[bit]()
+                _bindings[bit] = codec.load()
             except ImportError:
                 raise DumpError(
                     path,
-                    f"{NAMES[bit]}-compressed pages need the Python package {_PACKAGES[bit]}",
+                    f"{codec.name}-compressed pages need the Python package {codec.package}",
                 ) from None
-        return _decoders[bit]
+        return _bindings[bit]
 
 
-def page_decoder(flags: int, page_size: int) -> Callable[[bytes], bytes | None]:
-    """A one-argument decoder for pages stored with ``flags`` (resolved once, called per page):
-    the page, or None when the stored bytes are not exactly one page (:func:`diagnose` then
-    says why). Only the codec's own errors mean bad data; anything else propagates (a bug).
-    The hot codecs get a closure of their own: one Python frame per page, not two."""
+def page_decoder(flags: int, page_size: int) -> PageDecoder:
+    """The decoder of pages stored with ``flags`` (made once, called per page): the page, or
+    None when the stored bytes are not exactly one page (:func:`diagnose` then says why)."""
     bits = flags & DUMP_DH_COMPRESSED
     if not bits:
         return lambda data: bytes(data) if len(data) == page_size else None
     if bits & (bits - 1):  # more than one compression bit: corrupt descriptor
         return lambda data: None
     try:
-        decode = decoder(bits)
+        return require(bits).make(page_size)
     except DumpError:
         return lambda data: None
-    bad = CODEC_ERRORS[bits]
-    if bits == DUMP_DH_COMPRESSED_LZO:
-        import lzo
-
-        def decode_lzo(data: bytes, _lzo=lzo.decompress, _ps=page_size) -> bytes | None:
-            try:  # bytes in (a slice), the one-page cap as in _make_lzo
-                out = _lzo(data, False, _ps)
-            except bad:
-                return None
-            return out if len(out) == _ps else None
-
-        return decode_lzo
-    if bits == DUMP_DH_COMPRESSED_ZLIB:
-
-        def decode_zlib(data: bytes, _new=inflate_module.decompressobj, _ps=page_size):
-            d = _new()
-            try:
-                out = d.decompress(data, _ps)
-            except bad:
-                return None
-            return out if len(out) == _ps and d.eof else None
-
-        return decode_zlib
-
-    def decode_other(data: bytes) -> bytes | None:
-        try:
-            return decode(data, page_size)
-        except bad:
-            return None
-
-    return decode_other
 
 
 def decompress(flags: int, data: bytes, page_size: int) -> bytes | None:
@@ -221,40 +260,15 @@ def diagnose(flags: int, data: bytes, page_size: int) -> str | None:
         return f"page flags {flags:#x} name several codecs"
     name = NAMES[bits]
     try:
-        decoder(bits)
+        binding = require(bits)
     except DumpError as exc:
         return exc.reason
-    bad = CODEC_ERRORS[bits]
     try:
-        if bits == DUMP_DH_COMPRESSED_ZLIB:
-            d = inflate_module.decompressobj()
-            out = d.decompress(data, page_size + 1)  # one byte more than a page tells "more"
-            if len(out) > page_size:
-                return f"zlib data inflate to more than {page_size:,} bytes"
-            if len(out) == page_size and not d.eof:
-                return "zlib data stop before their end of stream (cut short)"
-        elif bits == DUMP_DH_COMPRESSED_SNAPPY:
-            import snappy
-
-            claimed = _snappy_length(data)
-            if claimed is None:
-                return "snappy data without a valid length"
-            if claimed != page_size:
-                return f"snappy data claim {claimed:,} bytes"
-            out = snappy.uncompress(data)
-        elif bits == DUMP_DH_COMPRESSED_ZSTD:
-            import zstandard
-
-            size = zstandard.frame_content_size(data)
-            if size not in (-1, page_size):
-                return f"zstd data claim {size:,} bytes"
-            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=page_size)
-        else:
-            import lzo
-
-            out = lzo.decompress(bytes(data), False, page_size)
-    except bad as exc:
+        out = binding.measure(data, page_size)
+    except binding.errors as exc:
         return f"{name} data do not decompress ({type(exc).__name__}: {exc})"
+    if isinstance(out, str):
+        return out
     if len(out) != page_size:
         verb = "inflate" if bits == DUMP_DH_COMPRESSED_ZLIB else "decompress"
         return f"{name} data {verb} to {len(out):,} bytes"

@@ -24,7 +24,7 @@ import hashlib
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ..errors import CorruptError, DumpError, FaultError, Unavailable
@@ -326,11 +326,11 @@ class KdumpSource(PagedSource[PageDesc]):
         descs_end = self.desc_offset + self.dumped.total * PAGE_DESC_SIZE
         self._check_codec(h.status)
         self.parallel_decompression = bool(h.status & DUMP_DH_COMPRESSED) and all(
-            bit in compression.PARALLEL for bit in compression.NAMES if h.status & bit
+            bit in compression.PARALLEL for bit in compression.CODECS if h.status & bit
         )
         self._zero_page = ZERO_PAGES.get(bs) or bytes(bs)
         self._zero_offsets: set[int] = set()
-        self._decoders: dict[int, Callable[[bytes], bytes | None]] = {}
+        self._decoders: dict[int, compression.PageDecoder] = {}
         self._zero_lock = threading.Lock()
         self._ranges: list[tuple[int, int]] | None = None
         self._held: int | None = None
@@ -343,7 +343,7 @@ class KdumpSource(PagedSource[PageDesc]):
         """Fail at open, not at the first read, when a codec of the dump is not installed."""
         for bit in compression.NAMES:
             if status & bit:
-                compression.decoder(bit, self.file.path)
+                compression.require(bit, self.file.path)
 
     def _make_info(self, descs_end: int) -> SourceInfo:
         h, sub = self.header, self.sub
