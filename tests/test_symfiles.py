@@ -25,13 +25,12 @@ from vmlinuxbuilder import (
     build_vmlinux,
 )
 
+from tests.elfbuilder import START_KERNEL_map
 from vmcorefs.cli import main
 from vmcorefs.errors import DumpError
 from vmcorefs.kernel.dump import open_dump
 from vmcorefs.kernel.symfiles import _parse_symtab
 from vmcorefs.tree import build_tree
-
-START_KERNEL_map = 0xFFFFFFFF80000000
 
 
 def link_address(addr: int, case) -> int:

@@ -229,3 +229,22 @@ def test_translations_stay_exact_when_the_recent_chunks_wrap(tmp_path):
             assert dump.kvirt.translate(addr) == frames[k] + 8 * (k % 512)
             assert dump.kvirt.read(addr, 8) == pattern(frames[k] + 8 * (k % 512), 8)
             assert len(translator._recent) <= RECENT_CHUNKS
+
+
+def test_kernel_addresses_are_canonical_for_the_paging_depth():
+    """is_kvaddr: the canonical upper half of 48-bit (4-level) or 57-bit (5-level) space."""
+    from vmcorefs.memory.x86_64 import is_kvaddr
+
+    for addr, four, five in [
+        (0xFFFF_8000_0000_0000, True, True),  # the lowest 4-level kernel address
+        (0xFFFF_FFFF_FFFF_FFFF, True, True),
+        (0xFFFF_7FFF_FFFF_FFFF, False, True),  # canonical only with 57 bits
+        (0xFF11_0000_0000_0000, False, True),  # a 5-level direct map
+        (0xFF00_0000_0000_0000, False, True),  # the lowest 5-level kernel address
+        (0xFEFF_FFFF_FFFF_FFFF, False, False),
+        (0x7FFF_FFFF_FFFF_FFFF, False, False),  # the lower half: user space
+        (0, False, False),
+        (1 << 64, False, False),  # not a 64-bit value at all
+    ]:
+        assert is_kvaddr(addr, 48) is four, hex(addr)
+        assert is_kvaddr(addr, 57) is five, hex(addr)

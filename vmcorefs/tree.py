@@ -293,18 +293,15 @@ class Tree:
 # --- sections -------------------------------------------------------------------------------
 
 
-def info_key_filename(key: str) -> str:
-    """``info/`` file name for a VMCOREINFO key: verbatim, ``/`` written ``%2F``."""
-    return key.replace("%", "%25").replace("/", "%2F") if "/" in key else key
-
-
 def _section_info(dump) -> Directory:
     """``info/KEY`` for each VMCOREINFO key, and ``info/PAGE_SIZE``: the name users type for
     ``PAGESIZE`` (the kernel's key), unless the note has a ``PAGE_SIZE`` key of its own."""
+    from .kernel.symbols import escape_file_name
+
     vi = dump.vmcoreinfo
 
     def entries() -> dict[str, Node]:
-        files: dict[str, Node] = {info_key_filename(k): text(v + "\n") for k, v in vi.items()}
+        files: dict[str, Node] = {escape_file_name(k): text(v + "\n") for k, v in vi.items()}
         if "PAGE_SIZE" not in files and "PAGESIZE" in files:
             files["PAGE_SIZE"] = files["PAGESIZE"]
         return files

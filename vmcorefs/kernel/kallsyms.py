@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from ..errors import FaultError, Unavailable
 from ..memory.space import AddressSpace
+from ..memory.x86_64 import MASK64
 from ..vmcoreinfo import VmcoreInfo
 
 #: include/linux/kallsyms.h: the longest name (type letter and NUL included) since 6.1 (it was
@@ -44,7 +45,6 @@ TABLE_KEYS = (
     "kallsyms_markers",
     "kallsyms_seqs_of_names",
 )
-_MASK64 = (1 << 64) - 1
 
 # Address encodings (kernel/kallsyms.c, kallsyms_sym_address()):
 #: !CONFIG_KALLSYMS_BASE_RELATIVE: ``kallsyms_addresses[i]``, absolute 64-bit values.
@@ -147,12 +147,12 @@ def _addresses(encoding: str, raw: list[int], base: int | None, place: int) -> l
         return raw
     if encoding == RELATIVE:
         assert base is not None
-        return [(base + (o & 0xFFFFFFFF)) & _MASK64 for o in raw]
+        return [(base + (o & 0xFFFFFFFF)) & MASK64 for o in raw]
     if encoding == ABSOLUTE_PERCPU:
         assert base is not None
-        return [o if o >= 0 else (base - 1 - o) & _MASK64 for o in raw]
+        return [o if o >= 0 else (base - 1 - o) & MASK64 for o in raw]
     if encoding == PLACE_RELATIVE:
-        return [(place + 4 * i + o) & _MASK64 for i, o in enumerate(raw)]
+        return [(place + 4 * i + o) & MASK64 for i, o in enumerate(raw)]
     raise ValueError(encoding)
 
 

@@ -18,10 +18,11 @@ from collections.abc import Callable
 
 from ..errors import FaultError, Unavailable
 from ..memory.space import AddressSpace
+from ..memory.x86_64 import is_kvaddr, va_bits
 from ..vmcoreinfo import VmcoreInfo
 from .lazy import lazy
 from .mm_usage import page_usage
-from .sparsemem import is_kvaddr, node_pgdats, online_nodes
+from .sparsemem import node_pgdats, online_nodes
 
 #: Bound on the vmap_area_list walk (a machine has some thousands of areas).
 MAX_VMAP_AREAS = 1 << 22
@@ -63,15 +64,16 @@ def vmap_areas(
     keeps them on the busy list of each ``vmap_node`` and drops the list and its keys:
     ``kernel()`` then gives the symbol table and BTF to find them.
     """
+    bits = va_bits(vi)
     if vi.symbol("vmap_area_list") is None and kernel is not None:
         symbols, btf = kernel()
-        return _vmap_nodes_areas(kvirt, symbols, btf)
+        return _vmap_nodes_areas(kvirt, symbols, btf, bits)
     head = vi.need("SYMBOL", "vmap_area_list")
     off_start = vi.need("OFFSET", "vmap_area.va_start")
     off_list = vi.need("OFFSET", "vmap_area.list")
     off_next = vi.offset("list_head.next") or 0
     off_end = off_start + VA_END_AFTER_VA_START
-    out = _walk_areas(kvirt, "vmap_area_list", head, off_next, off_list, off_start, off_end)
+    out = _walk_areas(kvirt, "vmap_area_list", head, off_next, off_list, off_start, off_end, bits)
     out.sort()
     return out
 
@@ -84,6 +86,7 @@ def _walk_areas(
     off_list: int,
     off_start: int,
     off_end: int,
+    bits: int,
 ) -> list[tuple[int, int]]:
     """The areas on one list of ``vmap_area.list`` links, in list order (bounded, checked)."""
     out: list[tuple[int, int]] = []
@@ -91,7 +94,7 @@ def _walk_areas(
     try:
         node = kvirt.u64(head + off_next)
         while node != head:
-            if node in seen or not is_kvaddr(node):
+            if node in seen or not is_kvaddr(node, bits):
                 raise Unavailable(f"{what} is corrupt at {node:#x} (a loop or a bad link)")
             if len(out) >= MAX_VMAP_AREAS:
                 raise Unavailable(f"{what} has more than {MAX_VMAP_AREAS} entries")
@@ -104,7 +107,7 @@ def _walk_areas(
     return out
 
 
-def _vmap_nodes_areas(kvirt: AddressSpace, symbols, btf) -> list[tuple[int, int]]:
+def _vmap_nodes_areas(kvirt: AddressSpace, symbols, btf, bits: int) -> list[tuple[int, int]]:
     """Linux 6.9+: the busy areas of ``vmap_nodes[0 .. nr_vmap_nodes)`` (mm/vmalloc.c)."""
     from .btf import BtfError
 
@@ -128,13 +131,13 @@ def _vmap_nodes_areas(kvirt: AddressSpace, symbols, btf) -> list[tuple[int, int]
         nr = kvirt.u32(nr_sym)
     except FaultError as exc:
         raise Unavailable(f"vmap_nodes: {exc}") from None
-    if not 1 <= nr <= MAX_VMAP_NODES or not is_kvaddr(nodes):
+    if not 1 <= nr <= MAX_VMAP_NODES or not is_kvaddr(nodes, bits):
         raise Unavailable(f"implausible vmap_nodes {nodes:#x} / nr_vmap_nodes {nr}")
     out: list[tuple[int, int]] = []
     for i in range(nr):
         head = nodes + i * node_size + off_busy
         what = f"vmap_nodes[{i}].busy"
-        out += _walk_areas(kvirt, what, head, off_next, off_list, off_start, off_end)
+        out += _walk_areas(kvirt, what, head, off_next, off_list, off_start, off_end, bits)
         if len(out) > MAX_VMAP_AREAS:
             raise Unavailable(f"the vmap nodes hold more than {MAX_VMAP_AREAS} areas")
     out.sort()

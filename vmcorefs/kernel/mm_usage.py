@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from ..errors import FaultError, Unavailable
 from ..memory.physical import PhysicalMemory
 from ..memory.space import AddressSpace
+from ..memory.x86_64 import MASK64
 from ..vmcoreinfo import VmcoreInfo
 from .sparsemem import MemMap, MemMapChunk, node_pgdats, read_mem_map
 
@@ -95,7 +96,6 @@ _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
 _U64 = struct.Struct("<Q")
 _M32 = 0xFFFF_FFFF
-_M64 = 0xFFFF_FFFF_FFFF_FFFF
 
 
 def kernel_version(osrelease: str | None) -> tuple[int, int, int]:
@@ -109,7 +109,7 @@ def kernel_version(osrelease: str | None) -> tuple[int, int, int]:
 def flag_mask(nr: int) -> int:
     """makedumpfile's ``test_bit``: an ``int`` mask ``1 << (nr & 0x1f)``, sign-extended."""
     n = nr & 0x1F
-    return (0xFFFF_FFFF_8000_0000 if n == 31 else 1 << n) & _M64
+    return (0xFFFF_FFFF_8000_0000 if n == 31 else 1 << n) & MASK64
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ class PageRules:
             m_swapbacked=None if swapbacked is None else flag_mask(swapbacked),
             m_hwpoison=None if hwpoison is None else flag_mask(hwpoison),
             bit_slab=0 if pg_slab is None else 1 << pg_slab,  # none from 6.10 on (see above)
-            head_mask=vi.need("NUMBER", "PG_head_mask") & _M64,
+            head_mask=vi.need("NUMBER", "PG_head_mask") & MASK64,
             buddy_mode=buddy_mode,
             bit_buddy=1 << pg_buddy if pg_buddy is not None else 0,
             buddy_mapcount=buddy_value,
@@ -278,7 +278,7 @@ class PageUsage:
     def counts(self) -> dict[str, int]:
         """The report's numbers, in its order; unsigned 64-bit like makedumpfile's ``mdf_pfn_t``
         (ranges over holes can make more pages excluded than there are, which wraps)."""
-        return {k: v & _M64 for k, v in self._counts().items()}
+        return {k: v & MASK64 for k, v in self._counts().items()}
 
     def _counts(self) -> dict[str, int]:
         return {
@@ -714,7 +714,7 @@ def _walk_free_list(
     for _ in range(MAX_FREE_LIST_ENTRIES):
         if curr == head:
             return
-        start = memmap.page_to_pfn((curr - off_lru) & _M64)
+        start = memmap.page_to_pfn((curr - off_lru) & MASK64)
         if start is None:
             raise Unavailable(f"free list entry {curr:#x} is not a struct page")
         if kvirt.u64(curr + off_prev) != previous:

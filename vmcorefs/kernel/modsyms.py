@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import FaultError
+from ..memory.x86_64 import MASK64
 from .btf import Btf
 
 #: include/linux/kallsyms.h KSYM_NAME_LEN (512 since Linux 6.1; 128 before, where a name of
@@ -52,7 +53,6 @@ MAX_EXPORTS_READ_AT_ONCE = 1 << 16
 ELF64_SYM = struct.Struct("<IBBHQQ")
 SHN_UNDEF = 0
 SHN_LORESERVE = 0xFF00
-_MASK64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -225,8 +225,8 @@ class Exports:
             at = self.syms + i * lay.ksym_size
             try:
                 if lay.ksym_prel32:  # offset_to_ptr(): relative to the member's own address
-                    value = (at + lay.ksym_value + kv.s32(at + lay.ksym_value)) & _MASK64
-                    name_at = (at + lay.ksym_name + kv.s32(at + lay.ksym_name)) & _MASK64
+                    value = (at + lay.ksym_value + kv.s32(at + lay.ksym_value)) & MASK64
+                    name_at = (at + lay.ksym_name + kv.s32(at + lay.ksym_name)) & MASK64
                 else:
                     value, name_at = kv.u64(at + lay.ksym_value), kv.u64(at + lay.ksym_name)
                 raw = kv.read(name_at, KSYM_NAME_LEN)
@@ -365,6 +365,6 @@ def symbol_files(
             if percpu_offset0 is None:
                 dropped += 1
                 continue
-            start = (percpu_offset0 + value) & _MASK64
+            start = (percpu_offset0 + value) & MASK64
         out.append(ModuleSymbolFile(s.text, value, start, size, module))
     return out, dropped

@@ -27,6 +27,7 @@ from functools import cached_property
 
 from ..errors import FaultError, Unavailable
 from ..memory.space import AddressSpace
+from ..memory.x86_64 import MASK64, is_kvaddr, va_bits
 from ..vmcoreinfo import VmcoreInfo
 
 # include/linux/mmzone.h: flag bits in the low bits of mem_section.section_mem_map
@@ -34,7 +35,7 @@ SECTION_MARKED_PRESENT = 1 << 0
 #: makedumpfile masks the five low bits on every kernel (SECTION_MAP_LAST_BIT was 1 << 2 before
 #: Linux 4.13 and grew to 1 << 5 by 5.12; the higher bits were never set on older kernels).
 SECTION_MAP_LAST_BIT = 1 << 5
-SECTION_MAP_MASK = ~(SECTION_MAP_LAST_BIT - 1) & 0xFFFF_FFFF_FFFF_FFFF
+SECTION_MAP_MASK = ~(SECTION_MAP_LAST_BIT - 1) & MASK64
 # arch/x86/include/asm/sparsemem.h (x86_64), used where VMCOREINFO does not export them
 X86_64_SECTION_SIZE_BITS = 27
 X86_64_MAX_PHYSMEM_BITS = 46
@@ -100,15 +101,6 @@ class MemMap:
             for c in self.chunks
         )
         return any(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False))
-
-
-def is_kvaddr(addr: int) -> bool:
-    """A canonical upper-half (kernel) address: makedumpfile's ``is_kvaddr`` for x86_64.
-
-    makedumpfile compares with ``PAGE_OFFSET``, which KASLR randomises and VMCOREINFO does not
-    give; the upper half is the bound that needs no guess.
-    """
-    return 0xFF00_0000_0000_0000 <= addr <= 0xFFFF_FFFF_FFFF_FFFF
 
 
 def _divideup(a: int, b: int) -> int:
@@ -214,6 +206,7 @@ def _sparsemem(
     per_root = page_size // size_ms if extreme else 1
     nr_roots = _divideup(num_section, per_root)
     symbol = vi.need("SYMBOL", "mem_section")
+    kbits = va_bits(vi)
 
     def sections_at(root_table: int) -> dict[int, int] | None:
         """section number → mem_map of the sections with a map, or None when this reading of
@@ -231,21 +224,21 @@ def _sparsemem(
                     words += [
                         (first + i, w)
                         for i, w in _section_mem_maps(
-                            kvirt, root, count, size_ms, off_map, page_size
+                            kvirt, root, count, size_ms, off_map, page_size, kbits
                         )
                     ]
         else:
             words = list(
-                _section_mem_maps(kvirt, root_table, num_section, size_ms, off_map, page_size)
+                _section_mem_maps(
+                    kvirt, root_table, num_section, size_ms, off_map, page_size, kbits
+                )
             )
         maps: dict[int, int] = {}
         for nr, word in words:
             if not word & SECTION_MARKED_PRESENT:
                 continue  # no mem_map, or hot-removed
-            mem_map = ((word & SECTION_MAP_MASK) + nr * pages_per_section * spage) & (
-                0xFFFF_FFFF_FFFF_FFFF
-            )
-            if not is_kvaddr(mem_map):
+            mem_map = ((word & SECTION_MAP_MASK) + nr * pages_per_section * spage) & MASK64
+            if not is_kvaddr(mem_map, kbits):
                 return None
             maps[nr] = mem_map
         return maps or None
@@ -255,7 +248,7 @@ def _sparsemem(
     maps = sections_at(symbol)
     if maps is None and extreme:
         pointer = _u64(kvirt, symbol, "the mem_section pointer")
-        maps = sections_at(pointer) if is_kvaddr(pointer) else None
+        maps = sections_at(pointer) if is_kvaddr(pointer, kbits) else None
     if maps is None:
         raise Unavailable("mem_section holds no valid section (or is not in the dump)")
     chunks = []
@@ -266,14 +259,20 @@ def _sparsemem(
 
 
 def _section_mem_maps(
-    kvirt: AddressSpace, base: int, count: int, size_ms: int, off_map: int, page_size: int
+    kvirt: AddressSpace,
+    base: int,
+    count: int,
+    size_ms: int,
+    off_map: int,
+    page_size: int,
+    bits: int,
 ) -> Iterator[tuple[int, int]]:
     """``(index, section_mem_map)`` of the readable ones of the ``count`` sections at ``base``.
 
     Read in blocks; a page of them that the dump lacks is skipped whole (makedumpfile reads
     each section alone and treats an unreadable one as having no map).
     """
-    if not is_kvaddr(base):
+    if not is_kvaddr(base, bits):
         return
     i = 0
     while i < count:
@@ -323,7 +322,7 @@ def node_pgdats(vi: VmcoreInfo, kvirt: AddressSpace) -> list[tuple[int, int]]:
         if length is not None and nid >= length:
             raise Unavailable(f"node {nid} is online but LENGTH(node_data) is {length}")
         pgdat = _u64(kvirt, node_data + 8 * nid, f"node_data[{nid}]")
-        if not is_kvaddr(pgdat):
+        if not is_kvaddr(pgdat, va_bits(vi)):
             raise Unavailable(f"node_data[{nid}] is {pgdat:#x}, not a kernel address")
         out.append((nid, pgdat))
     return out
@@ -339,7 +338,7 @@ def _discontigmem(vi: VmcoreInfo, kvirt: AddressSpace, max_mapnr: int) -> list[M
         spanned = _u64(kvirt, pgdat + off_span, f"node {nid} node_spanned_pages")
         mem_map = _u64(kvirt, pgdat + off_map, f"node {nid} node_mem_map")
         end = min(start + spanned, max_mapnr)
-        if start < end and is_kvaddr(mem_map):
+        if start < end and is_kvaddr(mem_map, va_bits(vi)):
             chunks.append(MemMapChunk(start, end, mem_map))
     chunks.sort(key=lambda c: c.pfn_start)
     for a, b in zip(chunks, chunks[1:], strict=False):
@@ -350,6 +349,6 @@ def _discontigmem(vi: VmcoreInfo, kvirt: AddressSpace, max_mapnr: int) -> list[M
 
 def _flatmem(vi: VmcoreInfo, kvirt: AddressSpace, max_mapnr: int) -> list[MemMapChunk]:
     mem_map = _u64(kvirt, vi.need("SYMBOL", "mem_map"), "the mem_map pointer")
-    if not mem_map or not is_kvaddr(mem_map):
+    if not mem_map or not is_kvaddr(mem_map, va_bits(vi)):
         raise Unavailable(f"mem_map is {mem_map:#x}, not a kernel address")
     return [MemMapChunk(0, max_mapnr, mem_map)]

@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import FaultError, Unavailable
+from ..memory.x86_64 import MASK64
 from .kallsyms import read_kallsyms
 from .modsyms import ModuleSymbolFile
 
@@ -57,7 +58,6 @@ UNKNOWN_TYPE = "?"
 SYM_FILE_CAP = 1 << 20
 #: include/uapi/linux/limits.h: the longest file name a path can reach.
 NAME_MAX = 255
-_MASK64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +296,7 @@ class SymbolTable:
         if percpu is not None and percpu[0] <= address < percpu[1]:
             if self.percpu_offset0 is None:
                 raise Unavailable("__per_cpu_offset[0] is unknown")
-            start = (self.percpu_offset0 + address) & _MASK64
+            start = (self.percpu_offset0 + address) & MASK64
         return start, min(size, SYM_FILE_CAP)
 
     def kallsyms_text(self) -> str:
@@ -310,7 +310,8 @@ class SymbolTable:
 
 
 def escape_file_name(name: str) -> str:
-    """A symbol's name as a file name: ``/`` written ``%2F`` (and then ``%`` as ``%25``)."""
+    """A name as a file name (a symbol's in ``sym/``, a VMCOREINFO key's in ``info/``): ``/``
+    written ``%2F`` (and then ``%`` as ``%25``)."""
     return name.replace("%", "%25").replace("/", "%2F") if "/" in name else name
 
 

@@ -28,12 +28,11 @@ import struct
 
 from ..errors import DumpError, FaultError
 from ..memory.space import AddressSpace
+from ..memory.x86_64 import MASK64, START_KERNEL_map
 from ..vmcoreinfo import VmcoreInfo
 from .symbols import SymbolSource
 
 #: arch/x86/include/asm/page_64_types.h: the kernel image's link-time base.
-START_KERNEL_map = 0xFFFFFFFF80000000
-_MASK64 = (1 << 64) - 1
 #: A System.map is a few MB; anything much larger is not one.
 MAX_SYSTEM_MAP = 256 << 20
 #: A .symtab/.strtab larger than this is not a kernel's.
@@ -72,7 +71,7 @@ _MAP_LINE = re.compile(rb"^([0-9a-fA-F]{1,16}) ([A-Za-z?]) (\S+)(?:\s.*)?$")
 def relocate(address: int, kerneloffset: int) -> int:
     """A link-time address as the running kernel has it (KASLR): image addresses move."""
     if address >= START_KERNEL_map:
-        return (address + kerneloffset) & _MASK64
+        return (address + kerneloffset) & MASK64
     return address
 
 

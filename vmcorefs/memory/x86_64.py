@@ -32,11 +32,15 @@ PMD_SHIFT = 21
 PMD_SIZE = 1 << PMD_SHIFT
 PUD_SHIFT = 30
 PTRS_PER_TABLE = 512
+VA_BITS_4LEVEL = 48
+VA_BITS_5LEVEL = 57
 _PAGE_PRESENT = 1 << 0
 _PAGE_PSE = 1 << 7  # PS: a large page at PUD (1 GiB) and PMD (2 MiB) level; PAT at PTE level
 #: Physical address bits 12–51 of an entry (NX bit 63 and protection keys 59–62 are ignored).
 PTE_PFN_MASK = 0x000F_FFFF_FFFF_F000
 ADDRESS_SPACE_END = 1 << 64
+#: An address's 64 bits (sums of addresses wrap as the CPU's do).
+MASK64 = ADDRESS_SPACE_END - 1
 
 #: Chunks also kept in a plain dict in front of the LRU: a hit there costs one dict lookup
 #: (no lock, no LRU bookkeeping: 0.1 µs against 2.9 µs for the locked cachetools LRU, which a
@@ -45,6 +49,25 @@ RECENT_CHUNKS = 256
 
 _ENTRY = struct.Struct("<Q")
 _TABLE = struct.Struct("<512Q")
+
+
+def va_bits(vmcoreinfo: VmcoreInfo) -> int:
+    """Bits of virtual address the kernel's paging translates: 57 with 5-level paging
+    (``NUMBER(pgtable_l5_enabled)`` is 1), else 48."""
+    return VA_BITS_5LEVEL if vmcoreinfo.number("pgtable_l5_enabled") == 1 else VA_BITS_4LEVEL
+
+
+def canonical(vaddr: int, bits: int) -> bool:
+    """Whether bits 63..``bits``-1 of ``vaddr`` are all equal (x86_64's canonical form)."""
+    top = vaddr >> (bits - 1)
+    return top == 0 or top == (1 << (65 - bits)) - 1
+
+
+def is_kvaddr(vaddr: int, bits: int) -> bool:
+    """A canonical upper-half (kernel) address for ``bits`` of virtual address: what may be a
+    pointer into the kernel (makedumpfile's ``is_kvaddr`` compares with ``PAGE_OFFSET``,
+    which KASLR randomises and VMCOREINFO does not give: the upper half needs no guess)."""
+    return vaddr >> (bits - 1) == (1 << (65 - bits)) - 1
 
 
 @dataclass(frozen=True)
@@ -91,10 +114,10 @@ class X86_64Translator:
             )
         self.phys_base = vmcoreinfo.number("phys_base") or 0
         self.root = root_sym - START_KERNEL_map + self.phys_base
-        self.levels = 5 if vmcoreinfo.number("pgtable_l5_enabled") == 1 else 4
-        self.va_bits = 57 if self.levels == 5 else 48
+        self.va_bits = va_bits(vmcoreinfo)
+        self.levels = 5 if self.va_bits == VA_BITS_5LEVEL else 4
         sme_mask = vmcoreinfo.number("sme_mask") or 0
-        self.entry_mask = PTE_PFN_MASK & ~(sme_mask & 0xFFFF_FFFF_FFFF_FFFF)
+        self.entry_mask = PTE_PFN_MASK & ~(sme_mask & MASK64)
         # Budget: a quarter of the cache for table pages, the rest for chunk translations
         # (a _Table chunk holds 512 ints: about 20 KiB of Python objects).
         budget = max(1, cache_size_mib) << 20
@@ -106,8 +129,7 @@ class X86_64Translator:
 
     # -- walking ---------------------------------------------------------------------------
     def canonical(self, vaddr: int) -> bool:
-        top = vaddr >> (self.va_bits - 1)
-        return top == 0 or top == (1 << (65 - self.va_bits)) - 1
+        return canonical(vaddr, self.va_bits)
 
     def _table(self, paddr: int) -> tuple[int, ...] | None:
         """The 512 raw entries of the table page at ``paddr``, or None when it is absent."""
