@@ -35,7 +35,7 @@ TIMEOUT = 86400.0
 FuseOSError = mfusepy.FuseOSError
 
 
-def _fail(code: int) -> FuseOSError:
+def _fail(code: int) -> OSError:
     return FuseOSError(code)
 
 
@@ -324,7 +324,8 @@ def mount(
     # libfuse and fusermount3 write their complaints to fd 2 themselves: captured until the
     # kernel talks to us, so that a refusal is one vmcorefs line naming what was refused.
     capture = None if debug else _LibfuseMessages(restore=foreground)
-    ops = VmcoreOperations(tree, mtime_ns=mtime_ns, on_mounted=capture and capture.release)
+    on_mounted = capture.release if capture is not None else None
+    ops = VmcoreOperations(tree, mtime_ns=mtime_ns, on_mounted=on_mounted)
     kwargs: dict[str, str | bool] = {
         "fsname": "vmcorefs",
         "subtype": "vmcorefs",

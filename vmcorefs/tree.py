@@ -316,8 +316,9 @@ def _section_sym(dump) -> Directory:
         files = dump.symbol_files
         recent: LockedLRU = LockedLRU(SYM_RECENT_BYTES, getsizeof=len)
 
-        def make(key) -> Node:
-            return SymbolFile(dump.kvirt, *files.extent(key), recent)
+        def make(key: object) -> Node:
+            address, size = files.extent(key)
+            return SymbolFile(dump.kvirt, address, size, recent)
 
         return LazyEntries(files.entries, make)
 
@@ -479,9 +480,10 @@ def _task_entries(dump, task) -> dict[str, Node]:
 
 
 def _section_tasks(dump) -> Directory:
-    return Directory(
-        lambda: {t.name: Directory(lambda t=t: _task_entries(dump, t)) for t in dump.tasks.tasks}
-    )
+    def task_dir(task) -> Directory:
+        return Directory(lambda: _task_entries(dump, task))
+
+    return Directory(lambda: {t.name: task_dir(t) for t in dump.tasks.tasks})
 
 
 def _section_btf_tasks(dump) -> dict[str, Node]:

@@ -55,9 +55,9 @@ class Bitmap:
         self.lo = max(0, lo)
         self.hi = nbits if hi is None else min(hi, nbits)
         self.nbytes = (nbits + 7) // 8
-        self._counts: array | None = None
+        self._counts: array[int] | None = None
         self.total = 0
-        self._kept: OrderedDict[int, tuple[bytes, array]] = OrderedDict()
+        self._kept: OrderedDict[int, tuple[bytes, array[int]]] = OrderedDict()
         self._kept_lock = threading.Lock()
         if indexed:
             self._build_index()
@@ -89,7 +89,7 @@ class Bitmap:
         self._base = self._raw_rank(self.lo)
         self.total = self._raw_rank(self.hi) - self._base
 
-    def _block(self, block: int) -> tuple[bytes, array]:
+    def _block(self, block: int) -> tuple[bytes, array[int]]:
         """Block ``block`` of the bitmap (zero-padded to BLOCK bytes) and its running counts
         every SUB bytes, from the kept blocks or read once."""
         with self._kept_lock:

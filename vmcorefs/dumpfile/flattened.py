@@ -226,7 +226,9 @@ class FlattenedFile(ExactReads):
         self.stream.close()
 
 
-def _resolve(starts: array, ends: array, offsets: array) -> tuple[array, array, array]:
+def _resolve(
+    starts: array[int], ends: array[int], offsets: array[int]
+) -> tuple[array[int], array[int], array[int]]:
     """Disjoint pieces sorted by rebuilt offset, where a later record wins over earlier ones."""
     n = len(starts)
     order = sorted(range(n), key=starts.__getitem__)

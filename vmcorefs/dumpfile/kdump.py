@@ -562,7 +562,7 @@ class KdumpSource(PagedSource[PageDesc]):
         return out
 
     def _load_span(
-        self, span: list[tuple[int, int, int, int]], start: int, end: int, out: list
+        self, span: list[tuple[int, int, int, int]], start: int, end: int, out: list[bytes | None]
     ) -> None:
         ps = self.page_size
         zero = self._zero_page

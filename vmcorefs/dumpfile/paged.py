@@ -245,9 +245,10 @@ class PagedReader(Generic[Ref]):
         while pages[last] is not None:
             last -= 1
         refs = self.source.page_refs(pfn0 + first, last - first + 1)
-        if None not in refs and pages[first : last + 1].count(None) == len(refs):
+        held_refs = [r for r in refs if r is not None]
+        if len(held_refs) == len(refs) and pages[first : last + 1].count(None) == len(refs):
             # A cold run (the common large read): every page missing, every page in the dump.
-            loaded = self._load(refs, parallel)
+            loaded = self._load(held_refs, parallel)
             if None in loaded:
                 self._unloaded(pfn0 + first, loaded)
             held = [ABSENT if p is None else p for p in loaded]

@@ -109,11 +109,12 @@ class PhysicalSource(ABC):
     @property
     def damage(self) -> Damage:
         """This dump's record of damage (truncated files, corrupt pages met)."""
-        found = self.__dict__.get("_damage")
+        found: Damage | None = self.__dict__.get("_damage")
         if found is None:
             made = Damage()
             made.truncations = list(self.truncations())
             found = self.__dict__.setdefault("_damage", made)
+            assert isinstance(found, Damage)
         return found
 
     @abstractmethod

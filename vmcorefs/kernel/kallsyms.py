@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Literal
 
 from ..errors import FaultError, Unavailable
 from ..memory.space import AddressSpace
@@ -188,6 +189,7 @@ def read_kallsyms(kvirt: AddressSpace, vmcoreinfo: VmcoreInfo) -> KallsymsTable:
     names, types = decode_names(kvirt.read(names_at, names_end - names_at), count, tokens)
 
     # Addresses: the raw array, then the encoding that reproduces SYMBOL(_stext).
+    fmt: Literal["i", "Q"]
     if "kallsyms_offsets" in loc:
         place = loc["kallsyms_offsets"]
         width, fmt = 4, "i"

@@ -52,6 +52,7 @@ import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from ..errors import FaultError, Unavailable
 from ..memory.physical import PhysicalMemory
@@ -194,11 +195,7 @@ class PageRules:
         pg_slab = num("PG_slab")
         swapbacked = num("PG_swapbacked")
         hwpoison = num("PG_hwpoison")
-        hugetlb_dtors = set()
-        if num("HUGETLB_PAGE_DTOR") is not None:
-            hugetlb_dtors.add(num("HUGETLB_PAGE_DTOR"))
-        if vi.symbol("free_huge_page") is not None:
-            hugetlb_dtors.add(vi.symbol("free_huge_page"))
+        hugetlb_dtors = {num("HUGETLB_PAGE_DTOR"), vi.symbol("free_huge_page")} - {None}
         if not 8 <= spage <= page_size:
             raise Unavailable(f"VMCOREINFO has an implausible SIZE(page) {spage}")
         # Every field read must lie inside its struct page (the tail's fields in the tail).
@@ -236,7 +233,7 @@ class PageRules:
             bit_buddy=1 << pg_buddy if pg_buddy is not None else 0,
             buddy_mapcount=buddy_value,
             offline_mapcount=mapcount("PAGE_OFFLINE_MAPCOUNT_VALUE"),
-            hugetlb_dtors=frozenset(hugetlb_dtors),
+            hugetlb_dtors=frozenset(d for d in hugetlb_dtors if d is not None),
             free_area_length=vi.length("zone.free_area"),
         )
 
@@ -360,7 +357,7 @@ class _Columns:
 
 def _column(data: bytes, n: int, spage: int, offset: int, width: int) -> list[int]:
     """Field ``offset`` (unsigned, ``width`` bytes) of each of ``n`` records of ``spage``."""
-    code = "Q" if width == 8 else "I"
+    code: Literal["Q", "I"] = "Q" if width == 8 else "I"
     if offset % width == 0 and spage % width == 0 and offset + width <= spage:
         step = spage // width
         view = memoryview(data)[: n * spage].cast(code)
@@ -437,10 +434,10 @@ class _Classifier:
         """``(start, end, chunk or None)`` in pfn order: the mem_maps cut at multiples of
         ``WINDOW_PAGES``, and the RAM that no mem_map covers (kept pages: zero test only)."""
         covered: list[tuple[int, int, MemMapChunk | None]] = []
-        for c in chunks:
-            end = min(c.pfn_end, self.max_mapnr)
-            if c.pfn_start < end:
-                covered.append((c.pfn_start, end, c))
+        for mc in chunks:
+            end = min(mc.pfn_end, self.max_mapnr)
+            if mc.pfn_start < end:
+                covered.append((mc.pfn_start, end, mc))
         covered.sort(key=lambda w: w[0])
         pieces: list[tuple[int, int, MemMapChunk | None]] = []
         pos = 0
@@ -450,11 +447,11 @@ class _Classifier:
             if start < end:
                 pieces.append((start, end, c))
             pos = max(pos, end)
-        for start, end, c in pieces:
+        for start, end, chunk in pieces:
             w = start
             while w < end:
                 w_end = min(end, (w // WINDOW_PAGES + 1) * WINDOW_PAGES)
-                yield w, w_end, c
+                yield w, w_end, chunk
                 w = w_end
 
     def _apply_carry(self, start: int, end: int) -> None:

@@ -192,7 +192,7 @@ class ModuleList:
         users: list[str] = []
         if self.off_source_list is not None:
             head = addr + self.off_source_list
-            node, seen = kv.u64(head), set()
+            node, seen = kv.u64(head), set[int]()
             while node != head and node not in seen and len(seen) < MAX_MODULES:
                 seen.add(node)
                 use = node - self.use_source_list

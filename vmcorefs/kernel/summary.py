@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..errors import FaultError, Unavailable
 from .cpus import PANIC_CPU_INVALID
@@ -129,7 +130,7 @@ def damage_lines(damage) -> list[tuple[str, str]]:
     return lines
 
 
-def _listing(get: Callable[[], object], items: Callable[[object], list]) -> str:
+def _listing(get: Callable[[], Any], items: Callable[[Any], list[Any]]) -> str:
     """How many entries a kernel list (tasks, modules) gave, and whether the walk was whole:
     ``ps`` and ``modules`` have no room for a note, so a list cut short (by memory the dump
     lacks, a loop) is said here, never left to look complete."""

@@ -402,10 +402,10 @@ class SymbolFiles:
                 if not core_at:
                     add(plain, next(iter(at.values())))
                 continue  # else: the same pair is the core's file
-            i = core.get(plain)
-            if i is not None and table.names[i] == name and plain not in removed:
+            only = core.get(plain)
+            if only is not None and table.names[only] == name and plain not in removed:
                 removed.add(plain)  # the core's only address: NAME@ADDRESS now
-                add(f"{plain}@{table.addresses[i]:016x}", i)
+                add(f"{plain}@{table.addresses[only]:016x}", only)
             for address, key in at.items():
                 if address not in core_at:
                     add(f"{plain}@{address:016x}", key)
@@ -467,16 +467,16 @@ def build_symbol_table(kvirt, vmcoreinfo, user_sources: Sequence[SymbolSource] =
     for kind, path, entries in extra:
         added = 0
         for name, address, type_, size in entries:
-            i = index.get((name, address))
-            if i is None:
+            known = index.get((name, address))
+            if known is None:
                 index[(name, address)] = len(names)
                 names.append(name)
                 addrs.append(address)
                 types.append(type_)
                 sizes.append(size)
                 added += 1
-            elif size is not None and sizes[i] is None:
-                sizes[i] = size
+            elif size is not None and sizes[known] is None:
+                sizes[known] = size
         sources.append(f"{kind} {path}: {len(entries)} symbols, {added} new")
 
     table = SymbolTable(names, addrs, types, sizes, sources=sources, notes=notes)

@@ -192,7 +192,9 @@ def read_vmlinux(path: str, kvirt: AddressSpace, vmcoreinfo: VmcoreInfo) -> Symb
             build_id = _build_id(elf)
         except ELFError as exc:
             raise DumpError(path, f"corrupt ELF file: {exc}") from None
-        sym_data = _section_bytes(f, path, sections, elf.get_section_index(".symtab"))
+        symtab_index = elf.get_section_index(".symtab")
+        assert symtab_index is not None  # the section was found by that name just above
+        sym_data = _section_bytes(f, path, sections, symtab_index)
         str_data = _section_bytes(f, path, sections, strtab_index)
         raw = _parse_symtab(path, sym_data, str_data, sections)
         banner = _vmlinux_banner(f, raw, sections)

@@ -313,6 +313,8 @@ class Unwinder:
             return None
         if regs.values is not None:
             return regs.values.get(name)
+        if regs.address is None:
+            return None
         try:
             return self.kvirt.u64(regs.address + self.regs_off[name])
         except FaultError:

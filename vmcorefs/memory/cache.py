@@ -18,15 +18,15 @@ class LockedLRU(Generic[K, V]):
     def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
         """``maxsize`` counts entries, or, with ``getsizeof``, the sum of the entries' sizes."""
         self.maxsize = max(1, int(maxsize))
-        self._cache: LRUCache = LRUCache(maxsize=self.maxsize, getsizeof=getsizeof)
+        self._cache: LRUCache[K, V] = LRUCache(maxsize=self.maxsize, getsizeof=getsizeof)
         self._lock = threading.Lock()
 
-    def get(self, key: K, default=None):
+    def get(self, key: K) -> V | None:
         with self._lock:
             try:
                 return self._cache[key]  # one lookup on a hit (get() would make two)
             except KeyError:
-                return default
+                return None
 
     def put(self, key: K, value: V) -> None:
         with self._lock:
