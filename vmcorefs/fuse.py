@@ -257,7 +257,7 @@ PyBUF_WRITE = 0x200
 #: ctypes runs each callback from a thread Python did not start (libfuse's workers) between
 #: ``PyGILState_Ensure`` and ``PyGILState_Release``: the thread state is created and destroyed
 #: around every FUSE request. One extra ``Ensure`` per worker keeps it: the next requests only
-#: take the GIL (measured: random 4 KiB reads +6% with reader and daemon on two CPUs). The
+#: take the GIL (faster random reads: DEVELOPERS.md, "Performance"). The
 #: workers are bounded (libfuse's ``max_threads``, 10) and none exits while
 #: ``max_idle_threads`` is at least that (:func:`workers_never_exit`; when a user's ``-o``
 #: lets workers exit, no state is kept): the states kept are bounded too.

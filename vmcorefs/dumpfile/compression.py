@@ -5,11 +5,11 @@ stored raw when compressing would not make it smaller. A page that does not deco
 exactly one page is corrupt: it reads as absent, never as a guess. The output is capped at one
 page whatever the stream claims, so a corrupt (or hostile) page cannot exhaust memory.
 
-Which bindings release the GIL (measured, 4 KiB pages, 2 threads on an idle machine): zlib
-(CPython's module; isal's, used when installed, releases it around inflate too) and zstandard
-(one decompressor per thread: a ``ZstdDecompressor`` is not thread-safe) scale;
-python-lzo and cramjam's snappy release it too but a 4 KiB page takes so little time (3-4 µs)
-that two threads gain nothing.
+Which bindings decode in parallel (``benchmarks/bench_kdump.py --only codecs`` measures it):
+zlib (CPython's module; isal's, used when installed, releases the GIL around inflate too) and
+zstandard (one decompressor per thread: a ``ZstdDecompressor`` is not thread-safe) scale;
+python-lzo and cramjam's snappy release it too but a 4 KiB page takes so little time that two
+threads gain nothing.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Codec:
 
 
 inflate_module: ModuleType = zlib
-try:  # ISA-L inflates the same zlib streams faster, checksum checked alike (benchmarks/)
+try:  # ISA-L inflates the same zlib streams faster, checksum checked alike (DEVELOPERS.md)
     from isal import isal_zlib
 
     inflate_module = isal_zlib

@@ -27,7 +27,7 @@ from .source import (
     vmcoreinfo_of,
 )
 
-if TYPE_CHECKING:  # pyelftools is imported when an ELF file is met (it takes 50 ms)
+if TYPE_CHECKING:  # pyelftools is imported when an ELF file is met (it is slow to import)
     from elftools.construct import Container
     from elftools.elf.elffile import ELFFile
 

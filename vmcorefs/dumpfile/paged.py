@@ -29,8 +29,8 @@ ABSENT = b""
 PARALLEL_MIN_PAGES = 32
 MAX_WORKERS = 4
 #: A read at least this large that continues the previous one loads the next as much ahead,
-#: for codecs whose pages cost enough to hide the hand-off to another thread (zlib, zstd; for
-#: lzo's cheap pages it gained nothing and cost a little on a busy machine: benchmarks/).
+#: for codecs whose pages cost enough to hide the hand-off to another thread (zlib, zstd; not
+#: lzo's cheap pages: DEVELOPERS.md).
 READAHEAD_MIN = 128 << 10
 #: Bytes of decoded pages kept until ``set_cache_size`` says otherwise (``--cache-size``).
 DEFAULT_CACHE_BYTES = 64 << 20
@@ -40,7 +40,7 @@ class PageCache:
     """An LRU of pages keyed by page frame number, thread-safe, taken one batch per lock.
 
     ``OrderedDict`` (C) rather than ``cachetools``: a 1 MiB read looks up 256 pages, and the
-    per-page cost of the Python LRU is several times that of this one (benchmarks/).
+    per-page cost of the Python LRU is several times that of this one (DEVELOPERS.md).
     """
 
     def __init__(self, max_pages: int) -> None:
