@@ -62,6 +62,22 @@ def test_truncated_file_makes_the_missing_bytes_absent(tmp_path):
     src = open_one(write(tmp_path, cut))
     assert src.read(0x3000, 100) == b"B" * 50
     assert src.read(0x3000 + 50, 10) == b""
+    # held by the headers and the file: the zeros past p_filesz are, the cut bytes are not
+    assert list(src.present_runs(0, 1 << 20)) == [(0, 0x1000), (0x3000, 0x3032), (0x3064, 0x4000)]
+
+
+def test_present_runs_are_the_segments_clipped_and_merged(tmp_path):
+    core = ElfCore(notes=[note(b"VMCOREINFO", 0, VI)])
+    core.segments += [
+        LoadSegment(0x2000, b"b" * 0x1000),
+        LoadSegment(0x0, b"a" * 0x1000, memsz=0x2000),  # its zeros reach the next segment
+        LoadSegment(0x5000, b"c" * 0x10),
+    ]
+    src = open_one(write(tmp_path, core.build()))
+    assert list(src.present_runs(0, 1 << 20)) == [(0, 0x3000), (0x5000, 0x5010)]
+    assert list(src.present_runs(0x800, 0x5008)) == [(0x800, 0x3000), (0x5000, 0x5008)]
+    assert list(src.present_runs(0x3000, 0x5000)) == []
+    assert next(src.present_runs(0x2FFF, 1 << 20)) == (0x2FFF, 0x3000)
 
 
 def test_overlapping_segments_are_cut(tmp_path):

@@ -370,3 +370,27 @@ def test_no_catch_all_continue_where_dump_data_are_decoded():
                     if "continue" in after or "return None" in after or "pass" in after:
                         found.append(f"{path.name}:{i + 1}")
     assert found == [], found
+
+
+def test_zero_fill_zeros_corrupt_and_lost_pages_in_phys_only(dump_path):
+    """--zero-fill: the phys file reads every absent byte as zeros, corrupt and lost pages too
+    (the metadata say they are held, the data do not load); kvirt over them still fails, and
+    the corrupt page is still recorded as damage."""
+    with vmcorefs.open_dump(dump_path, zero_fill=True) as dump:
+        phys = build_tree(dump).lookup("phys")
+        got = phys.read(15 * PAGE, 9 * PAGE)  # 15 held, 16-19 excluded, 20 corrupt, 21 lost
+        assert got == pattern_page(15) + bytes(6 * PAGE) + pattern_page(22) + pattern_page(23)
+        assert phys.read(HOLE * PAGE + 5, 10) == bytes(10)  # not RAM at all
+        assert dump.source.damage.corrupt_pages == 1
+        assert fault_of(lambda: dump.kvirt.u8(KTEXT + CORRUPT * PAGE)).kind == "corrupt"
+        assert dump.phys.read(15 * PAGE, 9 * PAGE) == pattern_page(15)
+
+
+def test_present_runs_come_from_the_metadata_alone(dump_path):
+    """Held by the bitmaps: the corrupt and the lost page are in a run (only reading them
+    tells), the excluded pages and the hole are not."""
+    with vmcorefs.open_dump(dump_path) as dump:
+        runs = list(dump.phys.present_runs(0, 1 << 40))
+        assert runs == [(0, 16 * PAGE), (20 * PAGE, 24 * PAGE), (40 * PAGE, 44 * PAGE)]
+        assert dump.phys.next_present(16 * PAGE, 64 * PAGE) == 20 * PAGE
+        assert dump.phys.next_present(44 * PAGE, 64 * PAGE) == 64 * PAGE

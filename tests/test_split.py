@@ -53,6 +53,12 @@ def test_parts_in_any_order_read_as_the_whole(tmp_path, order):
     assert src.read(251 * PAGE, 8 * PAGE) == ref.read(251 * PAGE, 8 * PAGE)
     assert len(ref.read(251 * PAGE, 8 * PAGE)) == 4 * PAGE
     assert src.vmcoreinfo_raw() == s.vmcoreinfo
+    # where memory is held: every part's frames, merged across the parts' boundaries
+    runs = list(src.present_runs(0, 1 << 30))
+    assert runs == list(ref.present_runs(0, 1 << 30))
+    want = [p for p in range(400) if p in pages]
+    assert sum(b - a for a, b in runs) == len(want) * PAGE
+    assert (101 * PAGE, 105 * PAGE) in runs  # 100 and 105 excluded; 102 is a part boundary
 
 
 def test_flattened_parts(tmp_path):

@@ -10,13 +10,14 @@ and one popcount of at most 64 bytes; a block is read with one ``pread`` when it
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from .source import ReadableFile
+from .source import ReadableFile, merge_runs
 
 #: Bytes of bitmap per index entry.
 BLOCK = 4096
@@ -187,8 +188,10 @@ class Bitmap:
         ``max_runs``); lazy: the bitmap is read a chunk at a time as runs are taken."""
         lo = max(self.lo, start)
         hi = self.hi if end is None else min(self.hi, end)
-        run_start = run_end = -1
-        emitted = 0
+        return itertools.islice(merge_runs(self._bit_runs(lo, hi), lo, hi), max_runs)
+
+    def _bit_runs(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        """Runs of set bits around ``[lo, hi)`` as the bitmap's bytes give them, in order."""
         first, last = lo // 8, (hi + 7) // 8
         for chunk_start in range(first, last, SCAN_CHUNK):
             chunk = self._read(chunk_start, min(last, chunk_start + SCAN_CHUNK))
@@ -199,18 +202,4 @@ class Bitmap:
                 else:
                     byte, bit0 = chunk[m.start()], base + m.start() * 8
                     pieces = [(bit0 + i, bit0 + i + 1) for i in range(8) if byte >> i & 1]
-                for a, b in pieces:
-                    a, b = max(a, lo), min(b, hi)
-                    if a >= b:
-                        continue
-                    if a == run_end:
-                        run_end = b
-                        continue
-                    if run_end > run_start >= 0:
-                        yield run_start, run_end
-                        emitted += 1
-                        if emitted >= max_runs:
-                            return
-                    run_start, run_end = a, b
-        if run_end > run_start >= 0:
-            yield run_start, run_end
+                yield from pieces

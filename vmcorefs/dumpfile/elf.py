@@ -23,6 +23,7 @@ from .source import (
     PhysicalSource,
     ReadableFile,
     SourceInfo,
+    merge_runs,
     parse_notes,
     vmcoreinfo_of,
 )
@@ -259,26 +260,18 @@ class ElfSource(PhysicalSource):
 
     def present_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
         """The segments' bytes in ``[start, end)``, less file bytes a truncated copy lacks."""
-        i = max(0, bisect.bisect_right(self._starts, start) - 1)
+        first = max(0, bisect.bisect_right(self._starts, start) - 1)
         fsize = self.file.size
-        run_start = run_end = -1
-        for seg in self.segments[i:]:  # bounded by the number of segments
-            if seg.start >= end:
-                break
-            held = max(0, min(seg.filesz, fsize - seg.offset))  # file bytes in the file
-            pieces = [(seg.start, seg.start + held), (seg.start + seg.filesz, seg.end)]
-            for a, b in pieces:
-                a, b = max(a, start), min(b, end)
-                if a >= b:
-                    continue
-                if a == run_end:
-                    run_end = b
-                    continue
-                if run_end > run_start:
-                    yield run_start, run_end
-                run_start, run_end = a, b
-        if run_end > run_start:
-            yield run_start, run_end
+
+        def pieces() -> Iterator[tuple[int, int]]:
+            for seg in self.segments[first:]:  # bounded by the number of segments
+                if seg.start >= end:
+                    return
+                held = max(0, min(seg.filesz, fsize - seg.offset))  # file bytes in the file
+                yield seg.start, seg.start + held
+                yield seg.start + seg.filesz, seg.end  # zeros past p_filesz
+
+        return merge_runs(pieces(), start, end)
 
     def truncations(self) -> Sequence[Truncation]:
         return [self._truncation] if self._truncation is not None else []

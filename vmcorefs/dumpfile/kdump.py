@@ -206,28 +206,28 @@ def split_range(h: DiskDumpHeader, sub: KdumpSubHeader) -> tuple[int, int] | Non
 def read_notes(file: ReadableFile, h: DiskDumpHeader, sub: KdumpSubHeader) -> list[Note]:
     """The ELF notes (header version 4+) and VMCOREINFO (3+: from its own place when the
     notes lack it), each size checked before it is read."""
-    path = file.path
     notes: list[Note] = []
     if h.header_version >= 4 and sub.size_note:
-        if not 0 < sub.size_note <= MAX_NOTES_SIZE or sub.offset_note <= 0:
-            raise DumpError(
-                path,
-                f"corrupt kdump sub-header: notes of {sub.size_note} bytes at "
-                f"offset {sub.offset_note:#x}",
-            )
-        data = file.pread_exact(sub.offset_note, sub.size_note, "the ELF notes")
+        data = _sub_header_area(file, "the ELF notes", sub.offset_note, sub.size_note)
         notes = list(parse_notes(data))
     if h.header_version >= 3 and sub.size_vmcoreinfo:
         if not any(n.name == "VMCOREINFO" for n in notes):
-            if not 0 < sub.size_vmcoreinfo <= MAX_VMCOREINFO or sub.offset_vmcoreinfo <= 0:
-                raise DumpError(
-                    path,
-                    f"corrupt kdump sub-header: VMCOREINFO of {sub.size_vmcoreinfo} "
-                    f"bytes at offset {sub.offset_vmcoreinfo:#x}",
-                )
-            data = file.pread_exact(sub.offset_vmcoreinfo, sub.size_vmcoreinfo, "VMCOREINFO")
+            data = _sub_header_area(file, "VMCOREINFO", sub.offset_vmcoreinfo, sub.size_vmcoreinfo)
             notes.append(Note("VMCOREINFO", 0, data))
     return notes
+
+
+#: The largest area the sub-header may point at, by what it holds.
+_AREA_LIMITS = {"the ELF notes": MAX_NOTES_SIZE, "VMCOREINFO": MAX_VMCOREINFO}
+
+
+def _sub_header_area(file: ReadableFile, what: str, offset: int, size: int) -> bytes:
+    """The ``size`` bytes at ``offset`` that the sub-header names, checked first."""
+    if not 0 < size <= _AREA_LIMITS[what] or offset <= 0:
+        raise DumpError(
+            file.path, f"corrupt kdump sub-header: {what} of {size} bytes at offset {offset:#x}"
+        )
+    return file.pread_exact(offset, size, what)
 
 
 def split_identity(

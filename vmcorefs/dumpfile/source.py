@@ -306,6 +306,24 @@ class DumpFile(ExactReads):
                 self.fd = -1
 
 
+def merge_runs(runs: Iterable[tuple[int, int]], start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Sorted runs ``[a, b)`` clipped to ``[start, end)``, empty ones dropped, touching ones
+    merged: what each ``present_runs`` gives. Lazy: takes runs only as they are needed."""
+    run_start = run_end = -1
+    for a, b in runs:
+        a, b = max(a, start), min(b, end)
+        if a >= b:
+            continue
+        if a == run_end:
+            run_end = b
+            continue
+        if run_end > run_start:
+            yield run_start, run_end
+        run_start, run_end = a, b
+    if run_end > run_start:
+        yield run_start, run_end
+
+
 def vmcoreinfo_of(notes: Iterable[Note]) -> bytes | None:
     """The text of the first VMCOREINFO note (trailing NULs dropped), or None."""
     for note in notes:

@@ -9,13 +9,14 @@ is an error found when opening.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterator, Sequence
 
 from ..errors import DumpError, FaultError
 from .damage import Truncation
 from .kdump import KdumpSource, PageDesc, split_identity
 from .paged import PagedReader, PagedSource
-from .source import Note, ReadableFile, SourceInfo
+from .source import Note, ReadableFile, SourceInfo, merge_runs
 
 
 class SplitSource(PagedSource[tuple[KdumpSource, PageDesc]]):
@@ -97,21 +98,12 @@ class SplitSource(PagedSource[tuple[KdumpSource, PageDesc]]):
 
     def present_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
         """Each part's runs in its own frames, merged where they meet across parts."""
-        run_start = run_end = -1
         ps = self.page_size
-        for part in self.parts:  # bounded by the number of parts
-            lo, hi = max(start, part.start_pfn * ps), min(end, part.end_pfn * ps)
-            if lo >= hi:
-                continue
-            for a, b in part.present_runs(lo, hi):
-                if a == run_end:
-                    run_end = b
-                    continue
-                if run_end > run_start:
-                    yield run_start, run_end
-                run_start, run_end = a, b
-        if run_end > run_start:
-            yield run_start, run_end
+        runs = (
+            part.present_runs(max(start, part.start_pfn * ps), min(end, part.end_pfn * ps))
+            for part in self.parts  # bounded by the number of parts
+        )
+        return merge_runs(itertools.chain.from_iterable(runs), start, end)
 
     def truncations(self) -> Sequence[Truncation]:
         return [t for p in self.parts for t in p.truncations()]
