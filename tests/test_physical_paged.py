@@ -270,3 +270,26 @@ def test_present_runs_and_zero_fill_agree_with_the_model(dump):
         (99 * PAGE + 1, 100 * PAGE),
         (102 * PAGE, 103 * PAGE),
     ]
+
+
+def test_a_dropped_dump_frees_its_pages_at_once(tmp_path):
+    """No reference cycle between a source and its page reader: a dump that is dropped (a
+    folder mount closes dumps) frees its cached pages now, not when the collector runs."""
+    import gc
+    import weakref
+
+    pages = {p: pattern_page(p) for p in range(64)}
+    path = tmp_path / "drop.kdump"
+    path.write_bytes(build_kdump(KdumpSpec(max_mapnr=64, pages=pages)))
+    src = KdumpSource(DumpFile(str(path)))
+    phys = PhysicalMemory(src)
+    assert phys.read(0, 64 * PAGE) == b"".join(pages[p] for p in range(64))
+    cache = weakref.ref(src.pages.cache)
+    gc.disable()
+    try:
+        src.close()
+        assert len(cache()) == 0  # close drops the pages
+        del src, phys
+        assert cache() is None
+    finally:
+        gc.enable()

@@ -20,7 +20,6 @@ only for its own frames ``[start_pfn_64, end_pfn_64)``, ranked from ``start_pfn_
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import threading
 import time
@@ -235,11 +234,10 @@ def split_identity(
 ) -> dict[str, object]:
     """What every part of one split dump shares, by the name a message gives it: a probe
     groups parts by it, :class:`~.split.SplitSource` refuses a part whose value differs. The
-    VMCOREINFO (its digest) tells two crashes of one kernel apart where makedumpfile wrote no
-    time in the header (1.7.2 writes 0): its CRASHTIME differs."""
-    digest = hashlib.sha256(vmcoreinfo).hexdigest() if vmcoreinfo is not None else None
+    VMCOREINFO tells two crashes of one kernel apart where makedumpfile wrote no time in the
+    header (1.7.2 writes 0): its CRASHTIME differs."""
     return {
-        "VMCOREINFO": digest,
+        "VMCOREINFO": vmcoreinfo,
         "kernel name (utsname)": h.utsname,
         "dump time": (h.timestamp_sec, h.timestamp_usec),
         "max_mapnr": max_mapnr(h, sub),
@@ -497,6 +495,7 @@ class KdumpSource(PagedSource[PageDesc]):
         return CorruptError("phys", paddr, f"{page}: {why} (at offset {offset:#x})")
 
     def close(self) -> None:
+        super().close()
         self.file.close()
 
     # -- PagedSource -------------------------------------------------------------------------

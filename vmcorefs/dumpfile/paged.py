@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -110,6 +111,10 @@ class PagedSource(PhysicalSource, Generic[Ref]):
     def set_cache_size(self, nbytes: int) -> None:
         self.pages.resize(nbytes)
 
+    def close(self) -> None:
+        """Drop the decoded pages (a subclass closes its files too)."""
+        self.pages.cache.clear()
+
     @abstractmethod
     def page_refs(self, pfn: int, count: int) -> list[Ref | None]:
         """One reference per page frame ``pfn .. pfn+count-1``; None: not in the dump."""
@@ -134,7 +139,9 @@ class PagedReader(Generic[Ref]):
     """Reads a :class:`PagedSource`: ``readinto`` over its pages, decoded pages cached."""
 
     def __init__(self, source: PagedSource[Ref], cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
-        self.source = source
+        # Weak: the source holds its reader, and a cycle would keep a closed dump's cache (up
+        # to --cache-size of pages) alive until the cyclic collector happens to run.
+        self._source = weakref.ref(source)
         self.page_size = source.page_size
         self.end = source.phys_end
         self.cache = PageCache(cache_bytes // self.page_size)
@@ -148,6 +155,13 @@ class PagedReader(Generic[Ref]):
 
     def resize(self, cache_bytes: int) -> None:
         self.cache.resize(cache_bytes // self.page_size)
+
+    def source(self) -> PagedSource[Ref]:
+        """The source read (alive while it is read: its own methods call this reader)."""
+        found = self._source()
+        if found is None:  # pragma: no cover - a read ahead that outlived its dump
+            raise ReferenceError("the paged source was closed and dropped")
+        return found
 
     def readinto(self, addr: int, buffer: memoryview) -> int:
         """Copy the held bytes from ``addr`` into ``buffer``, page by page from the cache,
@@ -169,7 +183,7 @@ class PagedReader(Generic[Ref]):
             buffer[got : got + take] = page if take == ps else memoryview(page)[rel : rel + take]
             got += take
             rel = 0
-        if size >= READAHEAD_MIN and self.source.parallel_decompression:
+        if size >= READAHEAD_MIN and self.source().parallel_decompression:
             self._readahead(addr, size)
         else:
             # Small reads move the sequential position too: the kernel splits a 1 MiB read
@@ -244,7 +258,7 @@ class PagedReader(Generic[Ref]):
         last = stop - 1
         while pages[last] is not None:
             last -= 1
-        refs = self.source.page_refs(pfn0 + first, last - first + 1)
+        refs = self.source().page_refs(pfn0 + first, last - first + 1)
         held_refs = [r for r in refs if r is not None]
         if len(held_refs) == len(refs) and pages[first : last + 1].count(None) == len(refs):
             # A cold run (the common large read): every page missing, every page in the dump.
@@ -285,10 +299,10 @@ class PagedReader(Generic[Ref]):
         ps = self.page_size
         for k, page in enumerate(loaded):
             if page is None:
-                self.source.fault((pfn0 + k) * ps)
+                self.source().fault((pfn0 + k) * ps)
 
     def _load(self, refs: list[Ref], parallel: bool = True) -> list[bytes | None]:
-        paged = self.source
+        paged = self.source()
         n = len(refs)
         chunks = min(self._workers, n // PARALLEL_MIN_PAGES)
         if chunks < 2 or not parallel or not paged.parallel_decompression:

@@ -118,6 +118,7 @@ class SplitSource(PagedSource[tuple[KdumpSource, PageDesc]]):
         return part._fault(paddr)  # recorded as this source's damage, not the part's
 
     def close(self) -> None:
+        super().close()
         for p in self.parts:
             p.close()
 
