@@ -13,6 +13,7 @@ from tests.test_unwind import orc_bytes
 from vmcorefs.errors import Unavailable
 from vmcorefs.kernel import unwind as U
 from vmcorefs.kernel.modules import ModuleList
+from vmcorefs.kernel.summary import _listing
 
 
 def test_proc_modules_lines():
@@ -128,6 +129,11 @@ def test_users_list_that_loops_keeps_the_users_and_says_so():
     assert ml.proc_modules().splitlines()[2] == "c 4096 0 a,b, Live 0xffffffffc0020000"
     assert ml.problems == [f"c.source_list: the list loops at {uses[0]:#x} without returning "
                            "to its head"]  # fmt: skip
+    # /proc/modules has no room for a note: summary's modules line says it
+    assert _listing(lambda: ml, lambda m: m.modules) == (
+        f"3 listed, maybe not all: c.source_list: the list loops at {uses[0]:#x} without "
+        "returning to its head"
+    )
 
 
 def test_users_list_with_a_broken_prev():
