@@ -87,8 +87,7 @@ def test_absent_node_ends_the_walk_with_a_reason(mem):
     got, problems = walk(mem)
     assert got == ns[:2]
     assert problems == [
-        f"test_list: the list breaks at {ns[2]:#x} (kvirt address {ns[2]:#x}: "
-        "not present in the dump)"
+        f"test_list: the list breaks at {ns[2]:#x} (kvirt {ns[2]:#x}: absent: not in the dump)"
     ]
 
 

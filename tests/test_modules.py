@@ -155,8 +155,8 @@ def test_a_user_whose_module_is_absent_is_left_out_with_a_reason():
     ml = s.listing([a, b, c])
     assert ml.modules[2].users == ["a", "b"]
     assert ml.problems == [
-        f"c.source_list: the user at {uses[1]:#x} is not in the dump (kvirt address "
-        f"{ghost + M['name']:#x}: not present in the dump)"
+        f"c.source_list: the user at {uses[1]:#x} is not in the dump (kvirt "
+        f"{ghost + M['name']:#x}: absent: not in the dump)"
     ]
 
 
@@ -181,8 +181,8 @@ def test_an_absent_module_is_skipped_and_the_walk_goes_on():
     ml = ModuleList(s.mem, symbol_table(s.syms), s.btf)
     assert [m.name for m in ml.modules] == ["a", "c"]
     assert ml.problems == [
-        f"module {moved:#x} is not in the dump (kvirt address {moved + M['name']:#x}: "
-        "not present in the dump)"
+        f"module {moved:#x} is not in the dump (kvirt {moved + M['name']:#x}: "
+        "absent: not in the dump)"
     ]
 
 

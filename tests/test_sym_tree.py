@@ -130,6 +130,7 @@ def test_partly_absent_symbol_uses_direct_io_and_stops_at_the_gap():
     both = SimpleNamespace(
         read=lambda a, n: kvirt.read(a, n) or mem.read(a, n),
         read_exact=lambda a, n: (kvirt.read_exact if a >= kvirt.base else mem.read_exact)(a, n),
+        fault=lambda a: FaultError("kvirt", a, "a hole"),
         name="kvirt",
     )
     table = build_symbol_table(kvirt, vi)

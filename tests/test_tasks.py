@@ -271,7 +271,7 @@ def test_a_thread_list_whose_head_is_absent(system):
     head = ghost + SIG_THREAD_HEAD
     assert tl.problems == [
         f"threads of {system.t2:#x}: the list head is unreadable "
-        f"(kvirt address {head:#x}: not present in the dump)"
+        f"(kvirt {head:#x}: absent: not in the dump)"
     ]
 
 
@@ -281,8 +281,7 @@ def test_an_absent_init_task_list_head_leaves_the_idle_tasks(system):
     assert [t.address for t in tl.tasks] == [system.idle1]
     head = INIT_TASK + OFF["tasks"]
     assert tl.problems[0] == (
-        f"init_task.tasks: the list head is unreadable (kvirt address {head:#x}: "
-        "not present in the dump)"
+        f"init_task.tasks: the list head is unreadable (kvirt {head:#x}: absent: not in the dump)"
     )
     assert tl.problems[1].startswith("CPU 0: runqueue unreadable")
 
@@ -427,4 +426,6 @@ def test_summary_says_when_a_list_was_cut_short():
     def absent():
         raise FaultError("kvirt", 0xFFFF888000001000)
 
-    assert _listing(absent, lambda t: t.tasks).startswith("unavailable: kvirt address ")
+    assert _listing(absent, lambda t: t.tasks) == (
+        "unavailable: kvirt 0xffff888000001000: absent: not in the dump"
+    )

@@ -735,6 +735,9 @@ def btf_bounds(symbols) -> tuple[int, int]:
     start = symbols.get("__start_BTF")
     stop = symbols.get("__stop_BTF")
     if start is None or stop is None:
+        why = getattr(symbols, "kallsyms_unavailable", None)
+        if why:  # the names are unknown, which says nothing of BTF
+            raise Unavailable(symbols.why_missing("__start_BTF/__stop_BTF"))
         raise Unavailable("the symbol table has no __start_BTF/__stop_BTF (kernel without BTF)")
     if not start < stop <= start + BTF_MAX_SIZE:
         raise Unavailable(f"__start_BTF {start:#x} .. __stop_BTF {stop:#x} is not a BTF span")

@@ -50,12 +50,10 @@ class Dump:
             self.kvirt = KernelVirtualMemory(
                 self.phys, self.vmcoreinfo, cache_size_mib=self.options.cache_size_mib
             )
-        except Unavailable as exc:  # a malformed root-table key: no address space at all
-            raise DumpError(source.paths[0], f"corrupt VMCOREINFO: {exc.reason}") from None
-        except DumpError as exc:
-            if exc.path != "VMCOREINFO":
-                raise
-            raise DumpError(source.paths[0], f"VMCOREINFO {exc.reason}") from None
+        except Unavailable as exc:  # no root-table key, or a malformed one: no address space
+            raise DumpError(
+                source.paths[0], f"cannot translate kernel addresses: {exc.reason}"
+            ) from None
         #: Symbols from --vmlinux / --system-map, checked against the dump (kernel/symfiles.py)
         #: now, so that a file that does not belong to the dump is refused before mounting.
         self.user_symbols: list[SymbolSource] = []
@@ -135,7 +133,7 @@ class Dump:
         return read_dmesg(self.kvirt, self.vmcoreinfo)
 
     def dmesg(self) -> bytes:
-        """The kernel log (computed once); Unavailable or FaultError when it cannot be read."""
+        """The kernel log (computed once); Unavailable (with the fault) when it cannot be read."""
         return self.kernel_log
 
     @lazy

@@ -93,6 +93,7 @@ def summary_text(dump) -> str:
     lines.append(("module symbols", _module_symbols(dump)))
     for key, value in info.extra.items():
         lines.append((key, value))
+    lines.extend(damage_lines(dump.source.damage))
     return "".join(f"{key}: {value}\n" for key, value in lines)
 
 
@@ -112,6 +113,20 @@ def _module_symbols(dump) -> str:
         more = f" (and {len(files.notes) - 1} more problem(s))" if len(files.notes) > 1 else ""
         text += f", maybe not all: {files.notes[0]}{more}"
     return text
+
+
+def damage_lines(damage) -> list[tuple[str, str]]:
+    """``truncated:`` for each file shorter than its headers say (known at open), ``damage:``
+    once a corrupt page was met (what this file has read so far, and every reader: the
+    summary is computed once, at its first read; the count may have grown since)."""
+    lines = [
+        ("truncated", f"{t.path}: {t}; what lies past its end reads as EIO")
+        for t in damage.truncations
+    ]
+    found = damage.summary()
+    if found:
+        lines.append(("damage", found))
+    return lines
 
 
 def _listing(get: Callable[[], object], items: Callable[[object], list]) -> str:

@@ -85,6 +85,17 @@ class SymbolTable:
     more to build than decoding kallsyms does, so they are made on demand.
     """
 
+    #: Why the dump's own kallsyms could not be decoded (None when it was): then a name is
+    #: missing for that reason, and what needs the name says so (:meth:`why_missing`).
+    kallsyms_unavailable: str | None = None
+
+    def why_missing(self, names: str) -> str:
+        """``"no symbol NAMES"``, with the reason when the dump's kallsyms is unavailable."""
+        why = self.kallsyms_unavailable
+        if why:
+            return f"no symbol {names}: the dump's kallsyms is unavailable: {why}"
+        return f"no symbol {names}"
+
     def __init__(
         self,
         names: Sequence[str],
@@ -161,7 +172,7 @@ class SymbolTable:
         """The address of ``name``: Unavailable when it is absent or names several addresses."""
         found = {self.addresses[i] for i in self.indices(name)}
         if not found:
-            raise Unavailable(f"no symbol {name}")
+            raise Unavailable(self.why_missing(name))
         if len(found) > 1:
             raise Unavailable(f"symbol {name} is ambiguous: {len(found)} addresses")
         return found.pop()
@@ -429,11 +440,13 @@ def build_symbol_table(kvirt, vmcoreinfo, user_sources: Sequence[SymbolSource] =
     sizes: list[int | None] = []
     sources: list[str] = []
     notes: list[str] = []
+    kallsyms_unavailable = None
 
     try:
         ks = read_kallsyms(kvirt, vmcoreinfo)
     except Unavailable as exc:
         notes.append(f"kallsyms: unavailable: {exc.reason}")
+        kallsyms_unavailable = exc.reason
     else:
         names, addrs, types = ks.names, ks.addresses, list(ks.types)
         sizes = [None] * len(ks)
@@ -466,6 +479,7 @@ def build_symbol_table(kvirt, vmcoreinfo, user_sources: Sequence[SymbolSource] =
         sources.append(f"{kind} {path}: {len(entries)} symbols, {added} new")
 
     table = SymbolTable(names, addrs, types, sizes, sources=sources, notes=notes)
+    table.kallsyms_unavailable = kallsyms_unavailable
     table.percpu_offset0, note = _percpu_offset0(kvirt, table)
     if note:
         table.notes.append(note)
