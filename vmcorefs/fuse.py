@@ -155,8 +155,10 @@ class VmcoreOperations(mfusepy.Operations):
 
     def _forget(self, fh: int) -> None:
         with self._lock:
-            self._handles.pop(fh, None)
+            node = self._handles.pop(fh, None)
             self._paths.pop(fh, None)
+        if isinstance(node, File):
+            node.release()
 
     def _handle(self, path: str | None, fh: int):
         """The node opened as ``fh`` (libfuse gives no path to read, readdir, release...)."""
