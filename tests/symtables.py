@@ -48,6 +48,11 @@ class FakeKvirt(AddressSpace):
         self.data = data
         self.hole = hole  #: an absent [start, end) inside the blob
 
+    def chunk_mapped(self, addr: int) -> bool:
+        """Page tables would map the 2 MiB chunks that the blob touches (kimage's scan)."""
+        chunk = addr & ~((1 << 21) - 1)
+        return chunk < self.base + len(self.data) and chunk + (1 << 21) > self.base
+
     def read(self, addr: int, size: int) -> bytes:
         end = min(addr + size, self.base + len(self.data))
         if self.hole:
