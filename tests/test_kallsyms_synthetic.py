@@ -240,3 +240,14 @@ def test_hostile_markers_of_a_huge_table():
 
     assert "refused" in _hostile("4.20", edit).reason
 
+
+def test_the_fuzz_seed_without_keys_is_found(tmp_path):
+    """The seed of test_fuzz_kernel's finder test, a whole ELF dump: found unmutated."""
+    from vmcorefs.kernel.dump import open_dump
+
+    raw, _ = fz.elf_seed(found=True)
+    path = tmp_path / "vmcore"
+    path.write_bytes(raw)
+    with open_dump(str(path)) as dump:
+        assert dump.symbols.sources[0].startswith("kallsyms (absolute-percpu, found in")
+        assert dump.symbols.get("kallsyms_lookup_name") == STEXT + 0x100
