@@ -135,17 +135,19 @@ class Dump:
 
     @lazy
     def btf_bounds(self) -> tuple[int, int]:
-        """``(__start_BTF, __stop_BTF)``: where the kernel's own BTF blob lies."""
-        from .btf import btf_bounds
+        """``(__start_BTF, __stop_BTF)``: where the kernel's own BTF blob lies (found by its
+        header where the symbols do not say)."""
+        from .btf import kernel_btf_bounds
+        from .strict import strict_spaces
 
-        return btf_bounds(self.symbols)
+        return kernel_btf_bounds(strict_spaces(self)[1], self.vmcoreinfo, self.symbols)
 
     @lazy
     def btf(self):
         """The kernel's own types (``kernel/btf.py``), parsed once, on first use."""
         from .btf import load_btf
 
-        return load_btf(self.kvirt, self.symbols)
+        return load_btf(self.kvirt, self.symbols, self.btf_bounds)
 
     @lazy
     def modules(self):
