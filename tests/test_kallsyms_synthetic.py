@@ -251,3 +251,21 @@ def test_the_fuzz_seed_without_keys_is_found(tmp_path):
     with open_dump(str(path)) as dump:
         assert dump.symbols.sources[0].startswith("kallsyms (absolute-percpu, found in")
         assert dump.symbols.get("kallsyms_lookup_name") == STEXT + 0x100
+
+
+def test_with_zero_fill_the_tables_are_read_strictly(tmp_path, monkeypatch):
+    """--zero-fill is for readers of phys: tables read through it would take zeros for data
+    (offsets of zero: wrong addresses, silently); the symbol table reads the dump as it is."""
+    import vmcorefs.kernel.symbols as S
+    from vmcorefs.kernel.dump import open_dump
+
+    raw, _ = fz.elf_seed(found=True)
+    path = tmp_path / "vmcore"
+    path.write_bytes(raw)
+    seen = []
+    real = S.build_symbol_table
+    monkeypatch.setattr(S, "build_symbol_table", lambda kv, *a: seen.append(kv) or real(kv, *a))
+    with open_dump(str(path), zero_fill=True) as dump:
+        assert dump.kvirt.phys.zero_fill
+        assert dump.symbols.get("kallsyms_lookup_name") == STEXT + 0x100
+    assert len(seen) == 1 and not seen[0].phys.zero_fill

@@ -85,9 +85,11 @@ class Dump:
     @lazy
     def symbols(self) -> SymbolTable:
         """The merged symbol table (kernel/symbols.py), decoded once, on first use."""
+        from .strict import strict_spaces
         from .symbols import build_symbol_table
 
-        return build_symbol_table(self.kvirt, self.vmcoreinfo, self.user_symbols)
+        # Strict: tables found or decoded from zero-filled gaps would be invented symbols.
+        return build_symbol_table(strict_spaces(self)[1], self.vmcoreinfo, self.user_symbols)
 
     @lazy
     def uts(self):
