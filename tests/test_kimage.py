@@ -77,3 +77,23 @@ def test_chunk_mapped_follows_the_page_tables(tmp_path):
         assert dump.kvirt.read(0xFFFFFFFF83E00000, 8) == b""
         assert not dump.kvirt.chunk_mapped(0xFFFFFFFF84000000)
         assert not dump.kvirt.chunk_mapped(0x8000000000000000)  # non-canonical
+
+
+def test_a_scan_from_a_first_address_goes_down_then_up():
+    data = random.Random(2).randbytes(4 * PIECE)
+    first = BASE + 2 * PIECE + 5  # in the third chunk
+    scan = ImageScan(FakeKvirt(BASE, data), BASE, BASE + len(data), first)
+    order = [addr for addr, _piece, _own in scan.pieces()]
+    assert order == [BASE + 2 * PIECE, BASE + PIECE, BASE, BASE + 3 * PIECE]
+    assert scan.scanned == len(data)
+
+
+def test_the_image_scan_starts_below_the_lowest_data_symbol():
+    from vmcorefs.kernel.kimage import kernel_image
+
+    vi = VmcoreInfo(
+        b"SYMBOL(_stext)=ffffffff81000000\nSYMBOL(init_uts_ns)=ffffffff82612000\n"
+        b"SYMBOL(prb)=ffffffff82400010\nSYMBOL(mem_section)=ffff888007ff1000\n"
+    )
+    scan = kernel_image(FakeKvirt(BASE, b""), vi)
+    assert (scan.start, scan.first) == (0xFFFFFFFF81000000, 0xFFFFFFFF82400010)

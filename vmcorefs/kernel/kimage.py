@@ -55,41 +55,51 @@ def image_end(start: int) -> int:
 class ImageScan:
     """The present bytes of ``[start, end)`` in kernel memory, piece by piece.
 
-    ``scanned`` counts the bytes handed out so far (for messages: "N MiB scanned").
+    The scan goes down from the chunk holding ``first`` to ``start``, then up from there to
+    ``end`` (``first`` None: up from ``start``): a search for what lies below a known address
+    reads that part first. ``scanned`` counts the bytes handed out so far (for messages).
     """
 
     kvirt: AddressSpace
     start: int
     end: int
+    first: int | None = None
     scanned: int = 0
 
+    def _runs(self) -> list[range]:
+        """The chunks (2 MiB-aligned addresses) in scan order, as two runs: down, then up."""
+        pivot = self.start if self.first is None else min(max(self.first, self.start), self.end)
+        pivot &= ~(PIECE - 1)
+        return [range(pivot, (self.start & ~(PIECE - 1)) - 1, -PIECE),
+                range(pivot + PIECE, self.end, PIECE)]  # fmt: skip
+
     def pieces(self) -> Iterator[tuple[int, bytes, int]]:
-        """``(address, bytes, own)`` of each present run in address order: ``own`` bytes (at
-        most :data:`PIECE`) are this piece's, the rest (up to :data:`OVERLAP`) are the next
-        one's. Bounded: every step advances by the piece, by a page or by a chunk."""
+        """``(address, bytes, own)`` of each present run, in scan order (ascending within a
+        chunk): ``own`` bytes (at most :data:`PIECE`) are this piece's, the rest (up to
+        :data:`OVERLAP`) are the next one's. Bounded: every step advances by the piece, by a
+        page or by a chunk."""
         mapped = getattr(self.kvirt, "chunk_mapped", None)
-        pos = self.start
-        while pos < self.end:
-            chunk_end = min(self.end, (pos | (PIECE - 1)) + 1)
-            if mapped is not None and not mapped(pos):
-                pos = chunk_end
-                continue
-            held = False
-            while pos < chunk_end:
-                data = self.kvirt.read(pos, chunk_end - pos + OVERLAP)
-                if not data:
-                    pos = (pos | (PAGE_SIZE - 1)) + 1  # absent: go on at the next page
+        for run in self._runs():
+            for chunk in run:
+                pos, chunk_end = max(chunk, self.start), min(chunk + PIECE, self.end)
+                if pos >= chunk_end or (mapped is not None and not mapped(pos)):
                     continue
-                held = True
-                own = min(len(data), chunk_end - pos)
-                self.scanned += own
-                yield pos, data, own
-                pos += own
-            if mapped is None and not held:
-                return  # no page-table view: a chunk without a page ends the image
+                held = False
+                while pos < chunk_end:
+                    data = self.kvirt.read(pos, chunk_end - pos + OVERLAP)
+                    if not data:
+                        pos = (pos | (PAGE_SIZE - 1)) + 1  # absent: go on at the next page
+                        continue
+                    held = True
+                    own = min(len(data), chunk_end - pos)
+                    self.scanned += own
+                    yield pos, data, own
+                    pos += own
+                if mapped is None and not held:
+                    break  # no page-table view: a chunk without a page ends the image
 
     def find(self, pattern: bytes) -> Iterator[int]:
-        """Addresses where ``pattern`` (at most :data:`OVERLAP` bytes) starts, in order."""
+        """Addresses where ``pattern`` (at most :data:`OVERLAP` bytes) starts, in scan order."""
         assert 0 < len(pattern) <= OVERLAP
         for base, data, own in self.pieces():
             at = data.find(pattern, 0, own + len(pattern) - 1)
@@ -133,7 +143,16 @@ def present_below(kvirt: AddressSpace, top: int, size: int) -> tuple[int, bytes]
     return top, b""
 
 
+#: VMCOREINFO symbols in the kernel's data (.data, .bss), which follows its read-only data.
+DATA_SYMBOLS = ("init_top_pgt", "swapper_pg_dir", "init_uts_ns", "node_online_map", "prb",
+                "printk_rb_static", "log_buf", "vmap_area_list", "node_data")  # fmt: skip
+
+
 def kernel_image(kvirt: AddressSpace, vmcoreinfo: VmcoreInfo) -> ImageScan:
-    """A scan of the whole image mapping (from :func:`image_start`)."""
+    """A scan of the whole image mapping (from :func:`image_start`); it reads the part below
+    the lowest data symbol VMCOREINFO names first, down (the read-only data, where the
+    kallsyms tables and the BTF are, lies right below the data), then the rest."""
     start = image_start(vmcoreinfo)
-    return ImageScan(kvirt, start, image_end(start))
+    end = image_end(start)
+    data = [a for n in DATA_SYMBOLS if (a := vmcoreinfo.symbol(n)) is not None and start < a < end]
+    return ImageScan(kvirt, start, end, min(data) if data else None)
