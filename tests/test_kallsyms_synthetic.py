@@ -269,3 +269,29 @@ def test_with_zero_fill_the_tables_are_read_strictly(tmp_path, monkeypatch):
         assert dump.kvirt.phys.zero_fill
         assert dump.symbols.get("kallsyms_lookup_name") == STEXT + 0x100
     assert len(seen) == 1 and not seen[0].phys.zero_fill
+
+
+def test_views_name_the_missing_tables(tmp_path):
+    """A kernel before 6.0 whose tables cannot be found (here: wiped) and that has no BTF:
+    the views say what is missing, kallsyms included, never "a kernel without BTF"."""
+    from vmcorefs.kernel.dump import open_dump
+    from vmcorefs.tree import build_tree
+
+    raw = bytearray(fz.elf_seed(found=True)[0])
+    kern = fz.kernel(found=True)
+    start, size = kern.structures["kallsyms tables"]
+    page = kern.pages[start // 4096]
+    at = bytes(raw).find(page[start % 4096 : start % 4096 + 256])
+    raw[at : at + size] = bytes(size)
+    path = tmp_path / "vmcore"
+    path.write_bytes(bytes(raw))
+    with open_dump(str(path)) as dump:
+        tree = build_tree(dump)
+        for name in ("ps", "modules", "btf"):
+            node = tree.lookup(name)
+            text = node.read(0, node.size()).decode()
+            assert text.startswith("unavailable: BTF: no 0xeB9F header in the kernel's read-only")
+            assert "(kallsyms: no kallsyms tables found in the kernel image (" in text, name
+        summary = tree.lookup("summary").read(0, 1 << 16).decode()
+        assert "kernel without BTF" not in summary
+        assert "tasks: unavailable: BTF: no 0xeB9F header" in summary

@@ -135,6 +135,17 @@ class Dump:
             address = None
         return read_panic_cpu(self.kvirt, address)
 
+    def _symbol_cause(self, exc: Unavailable) -> Unavailable:
+        """``exc`` (a view that misses a symbol) with the cause when the dump's kallsyms
+        tables could not be read: "no init_task" alone would hide why."""
+        try:
+            missing = self.symbols.kallsyms_unavailable
+        except (Unavailable, FaultError):
+            return exc
+        if missing and "symbol" in exc.reason and missing not in exc.reason:
+            return Unavailable(f"{exc.reason} (kallsyms: {missing})")
+        return exc
+
     @lazy
     def btf_bounds(self) -> tuple[int, int]:
         """``(__start_BTF, __stop_BTF)``: where the kernel's own BTF blob lies (found by its
@@ -142,7 +153,10 @@ class Dump:
         from .btf import kernel_btf_bounds
         from .strict import strict_spaces
 
-        return kernel_btf_bounds(strict_spaces(self)[1], self.vmcoreinfo, self.symbols)
+        try:
+            return kernel_btf_bounds(strict_spaces(self)[1], self.vmcoreinfo, self.symbols)
+        except Unavailable as exc:
+            raise self._symbol_cause(exc) from None
 
     @lazy
     def btf(self):
@@ -156,14 +170,20 @@ class Dump:
         """The loaded modules (``kernel/modules.py`` ModuleList)."""
         from .modules import ModuleList
 
-        return ModuleList(self.kvirt, self.symbols, self.btf)
+        try:
+            return ModuleList(self.kvirt, self.symbols, self.btf)
+        except Unavailable as exc:
+            raise self._symbol_cause(exc) from None
 
     @lazy
     def tasks(self):
         """Every task, idle tasks included (``kernel/tasks.py`` TaskList)."""
         from .tasks import build_task_list
 
-        return build_task_list(self.kvirt, self.symbols, self.btf)
+        try:
+            return build_task_list(self.kvirt, self.symbols, self.btf)
+        except Unavailable as exc:
+            raise self._symbol_cause(exc) from None
 
     @lazy
     def stacks(self):

@@ -120,6 +120,9 @@ class SymbolTable:
         self.sources = list(sources)
         #: Why a source is missing or what was left out (logged; for README/summary).
         self.notes = list(notes)
+        #: Why the dump's kallsyms tables are not in the table (None: they are, or no build
+        #: has tried): a view that misses a symbol names this cause too.
+        self.kallsyms_unavailable: str | None = None
         #: ``__per_cpu_offset[0]``: where CPU 0's copy of the per-CPU area is (None: unknown).
         self.percpu_offset0: int | None = None
         self._ranges = self._image_ranges()
@@ -313,9 +316,11 @@ def build_symbol_table(kvirt, vmcoreinfo, user_sources: Sequence[SymbolSource] =
     sources: list[str] = []
     notes: list[str] = []
 
+    kallsyms_unavailable = None
     try:
         ks = read_kallsyms(kvirt, vmcoreinfo)
     except Unavailable as exc:
+        kallsyms_unavailable = exc.reason
         notes.append(f"kallsyms: unavailable: {exc.reason}")
     else:
         names, addrs, types = ks.names, ks.addresses, list(ks.types)
@@ -350,6 +355,7 @@ def build_symbol_table(kvirt, vmcoreinfo, user_sources: Sequence[SymbolSource] =
         sources.append(f"{kind} {path}: {len(entries)} symbols, {added} new")
 
     table = SymbolTable(names, addrs, types, sizes, sources=sources, notes=notes)
+    table.kallsyms_unavailable = kallsyms_unavailable
     table.percpu_offset0, note = _percpu_offset0(kvirt, table)
     if note:
         table.notes.append(note)
