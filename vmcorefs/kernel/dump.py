@@ -97,7 +97,7 @@ class Dump:
         from .strict import strict_spaces
         from .uts import read_utsname
 
-        return read_utsname(self.vmcoreinfo, strict_spaces(self)[1])
+        return read_utsname(self.vmcoreinfo, strict_spaces(self)[1], lambda: self.btf)
 
     @lazy
     def mm(self):
