@@ -70,6 +70,9 @@ SYMS_PER_MARKER = 256
 MIN_ENTRY = 2
 #: ULEB128 length (two bytes at most) + the longest name.
 MAX_ENTRY = 2 + KSYM_NAME_LEN
+#: The most kallsyms_names a found table may take (a 250k-symbol kernel has ~4 MiB): what the
+#: markers claim is read, so a hostile marker array must not claim more.
+MAX_NAMES_SIZE = 32 << 20
 #: The most a table of tokens can take: 256 tokens of up to KSYM_NAME_LEN bytes.
 MAX_TOKEN_TABLE = 256 * KSYM_NAME_LEN
 #: Anchors: runs of one-character tokens that every kernel's token table has.
@@ -177,6 +180,8 @@ def _marker_run(data: bytes, base: int, at: int, width: int) -> list[int]:
         v = struct.unpack_from(fmt, data, off)[0]
         step = v - values[-1]
         if not SYMS_PER_MARKER * MIN_ENTRY <= step <= SYMS_PER_MARKER * MAX_ENTRY:
+            break
+        if v > MAX_NAMES_SIZE:
             break
         values.append(v)
         off += width
