@@ -148,3 +148,37 @@ def test_accept_passes_the_same_rows_without_keys(dumps_dir, tmp_path):
     want = _accept_rows(SHARED_DUMPS, files)
     got = _accept_rows(hidden, files)
     assert got == want
+
+
+class _WithoutBtfSymbols:
+    """The dump's symbols without __start_BTF/__stop_BTF (a kernel without KALLSYMS_ALL);
+    without the read-only data's bounds too when ``rodata`` is False."""
+
+    def __init__(self, table, rodata: bool) -> None:
+        self.table, self.rodata = table, rodata
+
+    def get(self, name: str):
+        hidden = {"__start_BTF", "__stop_BTF"}
+        if not self.rodata:
+            hidden |= {"__start_rodata", "__end_rodata"}
+        return None if name in hidden else self.table.get(name)
+
+
+def _btf_found_by_header(path: Path) -> None:
+    from vmcorefs.kernel.btf import find_btf
+
+    with open_dump(str(path)) as dump:
+        want = (dump.symbols.address("__start_BTF"), dump.symbols.address("__stop_BTF"))
+        for rodata in (True, False):
+            symbols = _WithoutBtfSymbols(dump.symbols, rodata)
+            assert find_btf(dump.kvirt, dump.vmcoreinfo, symbols) == want
+
+
+def test_sample_btf_found_by_its_header_is_the_kernels(sample):
+    _btf_found_by_header(sample.dump)
+
+
+@pytest.mark.realdump
+@pytest.mark.parametrize("name", ["vmcore.elf", "mdf-d31-zlib.kdump"])
+def test_real_btf_found_by_its_header_is_the_kernels(case, name):
+    _btf_found_by_header(case.dump(name))
