@@ -118,11 +118,14 @@ def test_kexec_dump_without_keys_gives_the_same_views(dumps_dir, tmp_path):
     _compare(root / "vmcore.elf", _hidden_copy(root / "vmcore.elf", tmp_path / "vmcore.elf"))
 
 
-def _accept_rows(cases: Path, files: str) -> list[tuple[str, ...]]:
-    """(status, dump, group, check) of every row accept.py gives the cases."""
+def _accept_rows(cases: Path, files: str, cache: Path) -> list[tuple[str, ...]]:
+    """(status, dump, group, check) of every row accept.py gives the cases. ``cache``: its own
+    cache folder (accept.py keeps the split sets it cuts by case name: a run of the originals
+    elsewhere on the machine would overwrite the hidden copy's)."""
     cmd = [sys.executable, str(ACCEPT), "--cmd", str(Path(sys.executable).parent / "vmcorefs"),
            "--skip", "badinput", "--keep-going", "--files", files, str(cases)]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False, env=env)
     rows = []
     for line in out.stdout.splitlines():
         parts = line.split()
@@ -137,7 +140,8 @@ def _accept_rows(cases: Path, files: str) -> list[tuple[str, ...]]:
 @pytest.mark.mount
 def test_accept_passes_the_same_rows_without_keys(dumps_dir, tmp_path):
     """accept.py on copies of the cases with the keys hidden gives the rows it gives the
-    originals (``VMCOREFS_ACCEPT_FILES`` widens the files: ``*`` for every dump)."""
+    originals (``VMCOREFS_ACCEPT_FILES`` widens the files: ``*`` for every dump, the ELF
+    dumps then decompressed into the test's own cache)."""
     if not ACCEPT.exists():
         pytest.skip("../shared/accept/accept.py is absent")
     if not shutil.which("fusermount3") or not os.path.exists("/dev/fuse"):
@@ -145,8 +149,8 @@ def test_accept_passes_the_same_rows_without_keys(dumps_dir, tmp_path):
     files = os.environ.get("VMCOREFS_ACCEPT_FILES", "mdf-d31-zlib.kdump")
     hidden = tmp_path / "hidden"
     subprocess.run([sys.executable, str(TOOL), str(dumps_dir), str(hidden)], check=True)
-    want = _accept_rows(SHARED_DUMPS, files)
-    got = _accept_rows(hidden, files)
+    want = _accept_rows(SHARED_DUMPS, files, tmp_path / "cache-originals")
+    got = _accept_rows(hidden, files, tmp_path / "cache-hidden")
     assert got == want
 
 
