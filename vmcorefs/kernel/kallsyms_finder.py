@@ -88,7 +88,6 @@ MAX_CANDIDATES = 16
 _MARKER_START = re.compile(rb"\x00\x00\x00\x00(?=(?:[^\x00]..|.[^\x00].|..[^\x00])\x00)", re.S)
 #: Kallsyms names are printable ASCII without spaces; the type letter is a letter.
 _NOT_PRINTABLE = re.compile(r"[^\x21-\x7e]")
-_MASK64 = (1 << 64) - 1
 
 
 class Refused(Exception):
@@ -134,9 +133,8 @@ def _tokens_at(kvirt: AddressSpace, anchor: int, code: int) -> _Tokens:
             raise Refused("the token table is longer than 256 tokens can be")
         pos = nul + 1
     table_end = anchor + pos
+    # kallsyms_token_index: at the next 8-byte boundary (ALGN), or the next 4-byte one.
     for index_at in range(_align8(table_end), table_end - 1, -4):
-        if index_at < table_end:
-            continue
         try:
             index = struct.unpack("<256H", kvirt.read_exact(index_at, 512))
         except FaultError:
