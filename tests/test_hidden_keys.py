@@ -78,7 +78,8 @@ def _compare(original: Path, hidden: Path) -> None:
     want, got = _views(original), _views(hidden)
     assert want.pop("sources") == ["kallsyms (absolute-percpu)"]
     assert got.pop("sources") == ["kallsyms (absolute-percpu, found in the kernel image)"]
-    assert not _read_unavailable(want), "the original's views must work"
+    # (crash of a dump taken while running reads "unavailable: no crash: ...", keys or not)
+    assert not [k for k in _read_unavailable(want) if k != "crash"], "the views must work"
     for key in want:
         assert got[key] == want[key], key
 
