@@ -83,9 +83,11 @@ class Dump:
     @lazy
     def symbols(self) -> SymbolTable:
         """The merged symbol table (kernel/symbols.py), decoded once, on first use."""
+        from .strict import strict_spaces
         from .symbols import build_symbol_table
 
-        return build_symbol_table(self.kvirt, self.vmcoreinfo, self.user_symbols)
+        # Strict: tables found or decoded from zero-filled gaps would be invented symbols.
+        return build_symbol_table(strict_spaces(self)[1], self.vmcoreinfo, self.user_symbols)
 
     @lazy
     def symbol_files(self):
@@ -116,7 +118,7 @@ class Dump:
         from .strict import strict_spaces
         from .uts import read_utsname
 
-        return read_utsname(self.vmcoreinfo, strict_spaces(self)[1])
+        return read_utsname(self.vmcoreinfo, strict_spaces(self)[1], lambda: self.btf)
 
     @lazy
     def mm(self):
@@ -154,33 +156,55 @@ class Dump:
             address = None
         return read_panic_cpu(self.kvirt, address)
 
+    def _symbol_cause(self, exc: Unavailable) -> Unavailable:
+        """``exc`` (a view that misses a symbol) with the cause when the dump's kallsyms
+        tables could not be read: "no init_task" alone would hide why."""
+        try:
+            missing = self.symbols.kallsyms_unavailable
+        except (Unavailable, FaultError):
+            return exc
+        if missing and "symbol" in exc.reason and missing not in exc.reason:
+            return Unavailable(f"{exc.reason} (kallsyms: {missing})")
+        return exc
+
     @lazy
     def btf_bounds(self) -> tuple[int, int]:
-        """``(__start_BTF, __stop_BTF)``: where the kernel's own BTF blob lies."""
-        from .btf import btf_bounds
+        """``(__start_BTF, __stop_BTF)``: where the kernel's own BTF blob lies (found by its
+        header where the symbols do not say)."""
+        from .btf import kernel_btf_bounds
+        from .strict import strict_spaces
 
-        return btf_bounds(self.symbols)
+        try:
+            return kernel_btf_bounds(strict_spaces(self)[1], self.vmcoreinfo, self.symbols)
+        except Unavailable as exc:
+            raise self._symbol_cause(exc) from None
 
     @lazy
     def btf(self):
         """The kernel's own types (``kernel/btf.py``), parsed once, on first use."""
         from .btf import load_btf
 
-        return load_btf(self.kvirt, self.symbols)
+        return load_btf(self.kvirt, self.symbols, self.btf_bounds)
 
     @lazy
     def modules(self):
         """The loaded modules (``kernel/modules.py`` ModuleList)."""
         from .modules import ModuleList
 
-        return ModuleList(self.kvirt, self.symbols, self.btf)
+        try:
+            return ModuleList(self.kvirt, self.symbols, self.btf)
+        except Unavailable as exc:
+            raise self._symbol_cause(exc) from None
 
     @lazy
     def tasks(self):
         """Every task, idle tasks included (``kernel/tasks.py`` TaskList)."""
         from .tasks import build_task_list
 
-        return build_task_list(self.kvirt, self.symbols, self.btf)
+        try:
+            return build_task_list(self.kvirt, self.symbols, self.btf)
+        except Unavailable as exc:
+            raise self._symbol_cause(exc) from None
 
     @lazy
     def stacks(self):

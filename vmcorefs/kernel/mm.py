@@ -145,7 +145,7 @@ def zone_names(kvirt: AddressSpace, address: int | None, count: int) -> list[str
     """The first ``count`` names of the kernel's ``zone_names[]`` (an array of ``char *``)."""
     if address is None:
         raise Unavailable(
-            "the kernel symbol zone_names is not known (needs the dump's kallsyms, Linux 6.0+, "
+            "the kernel symbol zone_names is not known (it needs the dump's kallsyms tables, "
             "or --vmlinux / --system-map): zone names are never guessed"
         )
     names = []

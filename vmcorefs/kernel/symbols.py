@@ -653,15 +653,18 @@ def build_symbol_table(kvirt, vmcoreinfo, user_sources: Sequence[SymbolSource] =
     notes: list[str] = []
     kallsyms_unavailable = None
 
+    kallsyms_unavailable = None
     try:
         ks = read_kallsyms(kvirt, vmcoreinfo)
     except Unavailable as exc:
+        kallsyms_unavailable = exc.reason
         notes.append(f"kallsyms: unavailable: {exc.reason}")
         kallsyms_unavailable = exc.reason
     else:
         names, addrs, types = ks.names, ks.addresses, list(ks.types)
         sizes = [None] * len(ks)
-        sources.append(f"kallsyms ({ks.encoding}): {len(ks)} symbols")
+        where = "" if ks.origin == "VMCOREINFO" else f", found in {ks.origin}"
+        sources.append(f"kallsyms ({ks.encoding}{where}): {len(ks)} symbols")
 
     vi_syms = vmcoreinfo.symbols()
     extra = [(src.kind, src.path, src.entries) for src in user_sources]

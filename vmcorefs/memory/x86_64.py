@@ -209,6 +209,11 @@ class X86_64Translator:
         """The physical address of ``vaddr``, or FaultError."""
         return self.translate_run(vaddr, 1)[0]
 
+    def chunk_mapped(self, vaddr: int) -> bool:
+        """Whether an entry above the last level maps the 2 MiB chunk holding ``vaddr`` (its
+        pages may still be absent one by one): a scan skips an unmapped chunk in one step."""
+        return not isinstance(self.chunk(vaddr), _Unmapped)
+
 
 class KernelVirtualMemory(AddressSpace):
     """The kernel's virtual address space (addresses as the kernel sees them)."""
@@ -234,6 +239,10 @@ class KernelVirtualMemory(AddressSpace):
         except FaultError as exc:
             return exc
         return self.phys.fault(paddr).at(self.name, addr)
+
+    def chunk_mapped(self, vaddr: int) -> bool:
+        """See :meth:`X86_64Translator.chunk_mapped`."""
+        return self.translator.chunk_mapped(vaddr)
 
     def _runs(self, addr: int, end: int) -> Iterator[tuple[int, int]]:
         """``(paddr, n)``: the mapped prefix of ``[addr, end)`` as physically contiguous runs
