@@ -1,4 +1,4 @@
-"""fuse.IdleTrim: the heap's free pages go back once the daemon pauses after work."""
+"""fuse: the daemon hands free heap pages back when idle (IdleTrim), in few heaps."""
 
 from __future__ import annotations
 
