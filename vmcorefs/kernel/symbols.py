@@ -40,12 +40,13 @@ import array
 import bisect
 import itertools
 import logging
+import operator
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, compress, pairwise, repeat
+from itertools import accumulate, compress, islice, pairwise, repeat
 
 from ..errors import FaultError, Unavailable
 from .kallsyms import read_kallsyms
@@ -103,14 +104,19 @@ class SymbolNames(Sequence[str]):
     @classmethod
     def from_names(cls, names: Sequence[str]) -> SymbolNames:
         """Pack ``names``; ValueError when one would not decode back to itself."""
-        encoded = [name.encode("utf-8", "surrogateescape") for name in names]
-        blob = b"".join(encoded)
-        if not blob.isascii():  # only then can a name fail to come back as it was given
-            for i, raw in enumerate(encoded):
+        joined = "".join(names)
+        if joined.isascii():  # the usual table: one encode, lengths at C speed
+            blob = joined.encode("ascii")
+            lengths: Iterable[int] = map(len, names)
+        else:
+            encoded = [name.encode("utf-8", "surrogateescape") for name in names]
+            for i, raw in enumerate(encoded):  # only a non-ASCII name can come back otherwise
                 if not raw.isascii() and raw.decode("utf-8", "surrogateescape") != names[i]:
                     raise ValueError(f"symbol name {names[i]!r} does not round-trip as bytes")
+            blob = b"".join(encoded)
+            lengths = map(len, encoded)
         typecode = "I" if len(blob) < 1 << 32 else "Q"
-        return cls(blob, array.array(typecode, accumulate(map(len, encoded), initial=0)))
+        return cls(blob, array.array(typecode, accumulate(lengths, initial=0)))
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -158,7 +164,11 @@ class SymbolNames(Sequence[str]):
 
     def longer_than(self, size: int) -> list[int]:
         """Indices of the names of more than ``size`` bytes."""
-        return [i for i, (a, b) in enumerate(pairwise(self._offsets)) if b - a > size]
+        o = self._offsets
+        lengths = list(map(operator.sub, islice(o, 1, None), o))
+        if not lengths or max(lengths) <= size:  # the usual answer, at C speed
+            return []
+        return [i for i, length in enumerate(lengths) if length > size]
 
 
 def _name_index(
@@ -172,7 +182,7 @@ def _name_index(
     ``buckets[b + 1]``, about one for each (as many buckets as the next power of two).
     """
     n = len(names)
-    hashes = [hash(name) for name in names]
+    hashes = list(map(hash, names))
     order = sorted(range(n), key=hashes.__getitem__)
     by_hash = array.array("I" if n < 1 << 32 else "Q", order)
     sorted_hashes = array.array("q", [hashes[i] for i in order])
@@ -225,7 +235,7 @@ class SymbolTable:
         if len(letters) != n:
             raise ValueError("a symbol's type is one letter")
         addrs = array.array("Q", addresses)
-        if any(a > b for a, b in pairwise(addrs)):
+        if not all(map(operator.le, addrs, islice(addrs, 1, None))):
             # Sort by address; sorted() is stable, so ties keep the order given.
             order = sorted(range(n), key=addrs.__getitem__)
             names = [names[i] for i in order]
@@ -237,7 +247,7 @@ class SymbolTable:
         #: one type letter per symbol, in table order
         self.types: str = letters
         self._sizes: array.array | None = None
-        if any(size is not None for size in sizes):
+        if list(sizes).count(None) != n:
             self._sizes = array.array("Q", [NO_SIZE if s is None else s for s in sizes])
         self._hashes, self._by_hash, self._buckets, self._shift = _name_index(names)
         #: One line per source used, e.g. "kallsyms (absolute-percpu): 94266 symbols".
@@ -481,9 +491,9 @@ class _CoreFiles(Mapping[str, int]):
     decoding the names), and a dict of the few others (NAME@ADDRESS, escaped names)."""
 
     def __init__(self, table: SymbolTable, plain: bytearray, extra: dict[str, int]) -> None:
-        for f in extra:  # a NAME@ADDRESS made here wins over a symbol named that very string
-            i = table.first_index(f)
-            if i is not None:
+        # A NAME@ADDRESS made here wins over a symbol named that very string (if any has "@").
+        for i in table.names.find_bytes(b"@"):
+            if table.names[i] in extra:
                 plain[i] = 0
         self._table, self._plain, self._extra = table, plain, extra
         self._len = plain.count(1) + len(extra)
