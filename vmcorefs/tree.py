@@ -8,6 +8,7 @@ file's content on first ``getattr``/``read``. Each section of the tree (``info/`
 
 from __future__ import annotations
 
+import contextlib
 import stat
 import threading
 from collections.abc import Callable, Mapping
@@ -55,6 +56,11 @@ class File(Node):
     def open_direct_io(self) -> bool:
         """Whether this open should use ``direct_io`` (decided per open; see ``SymbolFile``)."""
         return self.direct_io
+
+    def pinned(self) -> contextlib.AbstractContextManager:
+        """Keep what this file reads from open for one whole request (extents are copied after
+        they are found): a dump of a folder mount may be closed between two requests."""
+        return contextlib.nullcontext()
 
 
 class BytesFile(File):
