@@ -44,8 +44,11 @@ class VmcoreOperations(mfusepy.Operations):
     flag_nopath = True
     flag_nullpath_ok = True
 
-    def __init__(self, tree: Tree, *, mtime_ns: int | None = None) -> None:
+    def __init__(
+        self, tree: Tree, *, mtime_ns: int | None = None, negative_timeout: float = TIMEOUT
+    ) -> None:
         self.tree = tree
+        self.negative_timeout = negative_timeout
         self.uid = os.getuid()
         self.gid = os.getgid()
         self.time_ns = mtime_ns if mtime_ns is not None else time.time_ns()
@@ -69,7 +72,7 @@ class VmcoreOperations(mfusepy.Operations):
         if config_3 is not None:
             config_3.entry_timeout = TIMEOUT
             config_3.attr_timeout = TIMEOUT
-            config_3.negative_timeout = TIMEOUT
+            config_3.negative_timeout = self.negative_timeout
 
     def getattr(self, path: str, fh=None) -> dict:
         node = self._node(path)
@@ -163,9 +166,10 @@ class VmcoreOperations(mfusepy.Operations):
                 # A dump changed under us: EIO, even for what caches hold. Windows need not ask
                 # here: their reads are checked in memory/ and verified after each pread.
                 self.tree.check()
-            if buf is None:
-                return node.read(offset, size)
-            return _fill(buf, node.extents(offset, size))
+            with node.pinned():  # a folder mount's dump stays open until the copy is done
+                if buf is None:
+                    return node.read(offset, size)
+                return _fill(buf, node.extents(offset, size))
         except FaultError:
             raise _fail(errno.EIO) from None
         except DumpError as exc:
@@ -305,10 +309,13 @@ def mount(
     debug: bool,
     options: dict[str, str | bool],
     mtime_ns: int | None = None,
+    negative_timeout: float = TIMEOUT,
 ) -> None:
     """Mount ``tree`` at ``mountpoint``; returns when it is unmounted (or, in the background
-    case, in the parent once mounted: libfuse daemonises after the mount succeeded)."""
-    ops = VmcoreOperations(tree, mtime_ns=mtime_ns)
+    case, in the parent once mounted: libfuse daemonises after the mount succeeded).
+    ``negative_timeout``: how long the kernel may remember that a name does not exist (short
+    for a folder mount, whose dumps come and go)."""
+    ops = VmcoreOperations(tree, mtime_ns=mtime_ns, negative_timeout=negative_timeout)
     kwargs: dict[str, str | bool] = {
         "fsname": "vmcorefs",
         "subtype": "vmcorefs",
