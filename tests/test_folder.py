@@ -147,6 +147,16 @@ def test_the_parts_of_a_split_dump_are_one_dump(tmp_path):
     assert int(row["size"]) == fb.file_size(*parts)
 
 
+def test_two_crashes_split_alike_in_one_folder_are_two_dumps(tmp_path):
+    """No time in the headers (makedumpfile 1.7.2 writes 0): VMCOREINFO's CRASHTIME tells."""
+    fb.split(tmp_path / "c", 1, prefix="a", timestamp=0, crashtime=1796407902)
+    fb.split(tmp_path / "c", 2, prefix="b", timestamp=0, crashtime=1796407999)
+    tree = folder_tree(tmp_path)
+    assert names(tree) == {"a-1", "b-1"}
+    assert_is_dump(tree, "a-1", 1)
+    assert_is_dump(tree, "b-1", 2)
+
+
 def test_two_split_dumps_in_one_folder_and_one_with_a_part_missing(tmp_path):
     fb.split(tmp_path / "crash", 1, prefix="early", timestamp=fb.TIMESTAMP)
     late = fb.split(tmp_path / "crash", 2, prefix="late", timestamp=fb.TIMESTAMP + 60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -103,7 +104,7 @@ def probe(path: str) -> Probe | None:
                 return None
             return Probe(path, kind)
         if kind == "kdump":
-            from .kdump import read_headers, split_range
+            from .kdump import MAX_VMCOREINFO, read_headers, split_range
 
             h, sub = read_headers(file)
             pfns = split_range(h, sub)
@@ -111,6 +112,11 @@ def probe(path: str) -> Probe | None:
                 return Probe(path, kind)
             key = (h.signature, h.utsname, h.timestamp_sec, h.timestamp_usec, h.block_size)
             key += (h.header_version, h.max_mapnr, sub.max_mapnr_64, sub.dump_level)
+            if h.header_version >= 3 and 0 < sub.size_vmcoreinfo <= MAX_VMCOREINFO:
+                # Tells apart two crashes of one kernel (its CRASHTIME) where makedumpfile
+                # wrote no time in the header (1.7.2 writes 0).
+                note = file.pread(sub.offset_vmcoreinfo, sub.size_vmcoreinfo)
+                key += (hashlib.sha256(note).digest(),)
             return Probe(path, kind, SplitPart(key, *pfns))
         return Probe(path, kind)  # flattened: its records are indexed when it is opened
     finally:
