@@ -55,8 +55,8 @@ def test_triage_with_ordinary_commands(tmp_path, sample):
         assert rows["bad"][3].startswith("unavailable: ") and rows["bad"][1] == "unknown"
         assert os.listdir(mnt / "bad") == ["README"]
         # the commands of the issue, as a shell runs them
-        hits = sh("grep -l 'Kernel panic' */dmesg", mnt).split()
-        assert hits == ["202611270900/dmesg"]
+        hits = sh(f"grep -l '{sample.truth['marker']}' */dmesg", mnt).split()
+        assert hits == ["202611270900/dmesg"]  # the line the sample's guest wrote to its log
         releases = sh("cat */summary | grep '^release:' | sort", mnt).splitlines()
         assert releases == sorted(
             f"release: {r}"
