@@ -287,14 +287,14 @@ def test_the_reason_of_a_real_dump(tmp_path, sample):
 
 
 def test_an_index_line_is_kept_once_made(tmp_path):
-    for seed in range(3):
-        fb.kdump(tmp_path / f"d{seed}" / "vmcore", seed)
-    tree = folder_tree(tmp_path, max_open=1)
+    paths = {str(fb.kdump(tmp_path / f"d{seed}" / "vmcore", seed)) for seed in range(3)}
+    tree = folder_tree(tmp_path)
+    assert_is_dump(tree, "d1", 1)  # open before the index
     first = read(tree, "index")
-    opens = tree.pool.opens
-    assert opens == 3
+    assert tree.pool.opens == 3
+    assert open_dump_files(paths) == 1  # those the index opened are closed again
     assert read(tree, "index") == first
-    assert tree.pool.opens == opens  # nothing opened again
+    assert tree.pool.opens == 3  # nothing opened again
 
 
 # -- lazy, bounded ---------------------------------------------------------------------------------

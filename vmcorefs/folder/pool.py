@@ -235,6 +235,14 @@ class DumpPool:
             del opened
             heap.trim()
 
+    def close(self, slot: Slot) -> None:
+        """Close ``slot``'s dump now unless a request holds it (it opens again on next use)."""
+        victims: list[tuple[str, Opened | None]] = []
+        with self._cond:
+            if slot.pins == 0 and slot.opened is not None:
+                victims.append(self._evict(slot))
+        self._close(victims)
+
     def retire(self, slot: Slot) -> None:
         """``slot`` left the folder (or changed): close it now, or when its last use ends."""
         victims: list[tuple[str, Opened | None]] = []
