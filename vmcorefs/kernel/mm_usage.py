@@ -57,6 +57,7 @@ from ..errors import FaultError, Unavailable
 from ..memory.physical import PhysicalMemory
 from ..memory.space import AddressSpace
 from ..vmcoreinfo import VmcoreInfo
+from .lists import ListHead, list_for_each_entry
 from .sparsemem import MemMap, MemMapChunk, node_pgdats, read_mem_map
 
 #: include/linux/page-flags.h: bit 0 of page->mapping marks an anonymous page.
@@ -659,9 +660,8 @@ def _free_lists(
         vi.need("OFFSET", "pglist_data.nr_zones"),
     )
     size_fa, off_list = vi.need("SIZE", "free_area"), vi.need("OFFSET", "free_area.free_list")
-    off_next, off_prev = vi.need("OFFSET", "list_head.next"), vi.need("OFFSET", "list_head.prev")
+    links = ListHead(vi.need("OFFSET", "list_head.next"), vi.need("OFFSET", "list_head.prev"))
     off_lru = vi.need("OFFSET", "page.lru")
-    offsets = (off_next, off_prev, off_lru)
     orders = vi.need("LENGTH", "zone.free_area")
     types = vi.length("free_area.free_list") or 1
     size_lh = vi.size("list_head") or 16
@@ -683,7 +683,9 @@ def _free_lists(
                 for order in range(orders - 1, -1, -1):
                     for mt in range(types):
                         head = zone + off_free + size_fa * order + off_list + size_lh * mt
-                        _walk_free_list(kvirt, memmap, head, order, offsets, max_mapnr, blocks)
+                        what = f"node {nid} zone {z} free_area[{order}].free_list[{mt}]"
+                        _walk_free_list(kvirt, memmap, head, what, order, links, off_lru,
+                                        max_mapnr, blocks)  # fmt: skip
             except FaultError as exc:
                 raise Unavailable(f"node {nid} zone {z} free lists: {exc}") from None
     # clear_bit_on_2nd_bitmap counts every frame it clears, even twice: so does this.
@@ -701,30 +703,23 @@ def _walk_free_list(
     kvirt: AddressSpace,
     memmap: MemMap,
     head: int,
+    what: str,
     order: int,
-    offsets: tuple[int, int, int],
+    links: ListHead,
+    off_lru: int,
     max_mapnr: int,
     blocks: list[tuple[int, int]],
 ) -> None:
     """Add the pfn range of each block on the free list at ``head`` (checked as makedumpfile
-    does: each entry's ``prev`` must be the entry before it)."""
-    off_next, off_prev, off_lru = offsets
-    previous = head
-    curr = kvirt.u64(head + off_next)
-    for _ in range(MAX_FREE_LIST_ENTRIES):
-        if curr == head:
-            return
-        start = memmap.page_to_pfn((curr - off_lru) & _M64)
+    checks it: each entry's ``prev`` is the entry before it, each entry is a struct page)."""
+    for page in list_for_each_entry(kvirt, head, off_lru, what, MAX_FREE_LIST_ENTRIES,
+                                    links=links):  # fmt: skip
+        start = memmap.page_to_pfn(page & _M64)
         if start is None:
-            raise Unavailable(f"free list entry {curr:#x} is not a struct page")
-        if kvirt.u64(curr + off_prev) != previous:
-            raise Unavailable(f"the free list at {head:#x} is broken")
+            raise Unavailable(f"{what}: the entry {page + off_lru:#x} is not a struct page")
         end = min(start + (1 << order), max_mapnr)
         if start < end:
             blocks.append((start, end))
-        previous = curr
-        curr = kvirt.u64(curr + off_next)
-    raise Unavailable(f"the free list at {head:#x} does not end")
 
 
 def _zero_test(phys: PhysicalMemory, c: _Classifier, page_size: int, start: int, end: int) -> None:
