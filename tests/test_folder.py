@@ -16,7 +16,10 @@ import pytest
 from tests.sample import Sample
 from vmcorefs.errors import DumpError, VmcorefsError
 from vmcorefs.folder import FolderTree, root, scan
-from vmcorefs.tree import BytesFile, Directory, NotFound, Tree, build_tree
+from vmcorefs.kernel import crash
+from vmcorefs.kernel.cpus import PANIC_CPU_INVALID
+from vmcorefs.kernel.dump import Dump
+from vmcorefs.tree import Directory, NotFound
 
 PAGE = fb.PAGE
 HEADER = ["name", "release", "crash_time", "reason", "format", "size"]
@@ -229,39 +232,33 @@ def test_index_columns(tmp_path):
         assert int(rows[name]["size"]) == os.path.getsize(path)
 
 
-def with_crash_file(content: bytes):
-    """build_tree, with a ``crash`` file of this content (as the crash issue adds one)."""
-
-    def build(dump) -> Tree:
-        tree = build_tree(dump)
-        entries = dict(tree.root.entries())
-        entries["crash"] = BytesFile(lambda: content)
-        return Tree(Directory(entries), tree.check)
-
-    return build
+def crash_file_reason(tree: FolderTree, name: str) -> str:
+    """What NAME/crash says of the reason: its ``reason:`` value, else its ``unavailable:``
+    line."""
+    first = read(tree, f"{name}/crash").decode().split("\n", 1)[0]
+    return first.removeprefix("reason: ")
 
 
-def test_the_reason_is_the_crash_files_reason_line(tmp_path, monkeypatch):
+def test_the_reason_is_the_crash_files_and_no_stack_is_unwound(tmp_path, monkeypatch):
+    """A synthetic dump has no kernel log: the column says the reason is not known and why,
+    in the words of the dump's ``crash`` file, which the index does not build (that would
+    unwind the crashing task's stack for every dump)."""
     fb.kdump(tmp_path / "a" / "vmcore", 1)
-    reason = "BUG: kernel NULL pointer dereference, address: 0000000000000008"
-    content = f"reason: {reason}\ncpu: 1\npid: 1\ncomm: init\nstack:\nfoo+0x1/0x10\n".encode()
-    monkeypatch.setattr(root, "build_tree", with_crash_file(content))
-    assert index_rows(folder_tree(tmp_path))["a"]["reason"] == reason
+    tree = folder_tree(tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(crash, "find_crash", None)  # the crash file's whole text: not made
+        reason = index_rows(tree)["a"]["reason"]
+    assert reason.startswith("unknown (the kernel log: unavailable: "), reason
+    assert reason == crash_file_reason(tree, "a")
 
 
-def test_a_crash_file_that_is_unavailable_gives_its_line(tmp_path, monkeypatch):
+def test_a_running_system_reads_as_in_its_crash_file(tmp_path, monkeypatch):
     fb.kdump(tmp_path / "a" / "vmcore", 1)
-    line = "unavailable: no crash: panic_cpu is -1 and the log has no panic or oops report"
-    monkeypatch.setattr(root, "build_tree", with_crash_file(f"{line}\n".encode()))
-    assert index_rows(folder_tree(tmp_path))["a"]["reason"] == line
-
-
-def test_the_reason_of_a_dump_without_a_kernel_log_is_not_made_up(tmp_path):
-    """A synthetic dump has no kernel log: whether or not this version has a crash file, the
-    column says that the reason is not known, and why."""
-    fb.kdump(tmp_path / "a" / "vmcore", 1)
-    reason = index_rows(folder_tree(tmp_path))["a"]["reason"]
-    assert reason.startswith(("unavailable: ", "unknown (")), reason
+    monkeypatch.setattr(Dump, "panic_cpu", PANIC_CPU_INVALID)  # no CPU panicked
+    tree = folder_tree(tmp_path)
+    reason = index_rows(tree)["a"]["reason"]
+    assert reason.startswith(f"unavailable: {crash.NO_CRASH} (the kernel log: "), reason
+    assert reason == crash_file_reason(tree, "a")
 
 
 def sample_reason(sample: Sample) -> str:
@@ -279,10 +276,6 @@ def test_the_reason_of_a_real_dump(tmp_path, sample):
     os.symlink(sample.dump, tmp_path / "202611261042" / "dump.202611261042")
     tree = folder_tree(tmp_path)
     tree.refresh()
-    with tree.pool.use(tree.slots()[0]) as opened:
-        has_crash = "crash" in opened.tree.root.entries()
-    if not has_crash:
-        pytest.xfail("no crash file in this tree yet (issue 'Real crashes'): reason unavailable")
     assert index_rows(tree)["202611261042"]["reason"] == sample_reason(sample)
 
 

@@ -1,10 +1,10 @@
 """``MOUNTPOINT/index``: one tab-separated line a dump, for triage with ``sort``, ``cut``, ``awk``.
 
 Columns: name, release (VMCOREINFO ``OSRELEASE``), crash time (UTC, ISO 8601, from
-``CRASHTIME``, else the kdump header's time), reason (the ``reason:`` line of the dump's own
-``crash`` file: computed once, there), format (as ``summary`` says it), size (bytes of the
-dump's file or files). A fact the dump does not record reads ``unknown``; a dump that cannot
-be opened has ``unavailable: <reason>`` in the reason column.
+``CRASHTIME``, else the kdump header's time), reason (as the dump's own ``crash`` file says
+it), format (as ``summary`` says it), size (bytes of the dump's file or files). A fact the
+dump does not record reads ``unknown``; a dump that cannot be opened has
+``unavailable: <reason>`` in the reason column.
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ from __future__ import annotations
 import time
 
 from ..errors import Unavailable, VmcorefsError
-from ..tree import File, Tree
+from ..kernel.crash import reason_line
 
 COLUMNS = ("name", "release", "crash_time", "reason", "format", "size")
 HEADER = "\t".join(COLUMNS) + "\n"
 UNKNOWN = "unknown"
-#: The ``crash`` file is a few KiB (a stack); its reason line is near the top.
-CRASH_READ = 1 << 16
 
 
 def cell(value: str) -> str:
@@ -47,31 +45,21 @@ def crash_time(dump) -> str:
     return iso_utc(seconds)
 
 
-def crash_reason(tree: Tree) -> str:
-    """The ``reason:`` of the tree's ``crash`` file, or its ``unavailable: ...`` line: the
-    reason is found once, by the code behind that file, never a second time here."""
-    node = tree.root.entries().get("crash")
-    if not isinstance(node, File):
-        return "unavailable: this version of vmcorefs has no crash file"
+def crash_reason(dump) -> str:
+    """The dump's reason as its ``crash`` file says it (``reason:``, or its ``unavailable:``
+    line), by the same code (``kernel/crash.py``), which reads the log but unwinds no stack."""
     try:
-        content = node.read(0, CRASH_READ).decode("utf-8", "replace")
-    except VmcorefsError as exc:
+        return reason_line(dump)
+    except VmcorefsError as exc:  # the dump changed under us, say
         return f"unavailable: {exc}"
-    lines = content.split("\n")
-    if lines[0].startswith("unavailable:"):
-        return lines[0]
-    for line in lines:
-        if line.startswith("reason:"):
-            return line[len("reason:") :].strip() or UNKNOWN
-    return "unavailable: the crash file has no reason line"
 
 
-def dump_fields(dump, tree: Tree) -> tuple[str, str, str, str]:
+def dump_fields(dump) -> tuple[str, str, str, str]:
     """release, crash time, reason, format of an opened dump."""
     return (
         dump.vmcoreinfo.osrelease or UNKNOWN,
         crash_time(dump),
-        crash_reason(tree),
+        crash_reason(dump),
         dump.source.info.format,
     )
 

@@ -170,12 +170,12 @@ class FolderTree(Tree):
 
     def _index_fields(self, slot: Slot) -> tuple[str, str, str, str]:
         """A dump's columns. One that was not open is closed again at once: the views its
-        line needed (the log, the crash) are not kept for a dump nobody looks at."""
+        line needed (the log) are not kept for a dump nobody looks at."""
         was_open = slot.opened is not None
         with self.pool.use(slot) as opened:
             if opened.dump is None:
                 return index.failed_fields(slot.failure or "cannot be opened")
-            fields = index.dump_fields(opened.dump, opened.tree)
+            fields = index.dump_fields(opened.dump)
         if not was_open:
             self.pool.close(slot)
         return fields
