@@ -39,7 +39,6 @@ def good_core(tmp_path):
     "make, reason",
     [
         (lambda d: str(d / "missing"), "no such file"),
-        (lambda d: str(d), "is a directory"),
         (lambda d: _file(d / "empty", b""), "empty file"),
         (lambda d: _file(d / "text", b"hello world\n" * 10), "text file"),
         (lambda d: _file(d / "short", b"\x7fELF\x02\x01\x01" + bytes(20)), "truncated ELF header"),
@@ -64,6 +63,15 @@ def test_bad_dumps(tmp_path, capsys, make, reason):
     assert err.count("\n") == 1 and err.startswith(f"vmcorefs: {path}: ")
     assert reason in err
     assert "Traceback" not in err
+
+
+def test_a_folder_among_several_inputs_is_an_error(tmp_path, capsys, good_core):
+    """A folder alone is a folder of dumps (tests/test_folder_mount.py); with parts, a mistake."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    code, err = run_main(capsys, good_core, str(tmp_path), str(mnt))
+    assert code == 1
+    assert err == f"vmcorefs: {tmp_path}: is a directory\n"
 
 
 def _file(path, data: bytes) -> str:

@@ -15,6 +15,7 @@ LAYERS = {
     "vmcorefs.memory": 3,
     "vmcorefs.kernel": 4,
     "vmcorefs.tree": 5,
+    "vmcorefs.folder": 5,  # a folder of dumps: trees of trees
     "vmcorefs.fuse": 6,
     "vmcorefs.cli": 7,
     "vmcorefs.__main__": 7,

@@ -1,4 +1,5 @@
-"""``vmcorefs [options] DUMP [DUMP-PART...] MOUNTPOINT``: check everything, then mount.
+"""``vmcorefs [options] DUMP [DUMP-PART...] MOUNTPOINT`` (or ``DIR MOUNTPOINT``): check
+everything, then mount.
 
 Every input error is found before mounting and reported as one line ``vmcorefs: PATH: reason``
 with exit status 1 (usage errors: 2). No traceback reaches the user unless ``--debug``.
@@ -13,13 +14,14 @@ import os
 import sys
 
 from . import __version__
-from .errors import MountPointError, OptionError, PathError, VmcorefsError
+from .errors import DumpError, MountPointError, OptionError, PathError, VmcorefsError
 
 PROG = "vmcorefs"
 #: The usage lines of the manual page's SYNOPSIS (``--help`` prints the same).
 USAGE = """\
 vmcorefs [-f] [-o OPT[,OPT...]] [--zero-fill] [--cache-size MIB] [--vmlinux FILE]
                 [--system-map FILE] [--debug] DUMP [DUMP-PART...] MOUNTPOINT
+       vmcorefs [options] [--max-open N] DIR MOUNTPOINT
        vmcorefs --version | --help"""
 #: ``-o`` options that would make the mount writable: refused, it is always read-only.
 WRITABLE_OPTIONS = frozenset({"rw"})
@@ -42,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         "paths",
         nargs="+",
         metavar="DUMP [DUMP-PART...] MOUNTPOINT",
-        help="the dump (every part of a split dump, in any order), then the mount point (an "
+        help="the dump (every part of a split dump, in any order), or a folder of dumps "
+        "(such as /var/crash: every dump under it, and an index), then the mount point (an "
         "existing directory)",
     )
     p.add_argument(
@@ -80,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--system-map",
         metavar="FILE",
         help="take symbols from this System.map; must match the dump",
+    )
+    p.add_argument(
+        "--max-open",
+        type=int,
+        default=8,
+        metavar="N",
+        help="with a folder of dumps: keep at most N dumps open at once (default 8)",
     )
     p.add_argument(
         "--debug",
@@ -163,6 +173,8 @@ def run(argv: list[str]) -> int:
     logging.getLogger("fuse").setLevel(logging.WARNING)
 
     check_mountpoint(mountpoint)
+    if len(dumps) == 1 and os.path.isdir(dumps[0]):
+        return run_folder(parser, args, dumps[0], mountpoint, options)
     # Missing, unreadable or directory dumps are reported before anything heavy is imported.
     from .dumpfile.source import DumpFile
 
@@ -196,6 +208,67 @@ def run(argv: list[str]) -> int:
         options=options,
         mtime_ns=mtime,
     )
+    return 0
+
+
+#: How long the kernel may remember a name a folder mount does not have: dumps come and go.
+FOLDER_NEGATIVE_TIMEOUT = 1.0
+
+
+def run_folder(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    folder: str,
+    mountpoint: str,
+    options: dict[str, str | bool],
+) -> int:
+    """``vmcorefs DIR MOUNTPOINT``: every dump under DIR, each as ``MOUNTPOINT/NAME/``, and
+    ``MOUNTPOINT/index`` (``vmcorefs/folder/``). Files are probed (headers only) before
+    mounting; no dump is opened."""
+    if args.vmlinux or args.system_map:
+        parser.error("--vmlinux and --system-map apply to one dump, not to a folder of dumps")
+    if args.max_open < 1:
+        parser.error("--max-open must be at least 1")
+    real_folder = os.path.realpath(folder)
+    real_mountpoint = os.path.realpath(mountpoint)
+    if real_mountpoint == real_folder:
+        raise MountPointError(
+            mountpoint, "the mount point is the folder of dumps itself: mount elsewhere"
+        )
+    try:
+        with os.scandir(folder):
+            pass
+        mtime: int | None = int(os.stat(folder).st_mtime_ns)
+    except OSError as exc:
+        raise DumpError(folder, f"cannot read the folder: {exc.strerror}") from None
+    from .folder import build_folder_tree, heap
+    from .fuse import mount
+
+    heap.one_arena()  # before libfuse starts its threads (see folder/heap.py)
+
+    tree = build_folder_tree(
+        real_folder,
+        max_open=args.max_open,
+        skip=(real_mountpoint,),
+        dump_options={"zero_fill": args.zero_fill, "cache_size_mib": args.cache_size},
+    )
+    # Found now, headers only (no dump is opened): a folder without a dump is an input error
+    # like any other, and the daemon starts with the names of this scan.
+    tree.refresh()
+    if not tree.slots():
+        raise DumpError(folder, "no crash dump in this folder or its subfolders")
+    try:
+        mount(
+            tree,
+            mountpoint,
+            foreground=args.foreground,
+            debug=args.debug,
+            options=options,
+            mtime_ns=mtime,
+            negative_timeout=FOLDER_NEGATIVE_TIMEOUT,
+        )
+    finally:
+        tree.close()
     return 0
 
 

@@ -192,9 +192,11 @@ class VmcoreOperations(mfusepy.Operations):
         *,
         mtime_ns: int | None = None,
         on_mounted: Callable[[], object] | None = None,
+        negative_timeout: float = TIMEOUT,
     ) -> None:
         self.tree = tree
         self._on_mounted = on_mounted
+        self.negative_timeout = negative_timeout
         self.uid = os.getuid()
         self.gid = os.getgid()
         self.time_ns = mtime_ns if mtime_ns is not None else time.time_ns()
@@ -223,7 +225,7 @@ class VmcoreOperations(mfusepy.Operations):
         if config_3 is not None:
             config_3.entry_timeout = TIMEOUT
             config_3.attr_timeout = TIMEOUT
-            config_3.negative_timeout = TIMEOUT
+            config_3.negative_timeout = self.negative_timeout
 
     @_answers
     def getattr(self, path: str, fh=None) -> dict:
@@ -326,9 +328,10 @@ class VmcoreOperations(mfusepy.Operations):
                 # A dump changed under us: EIO, even for what caches hold. Windows need not ask
                 # here: their reads are checked in memory/ and verified after each pread.
                 self.tree.check()
-            if buf is None:
-                return node.read(offset, size)
-            return _fill(buf, node.extents(offset, size))
+            with node.pinned():  # a folder mount's dump stays open until the copy is done
+                if buf is None:
+                    return node.read(offset, size)
+                return _fill(buf, node.extents(offset, size))
         except FuseOSError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the daemon: report and EIO
@@ -464,14 +467,22 @@ def mount(
     debug: bool,
     options: dict[str, str | bool],
     mtime_ns: int | None = None,
+    negative_timeout: float = TIMEOUT,
 ) -> None:
     """Mount ``tree`` at ``mountpoint``; returns when it is unmounted (or, in the background
-    case, in the parent once mounted: libfuse daemonises after the mount succeeded)."""
+    case, in the parent once mounted: libfuse daemonises after the mount succeeded).
+    ``negative_timeout``: how long the kernel may remember that a name does not exist (short
+    for a folder mount, whose dumps come and go)."""
     # libfuse and fusermount3 write their complaints to fd 2 themselves: captured until the
     # kernel talks to us, so that a refusal is one vmcorefs line naming what was refused.
     capture = None if debug else _LibfuseMessages(restore=foreground)
     limit_heaps()
-    ops = VmcoreOperations(tree, mtime_ns=mtime_ns, on_mounted=capture and capture.release)
+    ops = VmcoreOperations(
+        tree,
+        mtime_ns=mtime_ns,
+        on_mounted=capture and capture.release,
+        negative_timeout=negative_timeout,
+    )
     kwargs: dict[str, str | bool] = {
         "fsname": "vmcorefs",
         "subtype": "vmcorefs",

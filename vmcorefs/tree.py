@@ -8,6 +8,7 @@ file's content on first ``getattr``/``read``. Each section of the tree (``info/`
 
 from __future__ import annotations
 
+import contextlib
 import stat
 import threading
 from collections.abc import Callable, Mapping
@@ -66,6 +67,11 @@ class File(Node):
 
     def release(self) -> None:
         """An open of this file is closed (what was kept for its reads may go)."""
+
+    def pinned(self) -> contextlib.AbstractContextManager:
+        """Keep what this file reads from open for one whole request (extents are copied after
+        they are found): a dump of a folder mount may be closed between two requests."""
+        return contextlib.nullcontext()
 
 
 class BytesFile(File):

@@ -145,6 +145,55 @@ class KdumpSubHeader:
         return cls(*_SUB_HEADER.unpack_from(data))
 
 
+def read_headers(file: ReadableFile) -> tuple[DiskDumpHeader, KdumpSubHeader]:
+    """Block 0 and the sub-header, checked: what recognising a kdump file takes (a folder scan
+    reads no more to group the parts of a split dump), before its notes and bitmaps."""
+    path = file.path
+    if file.size < HEADER_SIZE:
+        raise DumpError(path, f"truncated kdump header ({file.size} bytes, {HEADER_SIZE} needed)")
+    raw = file.pread_exact(0, HEADER_SIZE, "the kdump header")
+    if raw[:SIG_LEN] not in (KDUMP_SIGNATURE, DISK_DUMP_SIGNATURE):
+        raise DumpError(path, "not a kdump-compressed file (no KDUMP or DISKDUMP signature)")
+    h = DiskDumpHeader.parse(raw)
+    _check_header(path, h)
+    sub = KdumpSubHeader.parse(b"", 0)
+    if h.header_version >= 1:
+        need = KdumpSubHeader.SIZES.get(h.header_version, SUB_HEADER_SIZE)
+        data = file.pread_exact(h.block_size, need, "the kdump sub-header")
+        sub = KdumpSubHeader.parse(data, h.header_version)
+    return h, sub
+
+
+def split_range(h: DiskDumpHeader, sub: KdumpSubHeader) -> tuple[int, int] | None:
+    """The page frames ``[start, end)`` of one part of a split dump, as its sub-header names
+    them (64-bit fields from header version 6); None for a whole dump. Not checked here."""
+    if h.header_version < 2 or not sub.split:
+        return None
+    if h.header_version >= 6:
+        return sub.start_pfn_64, sub.end_pfn_64
+    return sub.start_pfn, sub.end_pfn
+
+
+def _check_header(path: str, h: DiskDumpHeader) -> None:
+    bs = h.block_size
+    if not (MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE and bs & (bs - 1) == 0):
+        swapped = int.from_bytes(bs.to_bytes(4, "little", signed=True), "big", signed=True)
+        if MIN_BLOCK_SIZE <= swapped <= MAX_BLOCK_SIZE and swapped & (swapped - 1) == 0:
+            raise DumpError(
+                path, "big-endian kdump: only x86_64 (little-endian) dumps are supported"
+            )
+        raise DumpError(path, f"corrupt kdump header: block size {bs}")
+    machine = h.utsname[4]
+    if machine and machine != "x86_64":
+        raise DumpError(path, f"dump of another architecture ({machine}): only x86_64 is supported")
+    if h.header_version < 0:
+        raise DumpError(path, f"corrupt kdump header: header version {h.header_version}")
+    if not 0 <= h.sub_hdr_size <= MAX_SUB_HDR_BLOCKS:
+        raise DumpError(path, f"corrupt kdump header: sub-header of {h.sub_hdr_size} blocks")
+    if h.bitmap_blocks <= 0:
+        raise DumpError(path, "corrupt kdump header: no page bitmap")
+
+
 class KdumpSource(PhysicalSource, PagedSource):
     """Physical memory of a kdump-compressed file (or of one part of a split dump).
 
@@ -161,25 +210,10 @@ class KdumpSource(PhysicalSource, PagedSource):
         self.file = file
         self.paths = [file.path]
         path = file.path
-        if file.size < HEADER_SIZE:
-            raise DumpError(
-                path, f"truncated kdump header ({file.size} bytes, {HEADER_SIZE} needed)"
-            )
-        raw = file.pread_exact(0, HEADER_SIZE, "the kdump header")
-        if raw[:SIG_LEN] not in (KDUMP_SIGNATURE, DISK_DUMP_SIGNATURE):
-            raise DumpError(path, "not a kdump-compressed file (no KDUMP or DISKDUMP signature)")
-        h = DiskDumpHeader.parse(raw)
+        h, sub = read_headers(file)
         self.header = h
-        self._check_header(h)
         bs = h.block_size
         self.page_size = bs
-
-        # Sub-header (header_version >= 1), notes and VMCOREINFO.
-        sub = KdumpSubHeader.parse(b"", 0)
-        if h.header_version >= 1:
-            need = KdumpSubHeader.SIZES.get(h.header_version, SUB_HEADER_SIZE)
-            data = file.pread_exact(bs, need, "the kdump sub-header")
-            sub = KdumpSubHeader.parse(data, h.header_version)
         self.sub = sub
         self.max_mapnr = h.max_mapnr
         if h.header_version >= 6 and sub.max_mapnr_64:
@@ -216,18 +250,16 @@ class KdumpSource(PhysicalSource, PagedSource):
 
         # The frames this file holds: all of them, or one part's range of a split dump.
         self.start_pfn, self.end_pfn = 0, self.max_mapnr
-        if h.header_version >= 2 and sub.split:
-            if h.header_version >= 6:
-                self.start_pfn, self.end_pfn = sub.start_pfn_64, sub.end_pfn_64
-            else:
-                self.start_pfn, self.end_pfn = sub.start_pfn, sub.end_pfn
+        split = split_range(h, sub)
+        if split is not None:
+            self.start_pfn, self.end_pfn = split
             if not 0 <= self.start_pfn < self.end_pfn <= self.max_mapnr:
                 raise DumpError(
                     path,
                     f"corrupt split dump header: pfn range {self.start_pfn:#x}-{self.end_pfn:#x} "
                     f"outside 0-{self.max_mapnr:#x}",
                 )
-        self.is_split = bool(h.header_version >= 2 and sub.split)
+        self.is_split = split is not None
         if (
             self.is_split
             and not split_part
@@ -258,28 +290,6 @@ class KdumpSource(PhysicalSource, PagedSource):
         self.info = self._make_info(descs_end)
 
     # -- opening -----------------------------------------------------------------------------
-    def _check_header(self, h: DiskDumpHeader) -> None:
-        path = self.file.path
-        bs = h.block_size
-        if not (MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE and bs & (bs - 1) == 0):
-            swapped = int.from_bytes(bs.to_bytes(4, "little", signed=True), "big", signed=True)
-            if MIN_BLOCK_SIZE <= swapped <= MAX_BLOCK_SIZE and swapped & (swapped - 1) == 0:
-                raise DumpError(
-                    path, "big-endian kdump: only x86_64 (little-endian) dumps are supported"
-                )
-            raise DumpError(path, f"corrupt kdump header: block size {bs}")
-        machine = h.utsname[4]
-        if machine and machine != "x86_64":
-            raise DumpError(
-                path, f"dump of another architecture ({machine}): only x86_64 is supported"
-            )
-        if h.header_version < 0:
-            raise DumpError(path, f"corrupt kdump header: header version {h.header_version}")
-        if not 0 <= h.sub_hdr_size <= MAX_SUB_HDR_BLOCKS:
-            raise DumpError(path, f"corrupt kdump header: sub-header of {h.sub_hdr_size} blocks")
-        if h.bitmap_blocks <= 0:
-            raise DumpError(path, "corrupt kdump header: no page bitmap")
-
     def _check_codec(self, status: int) -> None:
         """Fail at open, not at the first read, when a codec of the dump is not installed."""
         for bit in compression.NAMES:
@@ -322,6 +332,7 @@ class KdumpSource(PhysicalSource, PagedSource):
             crashed_cpu=h.current_cpu,
             nr_cpus=h.nr_cpus,
             page_size=h.block_size,
+            dump_time=h.timestamp_sec if h.timestamp_sec or h.timestamp_usec else None,
         )
         extra = info.extra
         extra["kdump header version"] = str(h.header_version)

@@ -49,6 +49,9 @@ class SourceInfo:
     crashed_cpu: int | None = None  #: kdump header's current_cpu, where recorded
     nr_cpus: int | None = None
     page_size: int | None = None  #: the container's page (block) size, where it has one
+    #: When the dump was written, in seconds since the epoch, where the container records it
+    #: (the kdump header's timestamp); None where it does not (ELF, makedumpfile 1.7.2's 0).
+    dump_time: int | None = None
     extra: dict[str, str] = field(default_factory=dict)  #: further "key: value" facts
 
 
