@@ -46,7 +46,7 @@ def make_folder(root: Path, count: int) -> None:
         (folder / f"dmesg.{stamp}").write_text("[    0.000000] Linux version 6.1.0-test\n")
 
 
-#: Seconds of quiet after the reads: the idle timer hands freed memory back (folder/heap.py).
+#: Seconds of quiet after the reads: the idle timer hands freed memory back (vmcorefs/heap.py).
 QUIET = 16.0
 
 

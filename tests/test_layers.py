@@ -10,6 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vmcorefs"
 #: Layer of each module or package, bottom to top. Modules not named take their package's.
 LAYERS = {
     "vmcorefs.errors": 0,
+    "vmcorefs.heap": 0,  # the daemon's malloc settings (glibc), for folder/ and fuse
     "vmcorefs.dumpfile": 1,
     "vmcorefs.vmcoreinfo": 2,
     "vmcorefs.memory": 3,

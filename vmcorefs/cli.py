@@ -241,10 +241,8 @@ def run_folder(
         mtime: int | None = int(os.stat(folder).st_mtime_ns)
     except OSError as exc:
         raise DumpError(folder, f"cannot read the folder: {exc.strerror}") from None
-    from .folder import build_folder_tree, heap
+    from .folder import build_folder_tree
     from .fuse import mount
-
-    heap.one_arena()  # before libfuse starts its threads (see folder/heap.py)
 
     tree = build_folder_tree(
         real_folder,

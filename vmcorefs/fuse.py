@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from . import heap
 from .dumpfile.source import Piece
 from .errors import DumpError, FaultError, MountPointError, OptionError, VmcorefsError, kind_of
 from .tree import Directory, File, NotFound, Tree, WindowFile
@@ -78,40 +79,9 @@ def _answers(op):
     return run
 
 
-#: mallopt(3): the most heaps ("arenas") glibc makes for the threads that allocate.
-M_ARENA_MAX = -8
-#: The daemon's heaps: one per thread that allocates by default (up to 8 per CPU).
+#: The daemon's heaps (glibc arenas; by default one per thread that allocates, up to 8 per
+#: CPU): libfuse's workers and the decompression pool share two (vmcorefs/heap.py).
 ARENA_MAX = 2
-
-
-def limit_heaps() -> bool:
-    """Let the daemon's threads share :data:`ARENA_MAX` heaps (glibc; False elsewhere).
-
-    libfuse's workers (10) and the decompression pool each kept a heap of their own, each
-    partly used and held: after ``grep -r`` over the sample's ``sym/`` with ``--cache-size 1``
-    the idle daemon's RSS was 70 MiB with them, 58 MiB with two. The kernel-image walk through
-    ``/kvirt`` and random 4 KiB reads of the zlib and lzo kdumps measured no slower (within
-    the noise of this machine): Python allocates under the GIL, one thread at a time anyway.
-    Process-wide, so set for the daemon only (``mount``), never by the library.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except AttributeError:
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, ARENA_MAX))
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None (another C library)."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except AttributeError:
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
 
 
 class IdleTrim:
@@ -162,10 +132,9 @@ class IdleTrim:
 
     @classmethod
     def _thread(cls) -> threading.Thread | None:
-        trim = _malloc_trim()
-        if trim is None:
+        if not heap.can_trim():
             return None
-        idle = cls(trim, time.process_time)
+        idle = cls(lambda _pad: heap.trim(), time.process_time)
 
         def run() -> None:
             while True:  # ends with the process (a daemon thread)
@@ -476,7 +445,7 @@ def mount(
     # libfuse and fusermount3 write their complaints to fd 2 themselves: captured until the
     # kernel talks to us, so that a refusal is one vmcorefs line naming what was refused.
     capture = None if debug else _LibfuseMessages(restore=foreground)
-    limit_heaps()
+    heap.limit_arenas(ARENA_MAX)
     ops = VmcoreOperations(
         tree,
         mtime_ns=mtime_ns,

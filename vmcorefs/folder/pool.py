@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import heap
 from ..errors import DumpError
 from ..tree import Directory, Tree, text
-from . import heap
 from .scan import FoundDump
 
 log = logging.getLogger("vmcorefs")
@@ -287,4 +287,4 @@ class DumpPool:
         period = max(0.5, min(self.idle / 4, 15.0))
         while not self._stop.wait(period):
             self.close_idle()
-            heap.trim()  # what building a dump's views left freed but kept (folder/heap.py)
+            heap.trim()  # what building a dump's views left freed but kept (vmcorefs/heap.py)
