@@ -232,17 +232,3 @@ def find_crash(dump) -> Crash:
 def crash_text(dump) -> str:
     """The content of ``crash``."""
     return find_crash(dump).text
-
-
-def crash_reason(dump) -> str:
-    """``summary``'s ``reason`` line: the crash's reason, or why there is none."""
-    try:
-        report, log_problem = _last_report(dump)
-        if report is not None:
-            return report.first
-        if dump.panic_cpu == PANIC_CPU_INVALID:
-            why = NO_CRASH.removeprefix("no crash: ")
-            return f"none ({why}" + (f"; {log_problem}" if log_problem else "") + ")"
-        return f"unknown ({log_problem or 'the log has no panic or oops report'})"
-    except (Unavailable, FaultError) as exc:
-        return f"unavailable: {getattr(exc, 'reason', exc)}"

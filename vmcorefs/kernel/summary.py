@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from ..errors import FaultError, Unavailable
 from .cpus import PANIC_CPU_INVALID
-from .crash import crash_reason
+from .crash import reason_line
 
 UNKNOWN = "unknown"
 
@@ -56,7 +56,7 @@ def summary_text(dump) -> str:
     lines: list[tuple[str, str]] = []
     lines.append(("release", vi.osrelease or UNKNOWN))
     lines.append(("crash time", crash_time(_value(lambda: vi.crashtime))))
-    lines.append(("reason", crash_reason(dump)))
+    lines.append(("reason", reason_line(dump)))
 
     try:
         ncpus: int | None = len(dump.cpus)
