@@ -2,18 +2,29 @@
 
 Each page is compressed on its own (makedumpfile ``write_kdump_pages``, QEMU ``dump.c``), and
 stored raw when compressing would not make it smaller. A page that does not decompress to
-exactly one page is corrupt: it reads as absent, never as a guess. The output is capped at one
-page whatever the stream claims, so a corrupt (or hostile) page cannot exhaust memory.
+exactly one page is corrupt: it reads as absent, never as a guess. The output is bounded
+whatever the stream claims, so a corrupt (or hostile) page cannot exhaust memory: capped at one
+page for zlib, snappy and zstd; for lzo the stored page is at most one page, which LZO's
+format lets expand to about 1 MiB before the length check refuses it (see ``_make_lzo``).
 
 Which bindings release the GIL (measured, 4 KiB pages, 2 threads on an idle machine): zlib
 (CPython's module; isal's, used when installed, releases it around inflate too) and zstandard
-(one decompressor per thread: a ``ZstdDecompressor`` is not thread-safe) scale;
-python-lzo and cramjam's snappy release it too but a 4 KiB page takes so little time (3-4 µs)
-that two threads gain nothing.
+(one decompressor per thread: a ``ZstdDecompressor`` is not thread-safe) scale; cramjam's
+snappy releases it too but a 4 KiB page takes so little time (3-4 µs) that two threads gain
+nothing.
+
+LZO is decoded by lzallright (wheels for every CPython and Linux we support; python-lzo has
+none and builds with a compiler and liblzo2's headers). It decodes makedumpfile's lzo1x_1
+pages exactly as liblzo2 does (every page of a real dump, and a million mutated ones, compared:
+the only difference is that it refuses an end marker other than ``11 00 00``, which no encoder
+writes).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import re
 import threading
 import zlib
 from collections.abc import Callable
@@ -43,7 +54,7 @@ NAMES = {
 #: Codecs whose pages decompress in parallel in threads (see the module docstring).
 PARALLEL = frozenset({DUMP_DH_COMPRESSED_ZLIB, DUMP_DH_COMPRESSED_ZSTD})
 _PACKAGES = {
-    DUMP_DH_COMPRESSED_LZO: "python-lzo",
+    DUMP_DH_COMPRESSED_LZO: "lzallright",
     DUMP_DH_COMPRESSED_SNAPPY: "python-snappy",
     DUMP_DH_COMPRESSED_ZSTD: "zstandard",
 }
@@ -72,13 +83,33 @@ def _zlib(data: bytes, page_size: int) -> bytes | None:
     return out if len(out) == page_size and d.eof else None
 
 
+def lzallright_overreads(version: str) -> bool:
+    """Whether lzallright ``version`` reads past the end of its input: before 0.3 (the last
+    releases for Python 3.10) it decodes with C++ lzokay, whose loop over a run of zero length
+    bytes stops only at a non-zero byte, wherever that lies (a crafted page crashed it)."""
+    found = re.match(r"(\d+)\.(\d+)", version)
+    return not found or (int(found[1]), int(found[2])) < (0, 3)
+
+
 def _make_lzo() -> Decoder:
-    import lzo
+    from lzallright import LZOCompressor
+
+    lzo_decompress = LZOCompressor.decompress
+    try:
+        guard = lzallright_overreads(importlib.metadata.version("lzallright"))
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - installed unusually
+        guard = True
 
     def decode(data: bytes, page_size: int) -> bytes | None:
-        # makedumpfile stores bare lzo1x_1 output: no header, the size is known (one page);
-        # lzo1x_decompress_safe never writes past the buffer of page_size bytes.
-        out = lzo.decompress(bytes(data), False, page_size)
+        # makedumpfile stores bare lzo1x_1 output, and only when it is smaller than the page.
+        # lzallright has no output cap: from the size hint it doubles its buffer until the
+        # stream ends. LZO's lengths grow by 255 a zero byte, so a stream of at most one page
+        # decodes to at most ~1 MiB (a 2 MiB buffer, ~6 ms): a longer input is refused.
+        if len(data) > page_size:
+            return None
+        if guard:  # a non-zero byte just past the input stops lzallright < 0.3's over-read
+            data = memoryview(bytes(data) + b"\x01")[:-1]  # type: ignore[assignment]
+        out = lzo_decompress(data, page_size)
         return out if len(out) == page_size else None
 
     return decode
@@ -167,13 +198,7 @@ def page_decoder(flags: int, page_size: int) -> Callable[[bytes], bytes | None]:
     except DumpError:
         return lambda data: None
     if bits == DUMP_DH_COMPRESSED_LZO:
-        import lzo
-
-        def decode_lzo(data: bytes, _lzo=lzo.decompress, _ps=page_size) -> bytes | None:
-            out = _lzo(data, False, _ps)  # bytes in (a slice), the one-page cap as in _make_lzo
-            return out if len(out) == _ps else None
-
-        return decode_lzo
+        return functools.partial(decode, page_size=page_size)  # one Python frame a page
     if bits == DUMP_DH_COMPRESSED_ZLIB:
 
         def decode_zlib(data: bytes, _new=inflate_module.decompressobj, _ps=page_size):
