@@ -23,8 +23,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.network
 
-#: The Pythons we support (Debian 12 has 3.11, Ubuntu 22.04 3.10) on x86_64 glibc <= 2.35.
-PYTHONS = ("3.10", "3.11", "3.12")
+#: The Pythons we support (Ubuntu 22.04 has 3.10, Debian 12 3.11, Debian 13 3.13) on x86_64
+#: with glibc 2.35 or older (Ubuntu 22.04).
+PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(5, 36)] + [
     "manylinux1_x86_64",
     "manylinux2010_x86_64",
