@@ -32,9 +32,9 @@ def compress(codec: str, data: bytes) -> bytes:
     if codec == "zlib":
         return zlib.compress(data, 1)
     if codec == "lzo":
-        import lzo
+        import lzo1x
 
-        return lzo.compress(data, 1, False)  # bare lzo1x_1 output, no header
+        return lzo1x.compress(data)  # bare LZO1X, no header (as lzo1x_1_compress writes it)
     if codec == "snappy":
         import snappy
 
