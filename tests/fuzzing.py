@@ -362,7 +362,7 @@ class Kernel:
 def kernel() -> Kernel:
     """Page tables, struct pages (SPARSEMEM vmemmap), uts, nodes and zones with free lists,
     vmap areas, a printk ring, kallsyms tables and two CPUs' PRSTATUS notes."""
-    k = SyntheticKernel([(0, KERNEL_RAM)], section_bits=21, physmem_bits=30)
+    k = SyntheticKernel([(0, KERNEL_RAM)], section_bits=21, physmem_bits=36)
     structures: dict[str, tuple[int, int]] = {}
     structures["page tables"] = (0x10_0000, k.pt._next - 0x10_0000)
     pages_start = min(k._page_addr.values())
@@ -569,6 +569,30 @@ def sample_kvirt() -> list[int]:
             if line.startswith(f"SYMBOL({name})="):
                 out.append(int(line.split("=", 1)[1], 16))
     return out
+
+
+@cache
+def sample_note() -> bytes:
+    """The sample's VMCOREINFO note text, as the dump holds it."""
+    return (SAMPLE.parent / "vmcoreinfo.txt").read_bytes()
+
+
+def note_keys(note: bytes) -> list[str]:
+    """The keys of a VMCOREINFO note, in order."""
+    return [line.partition(b"=")[0].decode() for line in note.splitlines() if b"=" in line]
+
+
+def note_with(note: bytes, key: str, value: str | None) -> bytes:
+    """``note`` with ``key``'s value replaced (its line removed when ``value`` is None)."""
+    out = []
+    for line in note.splitlines():
+        name, sep, _ = line.partition(b"=")
+        if sep and name.decode() == key:
+            if value is None:
+                continue
+            line = name + b"=" + value.encode()
+        out.append(line)
+    return b"\n".join(out) + b"\n"
 
 
 #: Cases per fuzz target and how they ended, printed when a fuzz module finishes.

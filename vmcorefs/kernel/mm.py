@@ -20,18 +20,19 @@ from ..errors import FaultError, Unavailable
 from ..memory.space import AddressSpace
 from ..vmcoreinfo import VmcoreInfo
 from .lazy import lazy
-from .mm_usage import page_usage
+from .mm_usage import LIST_HEAD_SIZE, ZoneLayout, list_head_offset, page_usage
 from .sparsemem import is_kvaddr, node_pgdats, online_nodes
 from .strict import strict_spaces
 
 #: Bound on the vmap_area_list walk (a machine has some thousands of areas).
 MAX_VMAP_AREAS = 1 << 22
-#: Bound on ``pglist_data.nr_zones`` (MAX_NR_ZONES is at most 6 in any kernel so far).
-MAX_ZONES = 16
 #: Longest zone name read from ``zone_names[]`` ("DMA32", "Normal", "Movable", "Device").
 MAX_ZONE_NAME = 32
 #: include/linux/mm_types.h (since 2.6.28): struct vmap_area starts with va_start, va_end.
 VA_END_AFTER_VA_START = 8
+#: include/linux/vmalloc.h: struct vmap_area (va_start, va_end, rb_node, list, a union of
+#: subtree_max_size and vm, and flags since 6.4) has been 48 to 64 bytes; twice that is room.
+MAX_VMAP_AREA_SIZE = 128
 #: Bound on ``nr_vmap_nodes`` (Linux 6.9+: a few per machine; far above any real count).
 MAX_VMAP_NODES = 4096
 
@@ -68,9 +69,10 @@ def vmap_areas(
         symbols, btf = kernel()
         return _vmap_nodes_areas(kvirt, symbols, btf)
     head = vi.need("SYMBOL", "vmap_area_list")
-    off_start = vi.need("OFFSET", "vmap_area.va_start")
-    off_list = vi.need("OFFSET", "vmap_area.list")
-    off_next = vi.offset("list_head.next") or 0
+    # VMCOREINFO has no SIZE(vmap_area): both fields lie inside the largest it has been.
+    off_start = vi.need("OFFSET", "vmap_area.va_start", within=MAX_VMAP_AREA_SIZE, width=16)
+    off_list = vi.need("OFFSET", "vmap_area.list", within=MAX_VMAP_AREA_SIZE, width=LIST_HEAD_SIZE)
+    off_next = list_head_offset(vi, "next") or 0
     off_end = off_start + VA_END_AFTER_VA_START
     out = _walk_areas(kvirt, "vmap_area_list", head, off_next, off_list, off_start, off_end)
     out.sort()
@@ -177,30 +179,20 @@ def buddyinfo_text(
     ``free_area.nr_free`` follows the ``LENGTH(free_area.free_list)`` list heads (struct
     free_area since 2.6.24); that layout is checked against ``SIZE(free_area)``.
     """
-    size_zone = vi.need("SIZE", "zone")
-    off_zones = vi.need("OFFSET", "pglist_data.node_zones")
-    off_nr_zones = vi.need("OFFSET", "pglist_data.nr_zones")
-    off_span = vi.need("OFFSET", "zone.spanned_pages")
-    off_free = vi.need("OFFSET", "zone.free_area")
-    orders = vi.need("LENGTH", "zone.free_area")
-    size_fa = vi.need("SIZE", "free_area")
-    off_list = vi.need("OFFSET", "free_area.free_list")
-    types = vi.need("LENGTH", "free_area.free_list")
-    size_lh = vi.size("list_head") or 16
-    nr_free_off = off_list + types * size_lh
+    layout = ZoneLayout.from_vmcoreinfo(vi)
+    size_zone, off_zones, off_span = layout.size_zone, layout.off_zones, layout.off_span
+    off_free, orders, size_fa = layout.off_free, layout.orders, layout.size_free_area
+    types = layout.types
+    nr_free_off = layout.off_free_list + types * LIST_HEAD_SIZE
     if nr_free_off + 8 != size_fa:
         raise Unavailable(
             f"SIZE(free_area) {size_fa} is not {types} list heads and nr_free: layout unknown"
         )
-    if not 0 < orders <= 64:
-        raise Unavailable(f"implausible LENGTH(zone.free_area) {orders}")
     rows: list[tuple[int, int, list[int]]] = []
     highest = 0
     try:
         for nid, pgdat in node_pgdats(vi, kvirt):
-            nr_zones = kvirt.s32(pgdat + off_nr_zones)
-            if not 0 <= nr_zones <= MAX_ZONES:
-                raise Unavailable(f"node {nid} has an implausible nr_zones {nr_zones}")
+            nr_zones = layout.nr_zones(kvirt, nid, pgdat)
             for z in range(nr_zones):
                 zone = pgdat + off_zones + z * size_zone
                 if kvirt.u64(zone + off_span) == 0:

@@ -45,6 +45,9 @@ DATA_BLOCK_ID_SIZE = 8
 MAX_TEXT_BITS = 31
 MAX_DESC_BITS = 31 - 5
 MAX_LOG_BUF_LEN = 1 << 31
+#: Bound on SIZE() of the printk structures: printk_ringbuffer is 88 bytes, printk_info 88,
+#: prb_desc 24 (40 in 5.10 with its dict block), printk_log 16 (kernel/printk/*.h).
+MAX_PRINTK_STRUCT = 4096
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -88,20 +91,21 @@ def _lockless(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     """``dump_lockless_dmesg`` + ``dump_record`` (makedumpfile ``printk.c``)."""
     need = vi.need
     prb = kvirt.u64(need("SYMBOL", "prb"))  # struct printk_ringbuffer *prb
-    rb = kvirt.read_exact(prb, need("SIZE", "printk_ringbuffer"))
-    desc_ring = need("OFFSET", "printk_ringbuffer.desc_ring")
-    data_ring = need("OFFSET", "printk_ringbuffer.text_data_ring")
-    counter = need("OFFSET", "atomic_long_t.counter")
+    rb_size = need("SIZE", "printk_ringbuffer", 1, MAX_PRINTK_STRUCT)
+    rb = kvirt.read_exact(prb, rb_size)
+    desc_ring = need("OFFSET", "printk_ringbuffer.desc_ring", within=rb_size)
+    data_ring = need("OFFSET", "printk_ringbuffer.text_data_ring", within=rb_size)
+    counter = need("OFFSET", "atomic_long_t.counter", within=vi.size("atomic_long_t") or 8, width=8)
 
     def member(base: int, key: str, fmt: struct.Struct, extra: int = 0) -> int:
-        return _field(rb, base + need("OFFSET", key) + extra, fmt, key)
+        return _field(rb, base + need("OFFSET", key, within=rb_size) + extra, fmt, key)
 
     count_bits = member(desc_ring, "prb_desc_ring.count_bits", _U32)
     if count_bits > MAX_DESC_BITS:
         raise Unavailable(f"prb desc_ring.count_bits is {count_bits}: corrupt ring buffer")
     count = 1 << count_bits
-    desc_size = need("SIZE", "prb_desc")
-    info_size = need("SIZE", "printk_info")
+    desc_size = need("SIZE", "prb_desc", 1, MAX_PRINTK_STRUCT)
+    info_size = need("SIZE", "printk_info", 1, MAX_PRINTK_STRUCT)
     descs_addr = member(desc_ring, "prb_desc_ring.descs", _U64)
     infos_addr = member(desc_ring, "prb_desc_ring.infos", _U64)
     head_id = member(desc_ring, "prb_desc_ring.head_id", _U64, counter)
@@ -113,12 +117,13 @@ def _lockless(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     data_size = 1 << size_bits
     data_addr = member(data_ring, "prb_data_ring.data", _U64)
 
-    off_state = need("OFFSET", "prb_desc.state_var") + counter
-    off_lpos = need("OFFSET", "prb_desc.text_blk_lpos")
-    off_begin = off_lpos + need("OFFSET", "prb_data_blk_lpos.begin")
-    off_next = off_lpos + need("OFFSET", "prb_data_blk_lpos.next")
-    off_ts = need("OFFSET", "printk_info.ts_nsec")
-    off_len = need("OFFSET", "printk_info.text_len")
+    off_state = need("OFFSET", "prb_desc.state_var", within=desc_size, width=8) + counter
+    off_lpos = need("OFFSET", "prb_desc.text_blk_lpos", within=desc_size, width=16)
+    lpos_size = vi.size("prb_data_blk_lpos", 16, MAX_PRINTK_STRUCT) or 16
+    off_begin = off_lpos + need("OFFSET", "prb_data_blk_lpos.begin", within=lpos_size, width=8)
+    off_next = off_lpos + need("OFFSET", "prb_data_blk_lpos.next", within=lpos_size, width=8)
+    off_ts = need("OFFSET", "printk_info.ts_nsec", within=info_size, width=8)
+    off_len = need("OFFSET", "printk_info.text_len", within=info_size, width=2)
     for off, width, size, what in (
         (off_state, 8, desc_size, "prb_desc.state_var"),
         (off_begin, 8, desc_size, "prb_data_blk_lpos.begin"),
@@ -181,13 +186,10 @@ def _structured(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     # 62e32ac3505a). makedumpfile takes the printk_log keys when SIZE(printk_log) is present.
     name = "printk_log" if vi.size("printk_log") is not None else "log"
     need = vi.need
-    hdr_size = need("SIZE", name)
-    off_ts = need("OFFSET", f"{name}.ts_nsec")
-    off_len = need("OFFSET", f"{name}.len")
-    off_text_len = need("OFFSET", f"{name}.text_len")
-    for off, width, what in ((off_ts, 8, "ts_nsec"), (off_len, 2, "len"), (off_text_len, 2, "x")):
-        if off < 0 or off + width > hdr_size:
-            raise Unavailable(f"VMCOREINFO puts {name}.{what} outside SIZE({name})={hdr_size}")
+    hdr_size = need("SIZE", name, 1, MAX_PRINTK_STRUCT)
+    off_ts = need("OFFSET", f"{name}.ts_nsec", within=hdr_size, width=8)
+    off_len = need("OFFSET", f"{name}.len", within=hdr_size, width=2)
+    off_text_len = need("OFFSET", f"{name}.text_len", within=hdr_size, width=2)
 
     first_idx = kvirt.u32(need("SYMBOL", "log_first_idx"))
     next_idx = kvirt.u32(need("SYMBOL", "log_next_idx"))

@@ -19,6 +19,9 @@ __NEW_UTS_LEN = 64
 UTS_FIELD_SIZE = __NEW_UTS_LEN + 1
 #: The members of ``struct new_utsname``, in order.
 UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
+#: VMCOREINFO has no SIZE(uts_namespace): a kref, the name, a few pointers and ns_common make
+#: it about 440 bytes (include/linux/utsname.h); a page bounds where ``name`` may lie.
+MAX_UTS_NAMESPACE = 4096
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,11 @@ class Utsname:
 
 def read_utsname(vmcoreinfo: VmcoreInfo, kvirt: AddressSpace) -> Utsname:
     """``init_uts_ns.name`` read from memory; Unavailable names the missing key or address."""
-    base = vmcoreinfo.need("SYMBOL", "init_uts_ns") + vmcoreinfo.need(
-        "OFFSET", "uts_namespace.name"
-    )
+    size = UTS_FIELD_SIZE * len(UTS_FIELDS)
+    offset = vmcoreinfo.need("OFFSET", "uts_namespace.name", within=MAX_UTS_NAMESPACE, width=size)
+    base = vmcoreinfo.need("SYMBOL", "init_uts_ns") + offset
     try:
-        raw = kvirt.read_exact(base, UTS_FIELD_SIZE * len(UTS_FIELDS))
+        raw = kvirt.read_exact(base, size)
     except FaultError as exc:
         raise Unavailable(f"init_uts_ns.name is not in the dump ({exc})") from None
     values = []
