@@ -48,6 +48,8 @@ MAX_LOG_BUF_LEN = 1 << 31
 #: Bound on SIZE() of the printk structures: printk_ringbuffer is 88 bytes, printk_info 88,
 #: prb_desc 24 (40 in 5.10 with its dict block), printk_log 16 (kernel/printk/*.h).
 MAX_PRINTK_STRUCT = 4096
+#: The rings are read this much at a time (a whole ring of up to 2 GiB is never one buffer).
+RING_WINDOW = 1 << 20
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -82,6 +84,39 @@ def _field(buf: bytes, offset: int, fmt: struct.Struct, what: str) -> int:
     if offset < 0 or offset + fmt.size > len(buf):
         raise Unavailable(f"{what} at offset {offset} lies outside its {len(buf)}-byte structure")
     return fmt.unpack_from(buf, offset)[0]
+
+
+class _Ring:
+    """``size`` bytes of kernel memory at ``addr``, read a window at a time.
+
+    Every window is read once when the ring is opened, so that a ring the dump lacks any byte
+    of fails as a whole (makedumpfile reads each ring whole); only the last window read is
+    kept, so memory stays bounded whatever size the dump claims.
+    """
+
+    def __init__(self, kvirt: AddressSpace, addr: int, size: int) -> None:
+        self.kvirt, self.addr, self.size = kvirt, addr, size
+        self._start, self._data = 0, b""
+        for start in range(0, size, RING_WINDOW):
+            self._load(start)
+
+    def _load(self, start: int) -> None:
+        n = min(RING_WINDOW, self.size - start)
+        self._start, self._data = start, self.kvirt.read_exact(self.addr + start, n)
+
+    def get(self, offset: int, n: int) -> bytes:
+        """Bytes ``[offset, offset + n)`` of the ring (cut at its end)."""
+        n = max(0, min(n, self.size - offset))
+        if self._start <= offset and offset + n <= self._start + len(self._data):
+            rel = offset - self._start
+            return self._data[rel : rel + n]
+        if n > RING_WINDOW // 2:
+            return self.kvirt.read_exact(self.addr + offset, n)
+        self._load(offset // (RING_WINDOW // 2) * (RING_WINDOW // 2))
+        return self.get(offset, n)
+
+    def unpack(self, offset: int, fmt: struct.Struct) -> int:
+        return fmt.unpack(self.get(offset, fmt.size))[0]
 
 
 # --- Linux 5.10+: the lockless ring buffer ---------------------------------------------------
@@ -134,9 +169,9 @@ def _lockless(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
         if off < 0 or off + width > size:
             raise Unavailable(f"VMCOREINFO puts {what} outside its structure ({size} bytes)")
 
-    descs = kvirt.read_exact(descs_addr, desc_size * count)
-    infos = kvirt.read_exact(infos_addr, info_size * count)
-    data = kvirt.read_exact(data_addr, data_size)
+    descs = _Ring(kvirt, descs_addr, desc_size * count)
+    infos = _Ring(kvirt, infos_addr, info_size * count)
+    data = _Ring(kvirt, data_addr, data_size)
 
     # makedumpfile walks the ids from tail_id to head_id (inclusive) and prints the record of
     # each id whose descriptor carries exactly that id in a committed or finalized state. A slot
@@ -146,7 +181,7 @@ def _lockless(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     span = (head_id - tail_id) & DESC_ID_MASK
     found: list[tuple[int, int]] = []
     for slot in range(count):
-        state_var = _U64.unpack_from(descs, slot * desc_size + off_state)[0]
+        state_var = descs.unpack(slot * desc_size + off_state, _U64)
         desc_id = state_var & DESC_ID_MASK
         if desc_id % count != slot:
             continue
@@ -161,19 +196,19 @@ def _lockless(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     out: list[bytes] = []
     for _, slot in found:
         desc = slot * desc_size
-        begin = _U64.unpack_from(descs, desc + off_begin)[0] % data_size
-        next_ = _U64.unpack_from(descs, desc + off_next)[0] % data_size
+        begin = descs.unpack(desc + off_begin, _U64) % data_size
+        next_ = descs.unpack(desc + off_next, _U64) % data_size
         if begin == next_:
             continue  # a data-less record (FAILED_LPOS, or an empty line)
         info = slot * info_size
-        text_len = _U16.unpack_from(infos, info + off_len)[0]
+        text_len = infos.unpack(info + off_len, _U16)
         if begin > next_:
             begin = 0  # a wrapping data block keeps its data at the start of the ring
         begin += DATA_BLOCK_ID_SIZE
         if next_ >= begin and next_ - begin < text_len:
             text_len = next_ - begin  # the text was cut to fit its data block
-        text = data[begin : begin + text_len]
-        out.append(format_record(_U64.unpack_from(infos, info + off_ts)[0], text))
+        text = data.get(begin, text_len)
+        out.append(format_record(infos.unpack(info + off_ts, _U64), text))
     return b"".join(out)
 
 
@@ -197,11 +232,11 @@ def _structured(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     buf_len = kvirt.s32(need("SYMBOL", "log_buf_len"))
     if buf_len < hdr_size or buf_len > MAX_LOG_BUF_LEN:
         raise Unavailable(f"log_buf_len is {buf_len}: corrupt log buffer")
-    buf = kvirt.read_exact(log_buf, buf_len)
+    buf = _Ring(kvirt, log_buf, buf_len)
     last = buf_len - hdr_size  # the highest index a record header may start at
 
     def length(idx: int) -> int:
-        return _U16.unpack_from(buf, idx + off_len)[0]
+        return buf.unpack(idx + off_len, _U16)
 
     out: list[bytes] = []
     if first_idx != next_idx and first_idx > last:
@@ -216,9 +251,9 @@ def _structured(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
         msg_len = length(ptr)
         # A record of length 0 marks the end of the buffer: the record is at its start.
         rec = ptr if msg_len else 0
-        text_len = _U16.unpack_from(buf, rec + off_text_len)[0]
-        text = buf[rec + hdr_size : rec + hdr_size + text_len]
-        out.append(format_record(_U64.unpack_from(buf, rec + off_ts)[0], text))
+        text_len = buf.unpack(rec + off_text_len, _U16)
+        text = buf.get(rec + hdr_size, text_len)
+        out.append(format_record(buf.unpack(rec + off_ts, _U64), text))
         ptr = ptr + msg_len if msg_len else length(0)
         if ptr > last:
             break
