@@ -112,3 +112,12 @@ def test_symbol_out_of_range_is_not_a_symbol(source):
     assert got.startswith("unavailable: VMCOREINFO SYMBOL(init_uts_ns)=10000000000000000 is out")
     symbols = dump.vmcoreinfo.symbols()
     assert "init_uts_ns" not in symbols and "_stext" in symbols
+
+
+def test_case_limits_stop_a_loop_by_its_cpu_time():
+    # The fuzz bounds each case by CPU time (tests/hostile_numbers.py): a busy loop ends in
+    # CaseTimeout however loaded the machine is.
+    with pytest.raises(fz.CaseTimeout, match="CPU"):
+        with fz.limits(60, 1 << 30, cpu_seconds=0.2):
+            while True:
+                pass
