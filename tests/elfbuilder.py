@@ -206,3 +206,25 @@ def simple_core(mem: PhysImage, ranges: list[tuple[int, int]], vmcoreinfo: bytes
     for start, end in ranges:
         core.segments.append(LoadSegment(start, mem.range_bytes(start, end)))
     return core.build()
+
+
+#: The direct map's base without KASLR (page_offset_base).
+DIRECT_MAP = 0xFFFF888000000000
+
+
+def kexec_core(mem: PhysImage, ram: list[tuple[int, int]], text: tuple[int, int],
+               notes: list[bytes]) -> ElfCore:  # fmt: skip
+    """An ELF core laid out as a crash kernel's ``/proc/vmcore`` (the kernel's
+    ``crash_prepare_elf64_headers()``): first a PT_LOAD of the kernel text ``text`` =
+    ``[start, end)`` with ``p_vaddr`` in the kernel image (``START_KERNEL_map + start``), then one
+    per RAM range with ``p_vaddr`` in the direct map. The text's pages lie in a RAM range too:
+    two PT_LOADs hold them. ``ram`` leaves out what the dump lacks (the first MiB, the crash
+    kernel's reservation)."""
+    core = ElfCore(notes=list(notes))
+    start, end = text
+    core.segments.append(
+        LoadSegment(start, mem.range_bytes(start, end), vaddr=START_KERNEL_map + start)
+    )
+    for lo, hi in ram:
+        core.segments.append(LoadSegment(lo, mem.range_bytes(lo, hi), vaddr=DIRECT_MAP + lo))
+    return core

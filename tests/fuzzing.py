@@ -38,7 +38,7 @@ from tests.cpu_notes import prstatus
 from tests.elfbuilder import PAGE, START_KERNEL_map
 from tests.mmbuilder import VMALLOC, SyntheticKernel
 from tests.printk_layouts import AREA_SIZE, Prb
-from tests.symtables import STEXT, TABLES
+from tests.symtables import ERAS, STEXT, SYMBOLS, TABLES, era_tables
 from tests.symtables import build as build_kallsyms
 from vmcorefs.errors import DumpError, FaultError
 from vmcorefs.kernel.kallsyms import PLACE_RELATIVE
@@ -385,9 +385,12 @@ class Kernel:
 
 
 @cache
-def kernel() -> Kernel:
+def kernel(found: bool = False) -> Kernel:
     """Page tables, struct pages (SPARSEMEM vmemmap), uts, nodes and zones with free lists,
-    vmap areas, a printk ring, kallsyms tables and two CPUs' PRSTATUS notes."""
+    vmap areas, a printk ring, kallsyms tables and two CPUs' PRSTATUS notes.
+
+    ``found``: a kernel before 6.0: VMCOREINFO without the kallsyms keys, the tables laid out
+    as 6.1's scripts/kallsyms.c does (the finder must find them in the image)."""
     k = SyntheticKernel([(0, KERNEL_RAM)], section_bits=21, physmem_bits=36)
     structures: dict[str, tuple[int, int]] = {}
     structures["page tables"] = (0x10_0000, k.pt._next - 0x10_0000)
@@ -413,14 +416,22 @@ def kernel() -> Kernel:
     structures["printk ring"] = (area, AREA_SIZE)
     for key, value in prb.keys(START_KERNEL_map + area).items():
         k.vmcoreinfo[key] = str(value)
-    kallsyms, vi, _loc = build_kallsyms(PLACE_RELATIVE)
-    for line in vi.raw.decode().splitlines():
-        key, _, value = line.partition("=")
-        k.vmcoreinfo[key] = value
-    structures["kallsyms tables"] = (TABLES_PADDR, len(kallsyms.data))
-    k.write(TABLES_PADDR, kallsyms.data)
+    if found:
+        # Every digit occurs in some name, as in every real kernel (the search starts there).
+        symbols = sorted([*SYMBOLS, (STEXT + 0x300, "t", "crc_0123456789")])
+        blob, _loc = era_tables(ERAS["6.1"], symbols, TABLES)
+        k.vmcoreinfo["SYMBOL(_stext)"] = f"{STEXT:x}"
+        k.vmcoreinfo["SYMBOL(init_task)"] = f"{0xFFFFFFFF81800000:x}"
+    else:
+        kallsyms, vi, _loc = build_kallsyms(PLACE_RELATIVE)
+        blob = kallsyms.data
+        for line in vi.raw.decode().splitlines():
+            key, _, value = line.partition("=")
+            k.vmcoreinfo[key] = value
+    structures["kallsyms tables"] = (TABLES_PADDR, len(blob))
+    k.write(TABLES_PADDR, blob)
     k.write(STEXT_PADDR, bytes(range(256)) * (TEXT_SIZE // 256))
-    tables_end = -(-(TABLES_PADDR + len(kallsyms.data)) // PAGE) * PAGE
+    tables_end = -(-(TABLES_PADDR + len(blob)) // PAGE) * PAGE
     ranges = [(0, KERNEL_RAM), (STEXT_PADDR, STEXT_PADDR + TEXT_SIZE), (TABLES_PADDR, tables_end)]
     regs = [0x1000 * i for i in range(27)]
     notes = [(b"CORE", 1, prstatus(100 + cpu, regs)) for cpu in range(2)]
@@ -448,9 +459,10 @@ def kernel() -> Kernel:
 
 
 @cache
-def elf_seed() -> tuple[bytes, list[Region]]:
-    """The synthetic kernel as an ELF core, and its regions (header, phdrs, notes, segments)."""
-    kern = kernel()
+def elf_seed(found: bool = False) -> tuple[bytes, list[Region]]:
+    """The synthetic kernel (``kernel(found)``) as an ELF core, and its regions (header,
+    phdrs, notes, segments)."""
+    kern = kernel(found)
     segments = []
     for start, end in kern.ranges:
         data = b"".join(kern.pages[pfn] for pfn in range(start // PAGE, end // PAGE))
@@ -469,7 +481,7 @@ def elf_seed() -> tuple[bytes, list[Region]]:
         Region("notes", phdrs_end, phdrs_end + note_len, fields("<III") * 1),
         Region("memory", phdrs_end + note_len, len(raw)),
     ]
-    return raw, regions + structure_regions(lambda paddr: _elf_offset(raw, paddr))
+    return raw, regions + structure_regions(lambda paddr: _elf_offset(raw, paddr), found)
 
 
 def _elf_offset(raw: bytes, paddr: int) -> int | None:
@@ -481,10 +493,10 @@ def _elf_offset(raw: bytes, paddr: int) -> int | None:
     return None
 
 
-def structure_regions(where: Callable[[int], int | None]) -> list[Region]:
+def structure_regions(where: Callable[[int], int | None], found: bool = False) -> list[Region]:
     """File regions of the kernel structures, for a format that stores memory raw."""
     out = []
-    for name, (paddr, size) in kernel().structures.items():
+    for name, (paddr, size) in kernel(found).structures.items():
         start = where(paddr)
         if start is not None:
             out.append(Region(name, start, start + size, ()))

@@ -235,7 +235,8 @@ class SymbolTableMemo:
         values = vi._values = RecordingValues(vi._values)
         kvirt = KernelVirtualMemory(PhysicalMemory(source), vi)
         self.table = self._build(kvirt, vi)
-        self.btf = self._load_btf(kvirt, self.table)
+        self.bounds = btf.kernel_btf_bounds(kvirt, vi, self.table)
+        self.btf = self._load_btf(kvirt, self.table, self.bounds)
         text = self.table.kallsyms_text()  # a function of the table alone: made once
         self.table.kallsyms_text = lambda: text  # type: ignore[method-assign]
         self.read, self.listed = frozenset(values.read), values.listed
@@ -255,9 +256,11 @@ class SymbolTableMemo:
             return self.table
         return self._build(kvirt, vmcoreinfo, user_sources)
 
-    def load_btf(self, kvirt, symbols):
+    def load_btf(self, kvirt, symbols, bounds=None):
         # The baseline's table is only given with the baseline's page-table keys (above).
-        return self.btf if symbols is self.table else self._load_btf(kvirt, symbols)
+        if symbols is self.table and bounds in (None, self.bounds):
+            return self.btf
+        return self._load_btf(kvirt, symbols, bounds)
 
 
 class _Worker:

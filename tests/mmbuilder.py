@@ -17,7 +17,15 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 
-from tests.elfbuilder import PAGE, PageTables, PhysImage, START_KERNEL_map, note, vmcoreinfo_text
+from tests.elfbuilder import (
+    DIRECT_MAP,
+    PAGE,
+    PageTables,
+    PhysImage,
+    START_KERNEL_map,
+    note,
+    vmcoreinfo_text,
+)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -393,33 +401,49 @@ class SyntheticKernel:
         extra = {k: v for k, v in self.vmcoreinfo.items() if k not in set(drop)}
         return vmcoreinfo_text(self.pt, extra=extra)
 
-    def write_core(self, path, *, drop: Iterable[str] = (), ranges=None) -> str:
+    def write_core(self, path, *, drop: Iterable[str] = (), ranges=None, kexec_text=None) -> str:
+        """The ELF core; ``kexec_text`` = (start, end) adds a crash kernel's kernel-text PT_LOAD
+        of those physical pages (see :func:`write_sparse_core`)."""
         assert self.pt._next <= 2 * MiB, "page tables ran into the kernel data"
-        write_sparse_core(path, self.mem, ranges or self.ram, self.vmcoreinfo_bytes(drop))
+        write_sparse_core(path, self.mem, ranges or self.ram, self.vmcoreinfo_bytes(drop),
+                          kexec_text=kexec_text)  # fmt: skip
         return str(path)
 
 
 def write_sparse_core(
-    path, mem: PhysImage, ranges: list[tuple[int, int]], vmcoreinfo: bytes
+    path,
+    mem: PhysImage,
+    ranges: list[tuple[int, int]],
+    vmcoreinfo: bytes,
+    *,
+    kexec_text: tuple[int, int] | None = None,
 ) -> None:
     """An ELF64 core of ``ranges``, each PT_LOAD's data at a page-aligned offset; only the pages
-    that ``mem`` holds are written, the rest of the file is a hole (reads as zeros)."""
+    that ``mem`` holds are written, the rest of the file is a hole (reads as zeros).
+
+    ``kexec_text`` lays it out as a crash kernel's ``/proc/vmcore`` (the kernel's
+    ``crash_prepare_elf64_headers()``): first a PT_LOAD of the kernel text ``[start, end)``
+    with ``p_vaddr`` in the kernel image (``START_KERNEL_map + start``), then the RAM ranges
+    with ``p_vaddr`` in the direct map: the text's pages are in two segments."""
     notes = note(b"VMCOREINFO", 0, vmcoreinfo)
-    nph = 1 + len(ranges)
+    loads = [(DIRECT_MAP + start if kexec_text else start, start, end) for start, end in ranges]
+    if kexec_text is not None:
+        loads.insert(0, (START_KERNEL_map + kexec_text[0], *kexec_text))
+    nph = 1 + len(loads)
     notes_off = 64 + 56 * nph
     data_off = -(-(notes_off + len(notes)) // PAGE) * PAGE
     phdrs = bytearray(struct.pack("<IIQQQQQQ", 4, 0, notes_off, 0, 0, len(notes), len(notes), 0))
     offsets = []
     off = data_off
-    for start, end in ranges:
-        phdrs += struct.pack("<IIQQQQQQ", 1, 7, off, start, start, end - start, end - start, 0)
+    for vaddr, start, end in loads:
+        phdrs += struct.pack("<IIQQQQQQ", 1, 7, off, vaddr, start, end - start, end - start, 0)
         offsets.append(off)
         off += -(-(end - start) // PAGE) * PAGE
     ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
     ehdr = ident + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56, nph, 64, 0, 0)
     with open(path, "wb") as f:
         f.write(ehdr + phdrs + notes)
-        for (start, end), base in zip(ranges, offsets, strict=True):
+        for (_, start, end), base in zip(loads, offsets, strict=True):
             for pfn in sorted(p for p in mem.pages if start <= p * PAGE < end):
                 page = mem.pages[pfn]
                 if any(page):

@@ -1,9 +1,10 @@
 """The bundled sample dump, ``tests/data/sample/``, and its ground truth.
 
-Made by ``tools/make-sample-vmcore`` (see ``tests/data/sample/README.md``): a Debian 6.1 kernel
-crashed under QEMU, dumped, shrunk with ``makedumpfile -c -d 31``. The ground truth was captured
-inside the guest before the crash, so it is independent of vmcorefs. Tests that use it run
-everywhere, also where ``../shared/dumps`` is absent.
+Made by ``tools/make-sample-vmcore --kexec oops`` (see ``tests/data/sample/README.md``): a
+Debian 6.1 kernel oopsed in a module under QEMU, its crash kernel copied /proc/vmcore, which
+``makedumpfile -c -d 31`` shrank. The ground truth was captured inside the guest before the
+crash (and ``drgn-stacks.json`` by drgn with the debug vmlinux), so it is independent of
+vmcorefs. Tests that use it run everywhere, also where ``../shared/dumps`` is absent.
 """
 
 from __future__ import annotations
@@ -61,6 +62,19 @@ class Sample:
             if sym == name and module is None:
                 return addr
         raise KeyError(name)
+
+    def modules_at_crash(self) -> str:
+        """``modules.txt`` (``/proc/modules`` before the crash) as it stood at the crash: after
+        an oops in a module (``--kexec oops``) the task that oopsed held a reference to it (its
+        debugfs file was open: ``fops_get``), one more than the file says."""
+        oopsed = self.truth.get("oops_module", {}).get("name")
+        lines = []
+        for line in self.text("modules.txt").splitlines(keepends=True):
+            fields = line.split(" ")
+            if fields[0] == oopsed:
+                fields[2] = str(int(fields[2]) + 1)
+            lines.append(" ".join(fields))
+        return "".join(lines)
 
     def iomem(self) -> list[tuple[int, int, str, int]]:
         """``/proc/iomem``: (start, end exclusive, name, nesting depth)."""

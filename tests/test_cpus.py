@@ -174,8 +174,11 @@ def check_summary(tree, t: dict, name: str) -> None:
     facts = t["files"][name]
     text = tree.lookup("summary").read(0, 4096).decode()
     lines = dict(row.split(": ", 1) for row in text.splitlines())
-    assert list(lines)[:3] == ["release", "crash time", "CPUs"]
+    assert list(lines)[:4] == ["release", "crash time", "reason", "CPUs"]
     assert lines["release"] == t["osrelease"]
+    if "crash_reason" in t:  # the first line of the last panic or oops report
+        assert lines["reason"] == (t["crash_reason"] or lines["reason"])
+        assert lines["reason"].startswith("none (") == (t["crash_reason"] is None)
     assert lines["CPUs"] == str(t["ncpus"])
     assert lines["crash time"] == "unknown"  # QEMU's dumps carry no CRASHTIME
     want = t["crashed_cpu"]

@@ -85,8 +85,9 @@ def test_no_panic_no_notes_no_log(tmp_path) -> None:
     core = make_core(tmp_path, panic_cpu=-1, with_log=False, with_cpus=False)
     with open_dump(str(core)) as dump:
         tree = build_tree(dump)
-        want = b"unavailable: kvirt address 0xffffffff81200010: not present in the dump\n"
-        assert read(tree, "dmesg") == want  # log_first_idx, the first variable read
+        # log_first_idx, the first variable read: mapped past the end of the 4 MiB of phys.
+        want = b"unavailable: kvirt 0xffffffff81200010: absent: past the end of phys (0x400000)\n"
+        assert read(tree, "dmesg") == want
         cpus = tree.lookup("cpus")
         assert isinstance(cpus, Directory) and list(cpus.entries()) == ["unavailable"]
         assert read(tree, "cpus/unavailable") == b"unavailable: the dump has no NT_PRSTATUS notes\n"

@@ -40,7 +40,9 @@ def test_unmutated_seeds_open_and_read(scratch):
     seeds += [s for s, _ in fz.flat_seeds()]
     for raw in seeds:
         out = fz.exercise(scratch.write(raw), phys=fz.kernel().phys_reads)
-        assert out.refused is None and out.reads > 100 and out.unavailable <= 6, out
+        # unavailable: what needs BTF (btf, ps, modules, tasks/, two stacks) and crash (the
+        # seed's kernel did not crash)
+        assert out.refused is None and out.reads > 100 and out.unavailable <= 7, out
     parts = [scratch.write(p, f"part{i}") for i, p in enumerate(fz.split_seed()[0])]
     assert fz.exercise(parts[::-1]).refused is None
 

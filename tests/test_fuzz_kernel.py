@@ -1,7 +1,7 @@
 """Fuzzing the kernel structures that the views walk: page tables, struct pages and the lists
 of mm/, the printk ring, kallsyms tables (through a whole dump and its tree), and BTF, the task
-list and ORC unwinding (through their modules, on the test kernels of test_btf/test_tasks/
-test_unwind).
+list, ORC unwinding and module symbol tables (through their modules, on the test kernels of
+test_btf/test_tasks/test_unwind/modbuilder).
 
 Pointers are the dangerous values in kernel memory: besides bit flips and random bytes, the
 mutations write pointers into the structures themselves (loops), to unmapped or non-canonical
@@ -78,6 +78,27 @@ def test_fuzz_kernel_structures(scratch, structure, data):
     counts["EIO"] += out.faults
     counts["unavailable"] += out.unavailable
     assert out.refused is None, out.refused  # the container is intact
+
+
+@fz.fuzz_settings(300)
+@given(data=st.data())
+def test_fuzz_kallsyms_found_in_the_image(scratch, data):
+    """A kernel before 6.0 (no kallsyms keys): its tables, mutated, are searched for in the
+    image; the search must refuse what does not hold together, in bounded time and memory."""
+    raw, regions = fz.elf_seed(found=True)
+    region = next(r for r in regions if r.name == "kallsyms tables")
+    k = fz.kernel(found=True)
+    paddr, size = k.structures["kallsyms tables"]
+    edits = data.draw(pointer_edits(region.start, region.end, _targets(region.start, paddr, size)))
+    if data.draw(st.booleans()):  # hostile counts where the finder reads them
+        at = region.start + data.draw(st.integers(0, (region.end - region.start) // 4 - 1)) * 4
+        value = data.draw(st.sampled_from([1 << 31, 0xFFFFFFFF, 0, 1, 257, 0x100000]))
+        edits.append(("set", at, struct.pack("<I", value)))
+    out = fz.run_case(scratch.write(fz.apply(raw, edits)), phys=k.phys_reads, kvirt=k.kvirt_reads)
+    counts = STATS["kallsyms tables (found)"]
+    counts["cases"] += 1
+    counts["unavailable"] += out.unavailable
+    assert out.refused is None, out.refused
 
 
 # -- BTF -----------------------------------------------------------------------------------------
@@ -220,3 +241,86 @@ def test_fuzz_orc_unwind(data):
             k.unwinder().from_inactive_frame(sp)
         except (Unavailable, FaultError):
             pass
+
+
+# -- module symbol tables --------------------------------------------------------------------------
+
+
+def _module_system():
+    """Two modules (tests/modbuilder.py): one with a core-only table and exports, one still
+    loading (its whole table, an undefined symbol) with a per-CPU area. Returns the builder,
+    the two modules, their tables and the core symbols sym/ merges them with."""
+    from tests.modbuilder import NULL_SYM, SHN_UNDEF, Mods, Sym
+
+    s = Mods()
+    a_base, b_base = 0xFFFFFFFFC0000000, 0xFFFFFFFFC0010000
+    ta = s.symtab([NULL_SYM] + [Sym(f"a_fn{i}".encode(), "t", a_base + 0x10 * i, size=i)
+                                for i in range(1, 24)])  # fmt: skip
+    exports = s.exports([(f"a_fn{i}".encode(), a_base + 0x10 * i) for i in (3, 5, 8, 13)])
+    a = s.module("alpha", base=a_base, core=0x1000, kallsyms=ta.kallsyms, exports=exports)
+    tb = s.symtab([NULL_SYM, Sym(b"b_init", "t", b_base), Sym(b"printk", "U", 0, SHN_UNDEF),
+                   Sym(b"b_pcpu", "d", 0x2B010, shndx=4),
+                   Sym(b"a_fn3", "t", b_base + 8)])  # fmt: skip
+    b = s.module("beta", base=b_base, core=0x1000, init=0x800, state=1, kallsyms=tb.kallsyms,
+                 percpu=(0x2B000, 0x100))  # fmt: skip
+    return s, (a, b), (ta, tb), exports[0]
+
+
+@fz.fuzz_settings(1000)
+@given(data=st.data())
+def test_fuzz_module_symbols(data):
+    """Mutate a module's struct, its mod_kallsyms, symbol, string and type tables, its exports;
+    kallsyms, sym/, the unwinder's lookups and the summary's notes must stay bounded."""
+    from tests.kernelfakes import symbol_table
+    from tests.modbuilder import MOD_SIZE, M
+    from vmcorefs.kernel.symbols import SymbolFiles
+
+    s, mods, tables, syms = _module_system()
+    areas = {
+        "module": [(m, MOD_SIZE) for m in mods],
+        "mod_kallsyms": [(t.kallsyms, 32) for t in tables],
+        "symtab": [(t.symtab, 24 * 24) for t in tables],
+        "strtab": [(t.strtab, 256) for t in tables],
+        "typetab": [(t.typetab, 24) for t in tables],
+        "exports": [(syms, 4 * 12)],
+    }
+    targets = [*mods, *(t.kallsyms for t in tables), *(t.symtab for t in tables),
+               *(t.strtab for t in tables), syms, 0, 1, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF,
+               0xDEAD000000000000, 0xFFFF888777000000]  # fmt: skip
+    for _ in range(data.draw(st.integers(1, 6))):
+        area = data.draw(st.sampled_from(sorted(areas)))
+        start, size = data.draw(st.sampled_from(areas[area]))
+        if area == "module":  # the members the symbols use, most of the time
+            slot = start + data.draw(st.sampled_from(
+                [M["kallsyms"], M["syms"], M["num_syms"], M["percpu"], M["percpu_size"],
+                 M["state"], M["core"], M["core"] + 8, M["list"], M["name"]]))  # fmt: skip
+        else:
+            slot = start + data.draw(st.integers(0, size - 1))
+        kind = data.draw(st.integers(0, 3))
+        if kind == 0:
+            s.mem.put64(slot, data.draw(st.sampled_from(targets)) + data.draw(
+                st.sampled_from([0, 8, -8, 24])))  # fmt: skip
+        elif kind == 1:
+            s.mem.put32(slot, data.draw(st.sampled_from([0, 1, 0xFFFF, 1 << 20, 0xFFFFFFFF])))
+        elif kind == 2:
+            s.mem.write(slot, bytes([data.draw(st.integers(0, 255))]))
+        else:
+            s.mem.drop(slot)
+    STATS["module symbols"]["cases"] += 1
+    with fz.limits():
+        try:
+            ml = s.listing(list(mods), percpu_offset0=0xFFFF88801F400000)
+        except (Unavailable, FaultError):
+            STATS["module symbols"]["unavailable"] += 1
+            return
+        text = ml.kallsyms_text()
+        assert text.count("\n") <= 2 * (1 << 21)
+        files = ml.symbol_files()
+        merged = SymbolFiles(symbol_table({"a_fn3": 0xFFFFFFFF81000000}), files)
+        for key in list(merged.entries.values())[:64]:
+            start, size = merged.extent(key)
+            assert 0 <= size <= 1 << 20
+        for addr in (0xFFFFFFFFC0000018, 0xFFFFFFFFC0010004, 0xFFFFFFFFC0000FFF):
+            ml.symbol(addr)
+        if ml.symbol_problems():
+            STATS["module symbols"]["noted"] += 1

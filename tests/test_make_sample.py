@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import io
+import lzma
 import struct
 from pathlib import Path
 
@@ -125,3 +126,122 @@ def test_init_script_loads_fw_cfg_before_the_marker_and_crashes_last(tool):
     assert script.index("echo GT-DONE") < script.index("/proc/sysrq-trigger")
     for name in tool.GT_FILES:
         assert f"gt {name} " in script
+
+
+# --- --kexec: what the host does with the crash kernel's disk --------------------------------
+
+
+def kexec_core(text_paddr: int, text_pages: int, ram: list[tuple[int, int]]) -> bytes:
+    """An ELF laid out as a crash kernel's /proc/vmcore: program headers at 64, a PT_NOTE, the
+    kernel text's PT_LOAD (p_vaddr in the kernel image) and the direct map's, whose pages
+    include the text's."""
+    loads = [(0xFFFFFFFF81000000, text_paddr, text_pages * 4096)]
+    loads += [(0xFFFF888000000000 + start, start, end - start) for start, end in ram]
+    nph = 1 + len(loads)
+    off = 64 + 56 * nph
+    phdrs = struct.pack("<IIQQQQQQ", 4, 0, off, 0, 0, 16, 16, 0)
+    off += 16
+    for vaddr, paddr, size in loads:
+        phdrs += struct.pack("<IIQQQQQQ", 1, 7, off, vaddr, paddr, size, size, 0)
+        off += size
+    ehdr = struct.pack(
+        "<16sHHIQQQIHHHHHH", b"\x7fELF\x02\x01\x01" + bytes(9), 4, 62, 1, 0, 64, 0, 0, 64, 56,
+        nph, 64, 0, 0,
+    )  # fmt: skip
+    return ehdr + phdrs + bytes(off - 64 - len(phdrs))
+
+
+def test_disk_is_cut_to_the_elfs_end(tool, tmp_path):
+    core = kexec_core(0x3000000, 4, [(0x100000, 0x200000), (0x3000000, 0x3008000)])
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(core + b"\xee" * 5000)  # the rest of the disk
+    vmcore = tmp_path / "vmcore.elf"
+    assert tool.cut_to_elf(disk, vmcore) == len(core)
+    assert vmcore.read_bytes() == core and not disk.exists()
+    elf = ELFFile(io.BytesIO(core))
+    ends = [s.header.p_offset + s.header.p_filesz for s in elf.iter_segments()]
+    assert max(ends) == len(core)
+    assert [load[2] for load in tool.elf_loads(vmcore)] == [0x3000000, 0x100000, 0x3000000]
+
+
+def test_a_disk_without_an_elf_is_refused(tool, tmp_path):
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(bytes(8192))
+    with pytest.raises(SystemExit, match="ELF"):
+        tool.cut_to_elf(disk, tmp_path / "vmcore.elf")
+
+
+def test_pages_two_segments_hold_are_counted_once(tool):
+    # the text (4 pages at 0x3000000) lies in the second RAM range (8 pages from 0x3000000)
+    ram = [(0x100000, 0x200000), (0x3000000, 0x3008000)]
+    loads = [(0, 0, p, 0, n) for p, n in [(0x3000000, 0x4000)] + [(a, b - a) for a, b in ram]]
+    assert tool.page_overlap(loads) == 4
+    assert tool.page_overlap(loads[1:]) == 0
+    # a text segment that sticks out of RAM overlaps only where it lies inside
+    assert tool.page_overlap([(0, 0, 0x3006000, 0, 0x4000), *loads[1:]]) == 2
+
+
+def test_crash_facts_come_from_after_the_announcement(tool):
+    console = (
+        "[    1.0] CPU: 0 PID: 7 Comm: early Not tainted\r\n"  # an earlier warning's
+        "init: kexec load: kexec -p -s\r\n"
+        "[   24.1] vmcorefs-sample: triggering the oops on CPU 1\r\n"
+        "[   24.2] BUG: kernel NULL pointer dereference, address: 0000000000000018\r\n"
+        "[   24.3] CPU: 1 UID: 0 PID: 1 Comm: init Kdump: loaded Tainted: G OE\r\n"
+        "[   24.4] Kernel panic - not syncing: Fatal exception\r\n"
+    )
+    assert tool.console_crash(console) == {
+        "crashed_cpu": 1,
+        "crashed_pid": 1,
+        "crashed_comm": "init",
+        "crash_reason": "BUG: kernel NULL pointer dereference, address: 0000000000000018",
+    }
+
+
+def modinfo_ko(depends: str) -> bytes:
+    return b"\x7fELF...\0license=GPL\0depends=" + depends.encode() + b"\0vermagic=6.1\0"
+
+
+def test_crash_modules_come_after_their_dependencies_and_built_ins_are_skipped(tool, tmp_path):
+    mods = tmp_path / "lib" / "modules" / "6.1.0-1-amd64"
+    drivers = mods / "kernel" / "drivers"
+    drivers.mkdir(parents=True)
+    (drivers / "virtio_blk.ko").write_bytes(modinfo_ko("virtio,virtio_ring"))
+    (drivers / "virtio_ring.ko").write_bytes(modinfo_ko(""))
+    (drivers / "virtio-pci.ko.xz").write_bytes(lzma.compress(modinfo_ko("virtio")))
+    (mods / "modules.builtin").write_text("kernel/drivers/virtio/virtio.ko\n")
+    order = tool.modules_with_depends(tmp_path, ("virtio_pci", "virtio_blk"))
+    assert [name for name, _ in order] == ["virtio_pci", "virtio_ring", "virtio_blk"]
+    assert order[0][1] == modinfo_ko("virtio")  # decompressed: busybox insmod takes plain .ko
+    with pytest.raises(SystemExit, match="0 modules missing"):
+        tool.modules_with_depends(tmp_path, ("missing",))
+
+
+def test_initramfs_folders_come_before_their_files(tool):
+    entries = tool.with_parents(
+        [("lib/x86_64-linux-gnu/libc.so.6", 0o100755, b"x", 0), ("lib64/ld.so", 0o100755, b"", 0)]
+    )
+    assert [e[0] for e in entries] == [
+        "lib", "lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu/libc.so.6", "lib64", "lib64/ld.so",
+    ]  # fmt: skip
+    assert parse_newc(tool.cpio_newc(entries)) == entries
+
+
+def test_kexec_init_loads_the_crash_kernel_before_the_ground_truth_and_crashes_last(tool):
+    for mode in ("panic", "oops"):
+        script = tool.kexec_init_script(mode, "vmcorefs-sample-marker: 00")
+        assert "@" not in script.replace("$@", "")  # every placeholder filled in
+        load = script.index("kexec -p -s /boot/vmlinuz")
+        assert load < script.index("kexec -p /boot/vmlinuz") < script.index("echo GT-DONE")
+        assert f'--append="{tool.CRASH_CMDLINE}"' in script
+        trigger = (
+            script.index("/proc/sysrq-trigger")
+            if mode == "panic"
+            else script.index("> /sys/kernel/debug/vmcorefs_oops")
+        )
+        assert script.index("taskset -p 2 $$") < trigger
+        assert script.index("taskset 4 dd if=/dev/zero of=/dev/null") < trigger
+        assert script.index("echo GT-DONE") < trigger
+    crash = tool.CRASH_INIT_SCRIPT
+    assert crash.index("insmod") < crash.index("dd if=/proc/vmcore of=/dev/vda")
+    assert crash.index("dd if=/proc/vmcore") < crash.index("poweroff -f")

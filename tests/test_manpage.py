@@ -50,6 +50,19 @@ def test_renders_without_warnings(rendered):
         assert re.search(rf"^{section}$", rendered, re.M), section
 
 
+def test_help_usage_is_the_synopsis(rendered, capsys):
+    """``vmcorefs --help`` shows the same two usage lines as the page (words, not layout)."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    usage = capsys.readouterr().out.split("\n\n", 1)[0].removeprefix("usage: ")
+    synopsis = rendered.split("\nSYNOPSIS\n", 1)[1].split("\nDESCRIPTION\n", 1)[0]
+    forms = [" ".join(form.split()) for form in synopsis.strip().split("\n\n")]
+    assert [" ".join(form.split()) for form in usage.split("\n       vmcorefs ")] == [
+        forms[0],
+        forms[1].removeprefix("vmcorefs "),
+    ]
+
+
 def test_version_is_the_packages():
     th = next(line for line in MANPAGE.read_text().splitlines() if line.startswith(".TH "))
     assert f'"vmcorefs {vmcorefs.__version__}"' in th

@@ -61,7 +61,25 @@ def test_vmalloc_loop_is_reported_not_followed(tmp_path):
     )
     k.write(second_link - 0xFFFFFFFF80000000, first)
     text = read(tree_of(k, tmp_path), "mm/vmalloc")
-    assert text.startswith("unavailable: vmap_area_list is corrupt at ")
+    assert text == (
+        f"unavailable: vmap_area_list: the list loops at {int.from_bytes(first, 'little'):#x} "
+        "without returning to its head\n"
+    )
+
+
+def test_vmalloc_broken_prev_is_reported(tmp_path):
+    k = kernel()
+    k.add_vmap_areas([(VMALLOC, VMALLOC + 0x1000), (VMALLOC + 0x2000, VMALLOC + 0x3000)])
+    kernel_map = 0xFFFFFFFF80000000
+    head = int(k.vmcoreinfo["SYMBOL(vmap_area_list)"], 16)
+    first = int.from_bytes(k.mem.read(head - kernel_map, 8), "little")
+    second = int.from_bytes(k.mem.read(first - kernel_map, 8), "little")
+    k.write(second + 8 - kernel_map, head.to_bytes(8, "little"))  # second's prev: the head
+    text = read(tree_of(k, tmp_path), "mm/vmalloc")
+    assert text == (
+        f"unavailable: vmap_area_list: the list breaks at {second:#x} "
+        f"(its prev is {head:#x}, not {first:#x})\n"
+    )
 
 
 def test_vmalloc_without_its_keys(tmp_path):
@@ -165,13 +183,13 @@ def test_vmalloc_from_vmap_nodes_linux_6_9():
     slot = base
     for n in range(2):
         head = nodes + n * node_size + busy_head
-        prev = head
+        ring = [head]
         for start, end in areas[n]:
             mem.put64(slot, start, end)  # va_start, va_end
-            mem.put64(prev, slot + 24)  # the link points at vmap_area.list
-            prev = slot + 24
+            ring.append(slot + 24)  # the links point at vmap_area.list
             slot += 4096  # one area a page: a test can drop one
-        mem.put64(prev, head)  # back to the head
+        for i, link in enumerate(ring):  # next, prev: back to the head
+            mem.put64(link, ring[(i + 1) % len(ring)], ring[i - 1])
     symbols = symbol_table({"vmap_nodes": 0xFFFFFFFF82000000, "nr_vmap_nodes": 0xFFFFFFFF82000010})
     mem.put64(0xFFFFFFFF82000000, nodes)
     mem.put32(0xFFFFFFFF82000010, 2)

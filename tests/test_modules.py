@@ -7,121 +7,13 @@ import struct
 
 import pytest
 
-from tests.btfbuilder import BtfBuilder
-from tests.kernelfakes import SparseMemory, symbol_table
+from tests.kernelfakes import symbol_table
+from tests.modbuilder import MOD_SIZE, MODULES, M, Mods
 from tests.test_unwind import orc_bytes
 from vmcorefs.errors import Unavailable
 from vmcorefs.kernel import unwind as U
-from vmcorefs.kernel.btf import Btf
 from vmcorefs.kernel.modules import ModuleList
-
-M = dict(state=0, list=8, name=24, init=80, core=96, init_layout=176, arch=256, taints=280,
-         kallsyms=288, source_list=296, exit=312, refcnt=320)  # fmt: skip
-MOD_SIZE = 1024
-DATA = 0xFFFFFFFF82000000
-MODULES = DATA + 0x10
-TAINT_FLAGS = DATA + 0x100
-HEAP = 0xFFFF888002000000
-# kernel/panic.c taint_flags[] of Linux 6.1: (c_true, module)
-TAINTS = [("P", 1), ("F", 1), ("S", 0), ("R", 0), ("M", 0), ("B", 0), ("U", 0), ("D", 0),
-          ("A", 0), ("W", 0), ("C", 1), ("I", 0), ("O", 1), ("E", 1), ("L", 0), ("K", 1),
-          ("X", 1), ("T", 1), ("N", 1)]  # fmt: skip
-
-
-def module_btf() -> Btf:
-    b = BtfBuilder()
-    u64 = b.int_("long unsigned int", 8)
-    uint = b.int_("unsigned int", 4)
-    sint = b.int_("int", 4, signed=True)
-    char = b.int_("char", 1, signed=True, char=True)
-    boolean = b.int_("_Bool", 1, boolean=True)
-    name = b.array(char, sint, 56)
-    lh = b.next_id
-    b.struct("list_head", 16, [("next", lh + 1, 0), ("prev", lh + 1, 64)])
-    b.ptr(lh)
-    states = ["MODULE_STATE_LIVE", "MODULE_STATE_COMING", "MODULE_STATE_GOING",
-              "MODULE_STATE_UNFORMED"]  # fmt: skip
-    state = b.enum("module_state", [(n, i) for i, n in enumerate(states)])
-    layout = b.struct("module_layout", 80, [("base", u64, 0), ("size", uint, 64),
-                                            ("text_size", uint, 96)])  # fmt: skip
-    arch = b.struct("mod_arch_specific", 24, [("num_orcs", uint, 0), ("orc_unwind_ip", u64, 64),
-                                              ("orc_unwind", u64, 128)])  # fmt: skip
-    atomic = b.struct("", 4, [("counter", sint, 0)])
-    atomic_t = b.typedef("atomic_t", atomic)
-    b.struct("mod_kallsyms", 32, [("symtab", u64, 0), ("num_symtab", uint, 64),
-                                  ("strtab", u64, 128), ("typetab", u64, 192)])  # fmt: skip
-    mod = b.next_id
-    b.struct("module", MOD_SIZE, [
-        ("state", state, 8 * M["state"]), ("list", lh, 8 * M["list"]),
-        ("name", name, 8 * M["name"]), ("init", u64, 8 * M["init"]),
-        ("core_layout", layout, 8 * M["core"]), ("init_layout", layout, 8 * M["init_layout"]),
-        ("arch", arch, 8 * M["arch"]), ("taints", u64, 8 * M["taints"]),
-        ("kallsyms", u64, 8 * M["kallsyms"]), ("source_list", lh, 8 * M["source_list"]),
-        ("exit", u64, 8 * M["exit"]), ("refcnt", atomic_t, 8 * M["refcnt"]),
-    ])  # fmt: skip
-    assert b.ptr(mod) == mod + 1
-    b.struct("module_use", 48, [("source_list", lh, 0), ("target_list", lh, 128),
-                                ("source", mod + 1, 256), ("target", mod + 1, 320)])  # fmt: skip
-    b.struct("taint_flag", 3, [("c_true", char, 0), ("c_false", char, 8), ("module", boolean, 16)])
-    # the ORC entry layout, for the modules' ORC tables
-    s16 = b.int_("short int", 2, signed=True)
-    b.struct("orc_entry", 6, [("sp_offset", s16, 0), ("bp_offset", s16, 16),
-                              ("sp_reg", uint, 32, 4), ("bp_reg", uint, 36, 4),
-                              ("type", uint, 40, 2), ("end", uint, 42, 1)])  # fmt: skip
-    return Btf(b.build())
-
-
-class Mods:
-    def __init__(self) -> None:
-        self.mem = SparseMemory()
-        self.heap = HEAP
-        for i, (c, module) in enumerate(TAINTS):
-            self.mem.write(TAINT_FLAGS + 3 * i, bytes([ord(c), ord(" "), module]))
-        self.btf = module_btf()
-        self.syms = {"modules": MODULES, "taint_flags": TAINT_FLAGS}
-
-    def alloc(self, size: int) -> int:
-        addr = self.heap
-        self.heap += (size + 0xFFF) & ~0xFFF
-        return addr
-
-    def module(self, name, *, base, core, init=0, text=None, state=0, refcnt=1, taints=0,
-               init_fn=1, exit_fn=1, kallsyms=0, orc=(0, 0, 0)) -> int:  # fmt: skip
-        addr = self.alloc(MOD_SIZE)
-        m = self.mem
-        m.write(addr, bytes(MOD_SIZE))
-        m.put32(addr + M["state"], state)
-        m.write(addr + M["name"], name.encode().ljust(56, b"\0"))
-        m.put64(addr + M["init"], init_fn)
-        m.put64(addr + M["core"], base)
-        m.put32(addr + M["core"] + 8, core)
-        m.put32(addr + M["core"] + 12, core if text is None else text)
-        if init:
-            m.put64(addr + M["init_layout"], base + 0x100000)
-            m.put32(addr + M["init_layout"] + 8, init)
-        m.put32(addr + M["arch"], orc[2])
-        m.put64(addr + M["arch"] + 8, orc[0], orc[1])
-        m.put64(addr + M["taints"], taints)
-        m.put64(addr + M["kallsyms"], kallsyms)
-        m.put64(addr + M["exit"], exit_fn)
-        m.put32(addr + M["refcnt"], refcnt)
-        self.ring(addr + M["source_list"], [])
-        return addr
-
-    def ring(self, head: int, nodes: list[int]) -> None:
-        ring = [head, *nodes]
-        for i, node in enumerate(ring):
-            self.mem.put64(node, ring[(i + 1) % len(ring)], ring[i - 1])
-
-    def uses(self, user: int, used: int) -> None:
-        """``user`` depends on ``used``: a module_use on ``used``'s source_list."""
-        use = self.alloc(48)
-        self.mem.put64(use + 32, user, used)
-        self.ring(used + M["source_list"], [use])
-
-    def listing(self, mods: list[int]) -> ModuleList:
-        self.ring(MODULES, [a + M["list"] for a in mods])
-        return ModuleList(self.mem, symbol_table(self.syms), self.btf)
+from vmcorefs.kernel.summary import _listing
 
 
 def test_proc_modules_lines():
@@ -205,3 +97,98 @@ def test_broken_list_and_missing_symbol():
     assert [m.name for m in ml.modules] == ["a"] and ml.problems
     with pytest.raises(Unavailable, match="modules"):
         ModuleList(s.mem, symbol_table({}), s.btf)
+
+
+# -- lists cut short: the modules found stand, the reasons are ml.problems ---------------------
+
+
+def _three():
+    s = Mods()
+    mods = [s.module(n, base=0xFFFFFFFFC0000000 + 0x10000 * i, core=0x1000)
+            for i, n in enumerate(["a", "b", "c"])]  # fmt: skip
+    return s, mods
+
+
+def _users(s: Mods, used: int, users: list[int]) -> list[int]:
+    """``users`` on ``used``'s source_list, in that order; returns the module_use nodes."""
+    uses = []
+    for user in users:
+        use = s.alloc(48)
+        s.mem.put64(use + 32, user, used)
+        uses.append(use)
+    s.ring(used + M["source_list"], uses)
+    return uses
+
+
+def test_users_list_that_loops_keeps_the_users_and_says_so():
+    """It used to stop silently: /proc/modules showed a short users list as if whole."""
+    s, (a, b, c) = _three()
+    uses = _users(s, c, [a, b])
+    s.mem.put64(uses[1], uses[0])  # b's module_use leads back to a's: a, b, a, b, ...
+    ml = s.listing([a, b, c])
+    assert ml.proc_modules().splitlines()[2] == "c 4096 0 a,b, Live 0xffffffffc0020000"
+    assert ml.problems == [f"c.source_list: the list loops at {uses[0]:#x} without returning "
+                           "to its head"]  # fmt: skip
+    # /proc/modules has no room for a note: summary's modules line says it
+    assert _listing(lambda: ml, lambda m: m.modules) == (
+        f"3 listed, maybe not all: c.source_list: the list loops at {uses[0]:#x} without "
+        "returning to its head"
+    )
+
+
+def test_users_list_with_a_broken_prev():
+    s, (a, b, c) = _three()
+    uses = _users(s, c, [a, b])
+    s.mem.put64(uses[1] + 8, c + M["source_list"])  # b's use claims to follow the head
+    ml = s.listing([a, b, c])
+    assert [m.users for m in ml.modules] == [[], [], ["a"]]
+    assert ml.problems == [
+        f"c.source_list: the list breaks at {uses[1]:#x} "
+        f"(its prev is {c + M['source_list']:#x}, not {uses[0]:#x})"
+    ]
+
+
+def test_a_user_whose_module_is_absent_is_left_out_with_a_reason():
+    s, (a, b, c) = _three()
+    ghost = 0xFFFF888777000000
+    uses = _users(s, c, [a, ghost, b])
+    ml = s.listing([a, b, c])
+    assert ml.modules[2].users == ["a", "b"]
+    assert ml.problems == [
+        f"c.source_list: the user at {uses[1]:#x} is not in the dump (kvirt "
+        f"{ghost + M['name']:#x}: absent: not in the dump)"
+    ]
+
+
+def test_modules_list_that_loops():
+    s, (a, b, c) = _three()
+    s.listing([a, b, c])
+    s.mem.put64(c + M["list"], b + M["list"])  # c -> b -> c ...
+    ml = ModuleList(s.mem, symbol_table(s.syms), s.btf)
+    assert [m.name for m in ml.modules] == ["a", "b", "c"]
+    assert ml.problems == [
+        f"modules: the list loops at {b + M['list']:#x} without returning to its head"
+    ]
+
+
+def test_an_absent_module_is_skipped_and_the_walk_goes_on():
+    """b's list_head is in the dump, the rest of its struct module is not: a and c stand."""
+    s, (a, b, c) = _three()
+    moved = 0xFFFF888003000000 - M["name"]  # its list_head ends a page, its name starts the next
+    s.mem.write(moved, s.mem.read(b, MOD_SIZE))
+    s.listing([a, moved, c])
+    s.mem.drop(moved + M["name"])
+    ml = ModuleList(s.mem, symbol_table(s.syms), s.btf)
+    assert [m.name for m in ml.modules] == ["a", "c"]
+    assert ml.problems == [
+        f"module {moved:#x} is not in the dump (kvirt {moved + M['name']:#x}: "
+        "absent: not in the dump)"
+    ]
+
+
+def test_modules_list_head_absent_is_unavailable():
+    s, mods = _three()
+    s.listing(mods)
+    s.mem.drop(MODULES)
+    with pytest.raises(Unavailable, match=r"^modules: the list head is unreadable \(kvirt"):
+        ModuleList(s.mem, symbol_table(s.syms), s.btf)

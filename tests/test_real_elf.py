@@ -82,4 +82,6 @@ def test_tree_kvirt_offset_rule_on_linux_banner(case):
         info = tree.lookup("/info")
         release = tree.lookup("/info/OSRELEASE").read(0, 100)
         assert release == (case.truth["osrelease"] + "\n").encode()
-        assert len(info.entries()) == len(dump.vmcoreinfo)
+        # Every key, and PAGE_SIZE beside PAGESIZE (DESIGN: the name users type).
+        assert set(info.entries()) == {*dict(dump.vmcoreinfo.items()), "PAGE_SIZE"}
+        assert tree.lookup("/info/PAGE_SIZE").read(0, 100) == b"4096\n"

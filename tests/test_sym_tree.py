@@ -12,7 +12,7 @@ from symtables import STEXT, FakeKvirt, build, gt_core_lines
 from vmcorefs.errors import FaultError
 from vmcorefs.kernel.dump import open_dump
 from vmcorefs.kernel.kallsyms import ABSOLUTE_PERCPU
-from vmcorefs.kernel.symbols import SYM_FILE_CAP, SymbolTable, build_symbol_table
+from vmcorefs.kernel.symbols import SYM_FILE_CAP, SymbolFiles, SymbolTable, build_symbol_table
 from vmcorefs.tree import NotFound, _section_sym, build_tree
 
 
@@ -33,10 +33,12 @@ def test_kallsyms_file_holds_every_core_line(mounted):
     node = tree.lookup("kallsyms")
     text = node.read(0, node.size()).decode()
     lines = text.splitlines()
-    have = set(lines)
+    core = [line for line in lines if "\t" not in line]  # the modules' lines follow the core's
+    assert lines[: len(core)] == core
+    have = set(core)
     for addr, type_, name in gt_core_lines(case):
         assert f"{addr:016x} {type_} {name}" in have
-    addrs = [int(line[:16], 16) for line in lines]
+    addrs = [int(line[:16], 16) for line in core]
     assert addrs == sorted(addrs)
     assert all(line[16] == " " and line[18] == " " for line in lines)
 
@@ -116,7 +118,7 @@ def test_percpu_symbols_read_cpu0_copy(mounted):
 
 def synthetic_sym(kvirt, vi):
     table = build_symbol_table(kvirt, vi)
-    return table, _section_sym(SimpleNamespace(symbols=table, kvirt=kvirt))
+    return table, _section_sym(SimpleNamespace(symbol_files=SymbolFiles(table), kvirt=kvirt))
 
 
 def test_partly_absent_symbol_uses_direct_io_and_stops_at_the_gap():
@@ -128,10 +130,11 @@ def test_partly_absent_symbol_uses_direct_io_and_stops_at_the_gap():
     both = SimpleNamespace(
         read=lambda a, n: kvirt.read(a, n) or mem.read(a, n),
         read_exact=lambda a, n: (kvirt.read_exact if a >= kvirt.base else mem.read_exact)(a, n),
+        fault=lambda a: FaultError("kvirt", a, "a hole"),
         name="kvirt",
     )
     table = build_symbol_table(kvirt, vi)
-    sym = _section_sym(SimpleNamespace(symbols=table, kvirt=both))
+    sym = _section_sym(SimpleNamespace(symbol_files=SymbolFiles(table), kvirt=both))
     entries = sym.entries()
     whole = entries["startup_64"]  # STEXT..+0x40, all present
     assert not whole.open_direct_io()

@@ -241,6 +241,51 @@ def test_a_list_that_loops_is_bounded(system):
     assert any("loops" in p for p in tl.problems)
 
 
+def test_a_main_list_with_a_broken_prev_stops_there_and_says_so(system):
+    o = OFF["tasks"]
+    system.mem.put64(system.t2 + o + 8, system.init + o)  # kthreadd's prev skips init
+    tl = system.build()
+    assert sorted(t.pid for t in tl.tasks) == [0, 0, 1]
+    assert tl.problems[0] == (
+        f"init_task.tasks: the list breaks at {system.t2 + o:#x} "
+        f"(its prev is {system.init + o:#x}, not {system.t1 + o:#x})"
+    )
+
+
+def test_a_thread_list_that_loops_keeps_the_threads_found(system):
+    tn = OFF["thread_node"]
+    system.mem.put64(system.t101 + tn, system.t100 + tn)  # 100 -> 101 -> 100 -> ...
+    tl = system.build()
+    assert sorted(t.pid for t in tl.tasks) == [0, 0, 1, 2, 100, 101]
+    assert tl.problems == [
+        f"threads of {system.t100:#x}: the list loops at {system.t100 + tn:#x} "
+        "without returning to its head"
+    ]
+
+
+def test_a_thread_list_whose_head_is_absent(system):
+    ghost = 0xFFFF888777000000
+    system.mem.put64(system.t2 + OFF["signal"], ghost)
+    tl = system.build()
+    assert sorted(t.pid for t in tl.tasks) == [0, 0, 1, 2, 100, 101, 102]  # the leader stays
+    head = ghost + SIG_THREAD_HEAD
+    assert tl.problems == [
+        f"threads of {system.t2:#x}: the list head is unreadable "
+        f"(kvirt {head:#x}: absent: not in the dump)"
+    ]
+
+
+def test_an_absent_init_task_list_head_leaves_the_idle_tasks(system):
+    system.mem.drop(INIT_TASK + OFF["tasks"])  # init_task's page, CPU 0's idle task with it
+    tl = system.build()
+    assert [t.address for t in tl.tasks] == [system.idle1]
+    head = INIT_TASK + OFF["tasks"]
+    assert tl.problems[0] == (
+        f"init_task.tasks: the list head is unreadable (kvirt {head:#x}: absent: not in the dump)"
+    )
+    assert tl.problems[1].startswith("CPU 0: runqueue unreadable")
+
+
 def test_repeated_pids_are_named_by_address(system):
     system.mem.put32(system.t2 + OFF["pid"], 100)
     tl = system.build()
@@ -390,4 +435,6 @@ def test_summary_says_when_a_list_was_cut_short():
     def absent():
         raise FaultError("kvirt", 0xFFFF888000001000)
 
-    assert _listing(absent, lambda t: t.tasks).startswith("unavailable: kvirt address ")
+    assert _listing(absent, lambda t: t.tasks) == (
+        "unavailable: kvirt 0xffff888000001000: absent: not in the dump"
+    )

@@ -123,12 +123,12 @@ ROWS = [
 
 
 class Kernel:
-    def __init__(self, rows=ROWS, v2: bool = False) -> None:
+    def __init__(self, rows=ROWS, v2: bool = False, funcs=None) -> None:
         self.mem = SparseMemory()
         for i, (ip, raw) in enumerate(rows):
             self.mem.put32(ORC_IP + 4 * i, ip - (ORC_IP + 4 * i))
             self.mem.write(ORC + 6 * i, raw)
-        syms = dict(FUNCS)
+        syms = dict(funcs or FUNCS)
         syms.update(
             __start_orc_unwind_ip=ORC_IP,
             __stop_orc_unwind_ip=ORC_IP + 4 * len(rows),
@@ -361,6 +361,12 @@ def test_orc_tables_must_agree():
     k.symbols = symbol_table(FUNCS)
     with pytest.raises(Unavailable, match="CONFIG_UNWINDER_ORC"):
         k.unwinder()
+    # A frame-pointer kernel has no struct orc_entry in its BTF either: the tables are named.
+    b = BtfBuilder()
+    b.int_("int", 4, signed=True)
+    k.btf = Btf(b.build())
+    with pytest.raises(Unavailable, match="CONFIG_UNWINDER_ORC"):
+        k.unwinder()
 
 
 def test_function_names():
@@ -395,3 +401,155 @@ def test_a_signal_bit_on_a_call_entry_linux_6_3():
     frames = k.unwinder().from_registers({"ip": fn("kthread", 8), "sp": sp, "cs": KERNEL_CS})
     assert k.names(frames) == ["kthread+0x8/0x100", "schedule+0x4/0x100"]
     assert not frames[1].call
+
+
+# -- the register sets of a crash kernel's notes ---------------------------------------------
+#
+# On the panic path the panicking CPU's NT_PRSTATUS holds what crash_setup_regs() took inside
+# __crash_kexec(): ip there (_THIS_IP_), sp and bp as they were. objtool skips __crash_kexec
+# (STACK_FRAME_NON_STANDARD), so the ORC table has an undefined entry for it, as for the code
+# between functions. The oopsing CPU's note holds the fault's pt_regs; a CPU stopped by NMI
+# saves the registers of what the NMI interrupted. Both are interrupted pcs (looked up as is).
+
+PANIC_FUNCS = {
+    **FUNCS,
+    "_etext": TEXT + 0x2000,
+    "_end": TEXT + 0x3000,
+    "panic": TEXT + 0x1100,
+    "__pfx___crash_kexec": TEXT + 0x11F0,  # CONFIG_CALL_PADDING: 16 bytes before the function
+    "__crash_kexec": TEXT + 0x1200,
+    "sysrq_handle_crash": TEXT + 0x1300,
+}
+PANIC_ROWS = [
+    *ROWS[:-1],
+    (TEXT + 0x1000, orc_bytes(0, 0, UNDEF, UNDEF, CALL)),  # between functions
+    (PANIC_FUNCS["panic"], orc_bytes(8, 0, S, UNDEF, CALL)),
+    (PANIC_FUNCS["panic"] + 4, orc_bytes(16, -16, BP, PREV_SP, CALL)),  # a frame pointer
+    (PANIC_FUNCS["__pfx___crash_kexec"], orc_bytes(0, 0, UNDEF, UNDEF, CALL)),  # no ORC data
+    (PANIC_FUNCS["sysrq_handle_crash"], orc_bytes(16, 0, S, UNDEF, CALL)),
+    (TEXT + 0x2000, orc_bytes(0, 0, UNDEF, UNDEF, CALL)),
+]
+CRASH_IP = PANIC_FUNCS["__crash_kexec"] + 0x20  # crash_setup_regs()'s _THIS_IP_
+
+
+def call_to(k: Kernel, ret: int, target: int) -> None:
+    """``call rel32`` to ``target`` in the 5 bytes before ``ret``."""
+    k.mem.write(ret - 5, b"\xe8" + struct.pack("<i", target - ret))
+
+
+def panic_stack(k: Kernel, frame: int = 0xB8) -> dict[str, int]:
+    """A panicking CPU's stack under crash_setup_regs()'s registers: __crash_kexec's frame of
+    ``frame`` bytes, then panic (frame pointer based), sysrq_handle_crash, ret_from_fork."""
+    sp0 = STACK + 0x2000
+    ret1 = PANIC_FUNCS["panic"] + 0x40
+    call_to(k, ret1, PANIC_FUNCS["__crash_kexec"])
+    # inside __crash_kexec's frame: what a scan must not take for the return address
+    stale = PANIC_FUNCS["sysrq_handle_crash"] + 0x30
+    call_to(k, stale, PANIC_FUNCS["panic"])  # returns from a call, but to another function
+    k.mem.put64(sp0 + 0x08, stale)
+    k.mem.put64(sp0 + 0x10, fn("kthread", 0x40))  # text, but no call before it in the dump
+    k.mem.put64(sp0 + 0x18, CRASH_IP)  # fixed_regs.ip: __crash_kexec itself
+    k.mem.put64(sp0 + frame, ret1)
+    sp1 = sp0 + frame + 8
+    bp = sp1 + 0x50  # panic's frame pointer: its CFA is bp + 16
+    ret2 = PANIC_FUNCS["sysrq_handle_crash"] + 0x10
+    k.mem.put64(bp, 0x4242, ret2)  # saved bp, return address
+    k.mem.put64(bp + 16 + 8, fn("ret_from_fork", 0x1F))  # sysrq_handle_crash: CFA + 16
+    return {"ip": CRASH_IP, "sp": sp0, "bp": bp, "cs": KERNEL_CS}
+
+
+PANIC_NAMES = [
+    "__crash_kexec+0x20/0x100",
+    "panic+0x40/0xf0",
+    "sysrq_handle_crash+0x10/0xd00",
+    "ret_from_fork+0x1f/0x100",
+]
+
+
+def test_panic_path_from_crash_setup_regs():
+    k = Kernel(PANIC_ROWS, funcs=PANIC_FUNCS)
+    regs = panic_stack(k)
+    frames = k.unwinder().from_registers(regs)
+    assert k.names(frames) == PANIC_NAMES
+    assert frames[1].sp == regs["sp"] + 0xC0  # above the return address found at sp + 0xb8
+    assert frames[1].call and not frames[0].call
+
+
+def test_a_call_through_the_padding_before_the_function():
+    # call depth tracking and FineIBT patch calls to land in the 16 bytes before a function
+    k = Kernel(PANIC_ROWS, funcs=PANIC_FUNCS)
+    regs = panic_stack(k)
+    call_to(k, PANIC_FUNCS["panic"] + 0x40, PANIC_FUNCS["__pfx___crash_kexec"])
+    assert k.names(k.unwinder().from_registers(regs)) == PANIC_NAMES
+    call_to(k, PANIC_FUNCS["panic"] + 0x40, PANIC_FUNCS["__pfx___crash_kexec"] - 8)
+    assert k.names(k.unwinder().from_registers(regs)) == PANIC_NAMES[:1]
+
+
+def test_no_call_into_the_function_no_caller():
+    k = Kernel(PANIC_ROWS, funcs=PANIC_FUNCS)
+    regs = panic_stack(k)
+    k.mem.write(PANIC_FUNCS["panic"] + 0x40 - 5, b"\xff\xd0\x90\x90\x90")  # call *%rax; nops
+    assert k.names(k.unwinder().from_registers(regs)) == PANIC_NAMES[:1]
+
+
+def test_the_scan_for_the_return_address_is_bounded():
+    k = Kernel(PANIC_ROWS, funcs=PANIC_FUNCS)
+    regs = panic_stack(k, frame=U.MAX_FRAME_SCAN)
+    assert k.names(k.unwinder().from_registers(regs)) == PANIC_NAMES[:1]
+    k = Kernel(PANIC_ROWS, funcs=PANIC_FUNCS)
+    regs = panic_stack(k, frame=U.MAX_FRAME_SCAN - 8)
+    assert k.names(k.unwinder().from_registers(regs)) == PANIC_NAMES
+
+
+def test_a_frame_pointer_after_a_function_without_orc_data_must_be_near():
+    # __crash_kexec may have used bp as it liked: panic's bp rule is followed only when it
+    # lands just above the caller's sp, as a frame pointer of that frame would
+    k = Kernel(PANIC_ROWS, funcs=PANIC_FUNCS)
+    regs = panic_stack(k)
+    for far in (regs["sp"] - 0x100, regs["sp"] + 0xC0 + U.MAX_FRAME_SCAN):
+        k.mem.put64(far, 0x4242, PANIC_FUNCS["sysrq_handle_crash"] + 0x10)
+        k.mem.put64(far + 24, fn("ret_from_fork", 0x1F))
+        frames = k.unwinder().from_registers({**regs, "bp": far})
+        assert k.names(frames) == PANIC_NAMES[:2]
+
+
+def test_nmi_saved_registers_at_a_functions_first_instruction(k):
+    # A CPU stopped by NMI saves the interrupted registers: its ip is where it was, looked up
+    # as is (ip - 1 lies in the function before, whose rule differs).
+    sp = STACK + 0x2400
+    k.mem.put64(sp, fn("kthread", 0x40))
+    k.mem.put64(sp + 8 + 8, fn("ret_from_fork", 0x1F))
+    frames = k.unwinder().from_registers({"ip": fn("foo"), "sp": sp, "cs": KERNEL_CS})
+    assert k.names(frames) == ["foo+0x0/0x100", "kthread+0x40/0x100", "ret_from_fork+0x1f/0x100"]
+
+
+def test_oops_registers_are_the_faults_through_the_syscall(k):
+    # panic_on_oops: crash_kexec(regs) copies the fault's pt_regs: the faulting code's frame
+    # (looked up at its ip), its callers, the syscall's pt_regs and the user pc.
+    sp = STACK + 0x2800
+    k.mem.put64(sp, fn("do_syscall_64", 0x30))  # foo: CALL, sp + 8
+    k.mem.put64(sp + 8, 0x5555, fn("entry_SYSCALL_64", 0x58))  # do_syscall_64: sp + 16
+    user = dict.fromkeys(PT_REGS, 0)
+    user.update(ip=0x47B7A0, sp=0x7FFD0000, cs=USER_CS)
+    k.mem.put64(sp + 24, *(user[n] for n in PT_REGS))  # what entry_SYSCALL_64 pushed
+    frames = k.unwinder().from_registers({"ip": fn("foo", 0x10), "sp": sp, "bp": 0,
+                                          "cs": KERNEL_CS})  # fmt: skip
+    assert k.names(frames) == [
+        "foo+0x10/0x100",
+        "do_syscall_64+0x30/0x100",
+        "entry_SYSCALL_64+0x58/0x100",
+        "0x47b7a0",
+    ]
+
+
+def test_startup_labels_give_way_to_secondary_startup_64():
+    # head_64.S: every CPU's idle stack returns into secondary_startup_64 after one of its
+    # inner labels (secondary_startup_64_no_verify in 6.1, common_startup_64 in 6.12)
+    base = TEXT + 0x100
+    table = symbol_table({"_stext": TEXT, "secondary_startup_64": base,
+                          "secondary_startup_64_no_verify": base + 0x60,
+                          "common_startup_64": base + 0x80, "next_function": base + 0x100,
+                          "_etext": TEXT + 0x1000, "_end": TEXT + 0x2000})  # fmt: skip
+    names = Symbolizer(table).format([Frame(base + 0x66, 0, call=True), Frame(base + 0x90, 0,
+                                      call=True)]).splitlines()  # fmt: skip
+    assert names == ["secondary_startup_64+0x66/0x100", "secondary_startup_64+0x90/0x100"]

@@ -13,13 +13,16 @@ import os
 import sys
 
 from . import __version__
-from .errors import DumpError, VmcorefsError
+from .errors import MountPointError, OptionError, PathError, VmcorefsError
 
 PROG = "vmcorefs"
-
-
-class UsageError(Exception):
-    pass
+#: The usage lines of the manual page's SYNOPSIS (``--help`` prints the same).
+USAGE = """\
+vmcorefs [-f] [-o OPT[,OPT...]] [--zero-fill] [--cache-size MIB] [--vmlinux FILE]
+                [--system-map FILE] [--debug] DUMP [DUMP-PART...] MOUNTPOINT
+       vmcorefs --version | --help"""
+#: ``-o`` options that would make the mount writable: refused, it is always read-only.
+WRITABLE_OPTIONS = frozenset({"rw"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +33,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
+        usage=USAGE,
         description="Mount a Linux kernel crash dump (ELF, kdump-compressed, flattened or split) "
         "as a read-only filesystem. See vmcorefs(1).",
         epilog="Unmount with: fusermount3 -u MOUNTPOINT. Manual: man vmcorefs.",
@@ -38,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "paths",
         nargs="+",
         metavar="DUMP [DUMP-PART...] MOUNTPOINT",
-        help="the dump (every part of a split dump, in any order), then the mount point",
+        help="the dump (every part of a split dump, in any order), then the mount point (an "
+        "existing directory)",
     )
     p.add_argument(
         "-f",
@@ -52,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="OPT[,OPT...]",
-        help="FUSE mount options, e.g. allow_other",
+        help="FUSE mount options, e.g. allow_other (the mount is always read-only)",
     )
     p.add_argument(
         "--zero-fill",
@@ -77,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="take symbols from this System.map; must match the dump",
     )
     p.add_argument(
-        "--debug", action="store_true", help="log every FUSE call and show tracebacks (implies -f)"
+        "--debug",
+        action="store_true",
+        help="log every FUSE call, one line per failed read (why), tracebacks (implies -f)",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -111,22 +118,31 @@ def mounted_fuse_at(path: str) -> bool:
 
 
 def check_mountpoint(path: str) -> None:
-    """DumpError unless ``path`` is an existing directory with nothing mounted on it."""
+    """MountPointError unless ``path`` is an existing directory with nothing mounted on it."""
     fix = f"unmount it first: fusermount3 -u {path}"
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise DumpError(path, "mount point does not exist") from None
+        raise MountPointError(path, "mount point does not exist") from None
     except OSError as exc:
         if exc.errno == errno.ENOTCONN:
-            raise DumpError(path, f"a vmcorefs that died is still mounted here; {fix}") from None
-        raise DumpError(path, f"mount point: {exc.strerror}") from None
+            raise MountPointError(
+                path, f"a vmcorefs that died is still mounted here; {fix}"
+            ) from None
+        raise MountPointError(path, f"mount point: {exc.strerror}") from None
     import stat as _stat
 
     if not _stat.S_ISDIR(st.st_mode):
-        raise DumpError(path, "mount point is not a directory")
+        raise MountPointError(path, "mount point is not a directory")
     if mounted_fuse_at(path):
-        raise DumpError(path, f"already mounted; {fix}")
+        raise MountPointError(path, f"already mounted; {fix}")
+
+
+def check_fuse_options(options: dict[str, str | bool]) -> None:
+    """Refuse, before anything is opened, what would make the mount writable."""
+    for key in options:
+        if key in WRITABLE_OPTIONS:
+            raise OptionError(key, "the mount is always read-only")
 
 
 def run(argv: list[str]) -> int:
@@ -137,9 +153,14 @@ def run(argv: list[str]) -> int:
     if args.cache_size < 1:
         parser.error("--cache-size must be at least 1 (MiB)")
     *dumps, mountpoint = args.paths
+    options = parse_fuse_options(args.options)
+    check_fuse_options(options)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="vmcorefs: %(message)s"
     )
+    # mfusepy logs every callback it sets up and a traceback for every errno at debug level:
+    # noise beside our one line per failed read (fuse.errno_of).
+    logging.getLogger("fuse").setLevel(logging.WARNING)
 
     check_mountpoint(mountpoint)
     # Missing, unreadable or directory dumps are reported before anything heavy is imported.
@@ -157,6 +178,9 @@ def run(argv: list[str]) -> int:
         vmlinux=args.vmlinux,
         system_map=args.system_map,
     )
+    # A file shorter than its headers say still mounts (what it holds is exact), with a word.
+    for cut in dump.source.truncations():
+        print(f"{PROG}: {cut.path}: warning: {cut.warning()}", file=sys.stderr)
     from .fuse import mount
     from .tree import build_tree
 
@@ -164,17 +188,14 @@ def run(argv: list[str]) -> int:
         mtime = int(os.stat(dumps[0]).st_mtime_ns)
     except OSError:
         mtime = None
-    try:
-        mount(
-            build_tree(dump),
-            mountpoint,
-            foreground=args.foreground,
-            debug=args.debug,
-            options=parse_fuse_options(args.options),
-            mtime_ns=mtime,
-        )
-    except RuntimeError as exc:
-        raise DumpError(mountpoint, f"mount failed (libfuse error {exc})") from None
+    mount(
+        build_tree(dump),
+        mountpoint,
+        foreground=args.foreground,
+        debug=args.debug,
+        options=options,
+        mtime_ns=mtime,
+    )
     return 0
 
 
@@ -183,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         return run(argv)
-    except DumpError as exc:
+    except OptionError as exc:  # a wrong option: a usage error
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    except PathError as exc:
         if debug:
             raise
         print(f"{PROG}: {exc.path}: {exc.reason}", file=sys.stderr)

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import itertools
 import logging
 import os
+import re
+import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 from .dumpfile.source import Piece
-from .errors import DumpError, FaultError, VmcorefsError
+from .errors import DumpError, FaultError, MountPointError, OptionError, VmcorefsError, kind_of
 from .tree import Directory, File, NotFound, Tree, WindowFile
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
@@ -35,6 +40,44 @@ def _fail(code: int) -> FuseOSError:
     return FuseOSError(code)
 
 
+def errno_of(exc: BaseException, what: str) -> int:
+    """The one mapping of errors to errno values (see ``errors.py``), with its log line.
+
+    ``what`` says which request failed ("read /kvirt at offset 0x..."). Absent and corrupt
+    memory are EIO and one debug line (``--debug``: path, offset, address, kind, reason); a
+    dump that changed under us is EIO and an error line; a bug is EIO and one error record with
+    its traceback. Never EINVAL: no exception reaches mfusepy but ``FuseOSError``.
+    """
+    if isinstance(exc, FuseOSError):
+        return exc.errno
+    if isinstance(exc, NotFound):
+        return errno.ENOENT
+    if isinstance(exc, FaultError):
+        log.debug("%s: %s", what, exc)
+    elif isinstance(exc, DumpError):
+        log.error("%s", exc)
+    elif isinstance(exc, VmcorefsError):
+        log.error("%s: %s: %s", what, exc.kind, exc)
+    else:
+        log.error("%s: %s: %r", what, kind_of(exc), exc, exc_info=exc)
+    return errno.EIO
+
+
+def _answers(op):
+    """Run a FUSE operation so that whatever it raises becomes an errno (:func:`errno_of`)."""
+
+    @functools.wraps(op)
+    def run(self, *args):
+        try:
+            return op(self, *args)
+        except FuseOSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped, logged: mfusepy would say EINVAL
+            raise _fail(errno_of(exc, f"{op.__name__} {args[0] if args else ''}")) from None
+
+    return run
+
+
 class VmcoreOperations(mfusepy.Operations):
     """FUSE operations over a :class:`~vmcorefs.tree.Tree`."""
 
@@ -44,12 +87,20 @@ class VmcoreOperations(mfusepy.Operations):
     flag_nopath = True
     flag_nullpath_ok = True
 
-    def __init__(self, tree: Tree, *, mtime_ns: int | None = None) -> None:
+    def __init__(
+        self,
+        tree: Tree,
+        *,
+        mtime_ns: int | None = None,
+        on_mounted: Callable[[], object] | None = None,
+    ) -> None:
         self.tree = tree
+        self._on_mounted = on_mounted
         self.uid = os.getuid()
         self.gid = os.getgid()
         self.time_ns = mtime_ns if mtime_ns is not None else time.time_ns()
         self._handles: dict[int, File] = {}  # fh -> node
+        self._paths: dict[int, str] = {}  # fh -> path, for messages (reads come without one)
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
         self.mounted = False  #: set once the kernel has talked to us (FUSE init)
@@ -63,6 +114,8 @@ class VmcoreOperations(mfusepy.Operations):
 
     def init_with_config(self, conn_info, config_3) -> None:
         self.mounted = True
+        if self._on_mounted is not None:
+            self._on_mounted()
         if conn_info is not None:
             conn_info.max_read = MAX_READ
             conn_info.max_readahead = MAX_READ
@@ -71,6 +124,7 @@ class VmcoreOperations(mfusepy.Operations):
             config_3.attr_timeout = TIMEOUT
             config_3.negative_timeout = TIMEOUT
 
+    @_answers
     def getattr(self, path: str, fh=None) -> dict:
         node = self._node(path)
         t = self.time_ns
@@ -87,21 +141,22 @@ class VmcoreOperations(mfusepy.Operations):
             attrs["st_size"] = 0
         else:
             attrs["st_nlink"] = 1
-            try:
-                attrs["st_size"] = node.size()
-            except (FaultError, DumpError):
-                raise _fail(errno.EIO) from None
-            except VmcorefsError:
-                raise _fail(errno.EIO) from None
-            attrs["st_blocks"] = (attrs["st_size"] + 511) // 512
+            attrs["st_size"] = node.size()
+            attrs["st_blocks"] = node.blocks()
             attrs["st_blksize"] = 4096
         return attrs
 
-    def _register(self, node) -> int:
+    def _register(self, node, path: str) -> int:
         with self._lock:
             fh = next(self._next_fh)
             self._handles[fh] = node
+            self._paths[fh] = path
         return fh
+
+    def _forget(self, fh: int) -> None:
+        with self._lock:
+            self._handles.pop(fh, None)
+            self._paths.pop(fh, None)
 
     def _handle(self, path: str | None, fh: int):
         """The node opened as ``fh`` (libfuse gives no path to read, readdir, release...)."""
@@ -112,33 +167,38 @@ class VmcoreOperations(mfusepy.Operations):
             node = self._node(path)
         return node
 
+    @_answers
     def opendir(self, path: str) -> int:
         node = self._node(path)
         if not isinstance(node, Directory):
             raise _fail(errno.ENOTDIR)
-        return self._register(node)
+        return self._register(node, path)
 
+    @_answers
     def readdir(self, path: str | None, fh: int):
         node = self._handle(path, fh)
         if not isinstance(node, Directory):
             raise _fail(errno.ENOTDIR)
         return [".", "..", *node.entries()]
 
+    @_answers
     def releasedir(self, path: str | None, fh: int) -> int:
-        with self._lock:
-            self._handles.pop(fh, None)
+        self._forget(fh)
         return 0
 
+    @_answers
     def access(self, path: str, amode: int) -> int:
         self._node(path)
         if amode & os.W_OK:
             raise _fail(errno.EROFS)
         return 0
 
+    @_answers
     def statfs(self, path: str) -> dict:
         return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255, "f_flag": os.ST_RDONLY}
 
     # -- files -----------------------------------------------------------------------------
+    @_answers
     def open(self, path: str, fi) -> int:
         node = self._node(path)
         if fi.flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
@@ -147,11 +207,11 @@ class VmcoreOperations(mfusepy.Operations):
             raise _fail(errno.EISDIR)
         try:
             direct = node.open_direct_io()
-        except VmcorefsError:
+        except VmcorefsError:  # the reads that follow meet the error and say it
             direct = True
         fi.direct_io = 1 if direct else 0
         fi.keep_cache = 0 if direct else 1
-        fi.fh = self._register(node)
+        fi.fh = self._register(node, path)
         return 0
 
     def read(self, path: str, size: int, offset: int, fi, buf: int | None = None):
@@ -166,20 +226,16 @@ class VmcoreOperations(mfusepy.Operations):
             if buf is None:
                 return node.read(offset, size)
             return _fill(buf, node.extents(offset, size))
-        except FaultError:
-            raise _fail(errno.EIO) from None
-        except DumpError as exc:
-            log.error("%s", exc)
-            raise _fail(errno.EIO) from None
         except FuseOSError:
             raise
-        except Exception:  # noqa: BLE001 - a bug must not kill the daemon: report and EIO
-            log.exception("read %s at %#x (+%#x) failed", path, offset, size)
-            raise _fail(errno.EIO) from None
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the daemon: report and EIO
+            name = path or self._paths.get(fi.fh, "?")
+            what = f"read {name} at offset {offset:#x} (+{size:#x})"
+            raise _fail(errno_of(exc, what)) from None
 
+    @_answers
     def release(self, path: str, fi) -> int:
-        with self._lock:
-            self._handles.pop(fi.fh, None)
+        self._forget(fi.fh)
         return 0
 
     # -- everything that would change the tree: read-only ----------------------------------
@@ -308,7 +364,10 @@ def mount(
 ) -> None:
     """Mount ``tree`` at ``mountpoint``; returns when it is unmounted (or, in the background
     case, in the parent once mounted: libfuse daemonises after the mount succeeded)."""
-    ops = VmcoreOperations(tree, mtime_ns=mtime_ns)
+    # libfuse and fusermount3 write their complaints to fd 2 themselves: captured until the
+    # kernel talks to us, so that a refusal is one vmcorefs line naming what was refused.
+    capture = None if debug else _LibfuseMessages(restore=foreground)
+    ops = VmcoreOperations(tree, mtime_ns=mtime_ns, on_mounted=capture and capture.release)
     kwargs: dict[str, str | bool] = {
         "fsname": "vmcorefs",
         "subtype": "vmcorefs",
@@ -331,8 +390,61 @@ def mount(
             debug=debug,
             **kwargs,
         )
-    except RuntimeError:
+    except RuntimeError as exc:
         # libfuse 3 returns 8 from fuse_main when a signal (SIGTERM, SIGINT) ended the session
         # loop: it has unmounted cleanly, which is a normal end, not a failure.
         if not ops.mounted:
-            raise
+            said = capture.release() if capture is not None else ""
+            raise mount_failure(mountpoint, said, exc) from None
+    finally:
+        if capture is not None:
+            capture.release()
+
+
+_UNKNOWN_OPTION = re.compile(r"unknown option\(s\): `(?:-o ?)?([^']*)'")
+_BAD_VALUE = re.compile(r"invalid (?:parameter|argument) in option `([^']*)'")
+
+
+def mount_failure(mountpoint: str, said: str, exc: BaseException) -> VmcorefsError:
+    """The one error for a mount that libfuse refused, from what it (or fusermount3) said:
+    the option it did not take, else its first line, naming the mount point."""
+    found = _UNKNOWN_OPTION.search(said)
+    if found:
+        return OptionError(found.group(1), "unknown mount option (libfuse does not take it)")
+    found = _BAD_VALUE.search(said)
+    if found:
+        return OptionError(found.group(1), "invalid value (libfuse does not take it)")
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    why = lines[0].removeprefix("fuse: ") if lines else f"libfuse error {exc}"
+    return MountPointError(mountpoint, f"mount failed: {why}")
+
+
+class _LibfuseMessages:
+    """fd 2 sent to a temporary file until :meth:`release` (which returns what was written).
+
+    ``restore``: give fd 2 back on release (the foreground daemon logs there). A daemon in the
+    background must not have it back: libfuse pointed its fd 2 at /dev/null after forking.
+    """
+
+    def __init__(self, *, restore: bool) -> None:
+        self._restore = restore
+        self._lock = threading.Lock()
+        self._text = ""
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved: int | None = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        self._pid = os.getpid()
+
+    def release(self) -> str:
+        with self._lock:
+            if self._saved is not None:
+                # The forked daemon (another pid) keeps libfuse's /dev/null.
+                if self._restore or os.getpid() == self._pid:
+                    os.dup2(self._saved, 2)
+                os.close(self._saved)
+                self._saved = None
+                self._file.seek(0)
+                self._text = self._file.read(1 << 16).decode("utf-8", "replace")
+                self._file.close()
+        return self._text

@@ -35,7 +35,8 @@ class Node:
 
 
 class File(Node):
-    """A read-only file. ``read`` raises :class:`FaultError` where bytes are absent (EIO)."""
+    """A read-only file. ``read`` raises :class:`FaultError` (absent or corrupt) where bytes
+    cannot be read (EIO)."""
 
     mode = FILE_MODE
     #: Serve through the kernel's page cache (False: every read reaches us, short reads kept).
@@ -43,6 +44,10 @@ class File(Node):
 
     def size(self) -> int:
         raise NotImplementedError
+
+    def blocks(self) -> int:
+        """``st_blocks``: 512-byte blocks of data the file holds (what ``du`` shows)."""
+        return (self.size() + 511) // 512
 
     def read(self, offset: int, size: int) -> bytes:
         raise NotImplementedError
@@ -73,7 +78,7 @@ class BytesFile(File):
                         value = self._compute()
                     except Unavailable as exc:
                         value = f"unavailable: {exc.reason}\n"
-                    except FaultError as exc:
+                    except FaultError as exc:  # absent or corrupt memory: said with its kind
                         value = f"unavailable: {exc}\n"
                     # Names decoded from the dump keep their raw bytes as surrogates (kallsyms):
                     # encoded back the same way, the file holds the dump's exact bytes.
@@ -91,6 +96,27 @@ class BytesFile(File):
         return self.content()[offset : offset + size]
 
 
+class GrowingFile(BytesFile):
+    """A :class:`BytesFile` computed again whenever ``version()`` changes (``summary``: its
+    ``damage:`` line appears once a corrupt page is met, whatever was read before). Served
+    with ``direct_io``, so that no reader gets an old copy from the page cache."""
+
+    direct_io = True
+
+    def __init__(self, compute: Callable[[], bytes | str], version: Callable[[], object]) -> None:
+        super().__init__(compute)
+        self._version = version
+        self._seen: object = None
+
+    def content(self) -> bytes:
+        version = self._version()
+        if version != self._seen:
+            with self._lock:
+                if version != self._seen:
+                    self._content, self._seen = None, version
+        return super().content()
+
+
 def text(value: str) -> BytesFile:
     """A small constant text file."""
     return BytesFile(lambda: value)
@@ -105,13 +131,27 @@ class WindowFile(File):
 
     direct_io = True
 
-    def __init__(self, space: AddressSpace, base: int, length: int) -> None:
+    def __init__(
+        self,
+        space: AddressSpace,
+        base: int,
+        length: int,
+        held: Callable[[], int] | None = None,
+    ) -> None:
         self.space = space
         self.base = base
         self.length = length
+        #: Bytes of the window the dump holds (``st_blocks``; ``phys``, ``kvirt``), when the
+        #: size says nothing of it; None: the size (a symbol).
+        self._held = held
 
     def size(self) -> int:
         return self.length
+
+    def blocks(self) -> int:
+        if self._held is None:
+            return super().blocks()
+        return (self._held() + 511) // 512
 
     def read(self, offset: int, size: int) -> bytes:
         if offset >= self.length or size <= 0:
@@ -119,7 +159,7 @@ class WindowFile(File):
         size = min(size, self.length - offset)
         data = self.space.read(self.base + offset, size)
         if not data:
-            raise FaultError(self.space.name, self.base + offset)
+            raise self.space.fault(self.base + offset)
         return data
 
     def extents(self, offset: int, size: int) -> list[Piece]:
@@ -127,7 +167,7 @@ class WindowFile(File):
             return []
         pieces = self.space.extents(self.base + offset, min(size, self.length - offset))
         if not pieces:
-            raise FaultError(self.space.name, self.base + offset)
+            raise self.space.fault(self.base + offset)
         return pieces
 
 
@@ -222,6 +262,8 @@ class Directory(Node):
                         self._entries = src() if callable(src) else src
                     except Unavailable as exc:
                         self._entries = {"unavailable": text(f"unavailable: {exc.reason}\n")}
+                    except FaultError as exc:
+                        self._entries = {"unavailable": text(f"unavailable: {exc}\n")}
         return self._entries
 
 
@@ -255,21 +297,30 @@ def info_key_filename(key: str) -> str:
 
 
 def _section_info(dump) -> Directory:
+    """``info/KEY`` for each VMCOREINFO key, and ``info/PAGE_SIZE``: the name users type for
+    ``PAGESIZE`` (the kernel's key), unless the note has a ``PAGE_SIZE`` key of its own."""
     vi = dump.vmcoreinfo
-    return Directory(lambda: {info_key_filename(k): text(v + "\n") for k, v in vi.items()})
+
+    def entries() -> dict[str, Node]:
+        files: dict[str, Node] = {info_key_filename(k): text(v + "\n") for k, v in vi.items()}
+        if "PAGE_SIZE" not in files and "PAGESIZE" in files:
+            files["PAGE_SIZE"] = files["PAGESIZE"]
+        return files
+
+    return Directory(entries)
 
 
 def _section_sym(dump) -> Directory:
     """``sym/NAME``: the kernel's memory at each symbol (naming and sizes: kernel/symbols.py)."""
 
     def entries() -> Mapping[str, Node]:
-        table = dump.symbols
+        files = dump.symbol_files
         recent: LockedLRU = LockedLRU(SYM_RECENT_BYTES, getsizeof=len)
 
-        def make(i) -> Node:
-            return SymbolFile(dump.kvirt, *table.file_extent(i), recent)
+        def make(key) -> Node:
+            return SymbolFile(dump.kvirt, *files.extent(key), recent)
 
-        return LazyEntries(table.file_entries(), make)
+        return LazyEntries(files.entries, make)
 
     return Directory(entries)
 
@@ -294,19 +345,26 @@ def _section_mm(dump) -> Directory:
 README_ENTRIES = """\
 README       this text
 vmcoreinfo   the VMCOREINFO note, exactly as in the dump
-info/KEY     one file per VMCOREINFO key, named verbatim (a '/' is written %2F): its value
-summary      release, crash time, CPUs, RAM, format, compression, dump level, paging, KASLR;
-             how many tasks and modules were listed, and why a list may be incomplete
+info/KEY     one file per VMCOREINFO key, named verbatim (a '/' is written %2F): its value;
+             info/PAGE_SIZE is PAGESIZE under the name users type
+summary      release, crash time, reason, CPUs, RAM, format, compression, dump level, paging,
+             KASLR; how many tasks, modules and module symbols were listed, and why a list
+             may be incomplete; truncated: and damage: when the dump file is cut short or
+             holds corrupt pages
 phys         physical memory: file offset = physical address
 kvirt        kernel virtual memory: file offset = address - 2**63
              (= address & 0x7fffffffffffffff), e.g.
              dd if=kvirt bs=64 count=1 iflag=skip_bytes \\
                 skip=$((0xffffffff81000000 & 0x7fffffffffffffff)) | hexdump -C
 kallsyms     the symbol table in /proc/kallsyms format, sorted by address (the dump's own
-             kallsyms, VMCOREINFO, --vmlinux, --system-map)
-sym/NAME     kernel memory at symbol NAME (NAME@ADDRESS when NAME has several); size: the
-             symbol's own, else up to the next symbol, at most 1 MiB; per-CPU symbols show
-             CPU 0's copy
+             kallsyms, VMCOREINFO, --vmlinux, --system-map), then each module's symbols as
+             the kernel lists them ("address type name\\t[module]")
+sym/NAME     kernel memory at symbol NAME, modules' symbols included (NAME@ADDRESS when NAME
+             has several addresses); size: the symbol's own, else up to the next symbol, at
+             most 1 MiB; per-CPU symbols show CPU 0's copy
+crash        what crashed: reason (the first line of the last panic or oops report in the
+             log), cpu, pid, comm, task, then "stack:" and the crashing task's stack (as
+             tasks/PID/stack); "unavailable: no crash: ..." for a dump of a running system
 dmesg        the kernel log, as makedumpfile --dump-dmesg prints it
 cpus/N/      regs (name value lines, pid, control registers, "crashed yes"), prstatus (the
              raw NT_PRSTATUS note), stack
@@ -324,7 +382,9 @@ mm/          usage (page classes as makedumpfile counts them), vmalloc, nodes, b
 
 Absent memory (holes, pages the dump left out, unmapped addresses) reads as an I/O error
 (EIO); a read that reaches it stops short first. --zero-fill reads absent physical memory
-as zeros instead. A file that this dump cannot support reads "unavailable: <reason>".
+as zeros instead. Corrupt memory (pages that do not decompress, data past the end of a
+truncated file) reads as EIO too, and summary says so. A file that this dump cannot
+support reads "unavailable: <reason>". vmcorefs --debug logs why each read failed.
 """
 
 
@@ -440,14 +500,17 @@ def build_tree(dump) -> Tree:
         "README": BytesFile(lambda: readme_text(dump)),
         "vmcoreinfo": BytesFile(lambda: dump.vmcoreinfo.raw),
         "info": _section_info(dump),
-        "phys": WindowFile(dump.phys, 0, dump.phys.size),
-        "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1),
+        # st_blocks: what the dump holds of phys; 0 for kvirt (it maps phys many times over,
+        # and counting what it maps would walk every page table).
+        "phys": WindowFile(dump.phys, 0, dump.phys.size, held=dump.phys.held_bytes),
+        "kvirt": WindowFile(dump.kvirt, KVIRT_BASE, KVIRT_BASE - 1, held=lambda: 0),
         "uts": _section_uts(dump),
         "mm": _section_mm(dump),
-        "summary": BytesFile(dump.summary),
+        "summary": GrowingFile(dump.summary, lambda: dump.source.damage.version),
+        "crash": BytesFile(dump.crash),
         "dmesg": BytesFile(dump.dmesg),
         "cpus": _section_cpus(dump),
-        "kallsyms": BytesFile(lambda: dump.symbols.kallsyms_text()),
+        "kallsyms": BytesFile(dump.kallsyms_text),
         "sym": _section_sym(dump),
         **_section_btf_tasks(dump),
     }

@@ -64,6 +64,12 @@ try:  # ISA-L inflates the same zlib streams about 1.6 times faster, checksum ch
 except ImportError:  # pragma: no cover - isal is a dependency; the standard module still works
     inflate_module = zlib
 
+#: What each codec raises on bad input (filled as the codecs are loaded): a decoder catches
+#: exactly these, so that a bug is never taken for a corrupt page.
+CODEC_ERRORS: dict[int, tuple[type[BaseException], ...]] = {
+    DUMP_DH_COMPRESSED_ZLIB: (zlib.error, getattr(inflate_module, "error", zlib.error)),
+}
+
 
 def _zlib(data: bytes, page_size: int) -> bytes | None:
     d = inflate_module.decompressobj()
@@ -74,6 +80,8 @@ def _zlib(data: bytes, page_size: int) -> bytes | None:
 
 def _make_lzo() -> Decoder:
     import lzo
+
+    CODEC_ERRORS[DUMP_DH_COMPRESSED_LZO] = (lzo.error,)
 
     def decode(data: bytes, page_size: int) -> bytes | None:
         # makedumpfile stores bare lzo1x_1 output: no header, the size is known (one page);
@@ -87,19 +95,12 @@ def _make_lzo() -> Decoder:
 def _make_snappy() -> Decoder:
     import snappy
 
+    CODEC_ERRORS[DUMP_DH_COMPRESSED_SNAPPY] = (snappy.UncompressError,)
+
     def decode(data: bytes, page_size: int) -> bytes | None:
         # Raw snappy starts with the uncompressed length (a varint): check it before the library
         # allocates that much.
-        length, shift = 0, 0
-        for i in range(min(len(data), 10)):
-            byte = data[i]
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        else:
-            return None
-        if length != page_size:
+        if _snappy_length(data) != page_size:
             return None
         out = snappy.uncompress(data)
         return out if len(out) == page_size else None
@@ -109,6 +110,8 @@ def _make_snappy() -> Decoder:
 
 def _make_zstd() -> Decoder:
     import zstandard
+
+    CODEC_ERRORS[DUMP_DH_COMPRESSED_ZSTD] = (zstandard.ZstdError,)
 
     local = threading.local()
 
@@ -154,9 +157,10 @@ def decoder(bit: int, path: str = "dump") -> Decoder:
 
 
 def page_decoder(flags: int, page_size: int) -> Callable[[bytes], bytes | None]:
-    """A one-argument decoder for pages stored with ``flags`` (resolved once, called per page);
-    codec errors propagate (the caller treats them as a corrupt page). The hot codecs get a
-    closure of their own: one Python frame per page, not two."""
+    """A one-argument decoder for pages stored with ``flags`` (resolved once, called per page):
+    the page, or None when the stored bytes are not exactly one page (:func:`diagnose` then
+    says why). Only the codec's own errors mean bad data; anything else propagates (a bug).
+    The hot codecs get a closure of their own: one Python frame per page, not two."""
     bits = flags & DUMP_DH_COMPRESSED
     if not bits:
         return lambda data: bytes(data) if len(data) == page_size else None
@@ -166,11 +170,15 @@ def page_decoder(flags: int, page_size: int) -> Callable[[bytes], bytes | None]:
         decode = decoder(bits)
     except DumpError:
         return lambda data: None
+    bad = CODEC_ERRORS[bits]
     if bits == DUMP_DH_COMPRESSED_LZO:
         import lzo
 
         def decode_lzo(data: bytes, _lzo=lzo.decompress, _ps=page_size) -> bytes | None:
-            out = _lzo(data, False, _ps)  # bytes in (a slice), the one-page cap as in _make_lzo
+            try:  # bytes in (a slice), the one-page cap as in _make_lzo
+                out = _lzo(data, False, _ps)
+            except bad:
+                return None
             return out if len(out) == _ps else None
 
         return decode_lzo
@@ -178,23 +186,88 @@ def page_decoder(flags: int, page_size: int) -> Callable[[bytes], bytes | None]:
 
         def decode_zlib(data: bytes, _new=inflate_module.decompressobj, _ps=page_size):
             d = _new()
-            out = d.decompress(data, _ps)
+            try:
+                out = d.decompress(data, _ps)
+            except bad:
+                return None
             return out if len(out) == _ps and d.eof else None
 
         return decode_zlib
-    return lambda data: decode(data, page_size)
+
+    def decode_other(data: bytes) -> bytes | None:
+        try:
+            return decode(data, page_size)
+        except bad:
+            return None
+
+    return decode_other
 
 
 def decompress(flags: int, data: bytes, page_size: int) -> bytes | None:
     """One page from its stored bytes, or None when they are not a valid page."""
+    return page_decoder(flags, page_size)(data)
+
+
+def diagnose(flags: int, data: bytes, page_size: int) -> str | None:
+    """Why ``data`` stored with ``flags`` is not one page, in words (``"zlib data inflate to
+    2,011 bytes"``); None when it is one. Called only for pages that failed to load: it
+    decompresses again, without the one-page cap's shortcut, to measure what went wrong."""
     bits = flags & DUMP_DH_COMPRESSED
     if not bits:
-        return bytes(data) if len(data) == page_size else None
-    if bits & (bits - 1):  # more than one compression bit: corrupt descriptor
+        if len(data) != page_size:
+            return f"a raw page of {len(data):,} bytes, not {page_size:,}"
         return None
+    if bits & (bits - 1):
+        return f"page flags {flags:#x} name several codecs"
+    name = NAMES[bits]
     try:
-        return decoder(bits)(data, page_size)
-    except DumpError:
-        return None
-    except Exception:  # noqa: BLE001 - every codec raises its own error type on bad input
-        return None
+        decoder(bits)
+    except DumpError as exc:
+        return exc.reason
+    bad = CODEC_ERRORS[bits]
+    try:
+        if bits == DUMP_DH_COMPRESSED_ZLIB:
+            d = inflate_module.decompressobj()
+            out = d.decompress(data, page_size + 1)  # one byte more than a page tells "more"
+            if len(out) > page_size:
+                return f"zlib data inflate to more than {page_size:,} bytes"
+            if len(out) == page_size and not d.eof:
+                return "zlib data stop before their end of stream (cut short)"
+        elif bits == DUMP_DH_COMPRESSED_SNAPPY:
+            import snappy
+
+            claimed = _snappy_length(data)
+            if claimed is None:
+                return "snappy data without a valid length"
+            if claimed != page_size:
+                return f"snappy data claim {claimed:,} bytes"
+            out = snappy.uncompress(data)
+        elif bits == DUMP_DH_COMPRESSED_ZSTD:
+            import zstandard
+
+            size = zstandard.frame_content_size(data)
+            if size not in (-1, page_size):
+                return f"zstd data claim {size:,} bytes"
+            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=page_size)
+        else:
+            import lzo
+
+            out = lzo.decompress(bytes(data), False, page_size)
+    except bad as exc:
+        return f"{name} data do not decompress ({type(exc).__name__}: {exc})"
+    if len(out) != page_size:
+        verb = "inflate" if bits == DUMP_DH_COMPRESSED_ZLIB else "decompress"
+        return f"{name} data {verb} to {len(out):,} bytes"
+    return None
+
+
+def _snappy_length(data: bytes) -> int | None:
+    """The uncompressed length a raw snappy block starts with (a varint), None if malformed."""
+    length, shift = 0, 0
+    for i in range(min(len(data), 10)):
+        byte = data[i]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return length
+    return None

@@ -13,7 +13,8 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import DumpError
+from ..errors import CorruptError, DumpError, FaultError
+from .damage import Truncation
 from .source import DumpFile, FileExtent, Note, PhysicalSource, Piece, SourceInfo, parse_notes
 
 ELF_MAGIC = b"\x7fELF"
@@ -88,8 +89,11 @@ class ElfSource(PhysicalSource):
             raise DumpError(path, "truncated: the program headers run past the end of the file")
         self._notes: list[Note] = []
         segments: list[Segment] = []
+        data_end = phoff + phnum * PHDR_SIZE  # where the headers say the file's data end
         for phdr in self._program_headers(path, phnum):
             ptype = phdr["p_type"]
+            if ptype in ("PT_NOTE", "PT_LOAD"):
+                data_end = max(data_end, phdr["p_offset"] + min(phdr["p_filesz"], phdr["p_memsz"]))
             if ptype == "PT_NOTE":
                 self._notes.extend(self._read_notes(phdr["p_offset"], phdr["p_filesz"]))
             elif ptype == "PT_LOAD" and phdr["p_memsz"] > 0:
@@ -107,13 +111,8 @@ class ElfSource(PhysicalSource):
         self.segments = self._disjoint(segments)
         self._starts = [s.start for s in self.segments]
         self.phys_end = max(s.end for s in self.segments)
-        truncated = [s for s in self.segments if s.offset + s.filesz > file.size]
+        self._truncation = Truncation(path, file.size, data_end) if data_end > file.size else None
         self.info = SourceInfo(format="ELF64 core", compression="none", page_size=None)
-        if truncated:
-            self.info.extra["warning"] = (
-                f"{len(truncated)} PT_LOAD segment(s) run past the end of the file "
-                "(truncated copy): the missing bytes read as absent"
-            )
 
     # -- parsing -------------------------------------------------------------------------
     def _parse_header(self, path: str):
@@ -232,6 +231,32 @@ class ElfSource(PhysicalSource):
                 break
             pieces.append(FileExtent(file, offset, n))
         return pieces
+
+    def truncations(self) -> Sequence[Truncation]:
+        return [self._truncation] if self._truncation is not None else []
+
+    def held_bytes(self) -> int:
+        """The segments' bytes, less what a truncated file lacks."""
+        size = self.file.size
+        return sum(
+            s.memsz - s.filesz + max(0, min(s.filesz, size - s.offset)) for s in self.segments
+        )
+
+    def fault(self, paddr: int) -> FaultError:
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        seg = self.segments[i] if i >= 0 else None
+        if seg is None or not seg.start <= paddr < seg.end:
+            return FaultError("phys", paddr, "no PT_LOAD segment holds it (not in the dump)")
+        offset = seg.offset + paddr - seg.start
+        if paddr - seg.start < seg.filesz and offset >= self.file.size:
+            t = self._truncation
+            cut = str(t) if t is not None else f"the file ends at {self.file.size:,} bytes"
+            return CorruptError(
+                "phys",
+                paddr,
+                f"its PT_LOAD data at offset {offset:#x} lie past the end of the file ({cut})",
+            )
+        return FaultError("phys", paddr, "could not be read")
 
     def absent_until(self, paddr: int, limit: int) -> int:
         i = bisect.bisect_right(self._starts, paddr)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..errors import DumpError, Unavailable
+from ..errors import CorruptError, DumpError, FaultError, Unavailable
 from . import compression
 from .bitmap import Bitmap
 from .compression import (
@@ -34,6 +34,7 @@ from .compression import (
     DUMP_DH_COMPRESSED_INCOMPLETE,
     DUMP_DH_EXCLUDED_VMEMMAP,
 )
+from .damage import Truncation
 from .source import (
     Note,
     PagedSource,
@@ -76,6 +77,11 @@ SPAN_GAP = 16 << 10
 MAX_RAM_RANGES = 1 << 16
 #: Offsets of stored pages found to be all zeros (the shared zero page), remembered up to this.
 MAX_ZERO_OFFSETS = 64
+#: Descriptors at the end of the table read at open to find where the page data end (the
+#: last pages may all be zero pages, whose data lie at the start).
+TAIL_DESCS = 1024
+#: Bytes of descriptors read to count the pages a truncated file still holds (``st_blocks``).
+MAX_HELD_SCAN = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -247,6 +253,8 @@ class KdumpSource(PhysicalSource, PagedSource):
         self._decoders: dict[int, Callable[[bytes], bytes | None]] = {}
         self._zero_lock = threading.Lock()
         self._ranges: list[tuple[int, int]] | None = None
+        self._held: int | None = None
+        self._truncation = self._find_truncation(descs_end)
         self.info = self._make_info(descs_end)
 
     # -- opening -----------------------------------------------------------------------------
@@ -338,12 +346,32 @@ class KdumpSource(PhysicalSource, PagedSource):
             extra["incomplete"] = (
                 "yes: the dump was cut short while it was written; lost pages read as absent"
             )
-        if descs_end > self.file.size:
-            extra["warning"] = (
-                f"truncated file: the page descriptors end at {descs_end:#x}, the file at "
-                f"{self.file.size:#x}; the missing pages read as absent"
-            )
         return info
+
+    def _find_truncation(self, descs_end: int) -> Truncation | None:
+        """Where the headers say the file ends, when that is past its end: the descriptor
+        table, the data of the last pages (written in pfn order), the erase info."""
+        h, sub, file = self.header, self.sub, self.file
+        ends = [descs_end]
+        if h.header_version >= 5 and sub.size_eraseinfo > 0 and sub.offset_eraseinfo > 0:
+            ends.append(sub.offset_eraseinfo + sub.size_eraseinfo)
+        total = self.dumped.total
+        if total and descs_end <= file.size:
+            n = min(total, TAIL_DESCS)
+            raw = file.pread(descs_end - n * PAGE_DESC_SIZE, n * PAGE_DESC_SIZE)
+            for offset, size, _flags, _ in PAGE_DESC.iter_unpack(raw):
+                if offset > 0 and 0 < size <= self.page_size:
+                    ends.append(offset + size)
+        expected = max(ends)
+        if expected <= file.size:
+            return None
+        return Truncation(file.path, file.size, expected, at_least=descs_end > file.size)
+
+    def _past_end(self, what: str, offset: int) -> str:
+        """``"WHAT at offset X lies past the end of the file (truncated at ...)"``."""
+        t = self._truncation
+        cut = str(t) if t is not None else f"the file ends at {self.file.size:,} bytes"
+        return f"{what} at offset {offset:#x} lies past the end of the file ({cut})"
 
     # -- PhysicalSource ----------------------------------------------------------------------
     def notes(self) -> Sequence[Note]:
@@ -364,6 +392,73 @@ class KdumpSource(PhysicalSource, PagedSource):
 
     def read(self, paddr: int, size: int) -> bytes:
         return read_pages(self, paddr, size, self.phys_end)
+
+    def truncations(self) -> Sequence[Truncation]:
+        return [self._truncation] if self._truncation is not None else []
+
+    def held_bytes(self) -> int:
+        """The dumped pages (whose descriptor and data lie inside the file) × page size."""
+        if self._held is None:
+            count = self.dumped.total
+            if self._truncation is not None or self.header.status & DUMP_DH_COMPRESSED_INCOMPLETE:
+                count = self._count_held()  # some descriptors name no data
+            self._held = count * self.page_size
+        return self._held
+
+    def _count_held(self) -> int:
+        """Dumped pages whose data are inside the file (not lost from an incomplete dump, not
+        cut off a truncated copy): one bounded pass over the descriptors the file holds, at
+        most :data:`MAX_HELD_SCAN` bytes (a lower bound beyond)."""
+        fsize, ps = self.file.size, self.page_size
+        pos = self.desc_offset
+        end = min(fsize, self.desc_offset + self.dumped.total * PAGE_DESC_SIZE)
+        end = min(end, pos + MAX_HELD_SCAN)
+        held = 0
+        while pos + PAGE_DESC_SIZE <= end:  # bounded: advances by each chunk read
+            want = min(end - pos, 1 << 20)
+            raw = self.file.pread(pos, want - want % PAGE_DESC_SIZE)
+            if len(raw) < PAGE_DESC_SIZE:
+                break
+            whole = len(raw) - len(raw) % PAGE_DESC_SIZE
+            for offset, size, _f, _pf in PAGE_DESC.iter_unpack(raw[:whole]):
+                if offset > 0 and 0 < size <= ps and offset + size <= fsize:
+                    held += 1
+            pos += whole
+        return held
+
+    def fault(self, paddr: int) -> FaultError:
+        """Why ``paddr`` is not held: the bitmaps, the descriptor, then the data (decompressed
+        again to say what is wrong with them)."""
+        ps = self.page_size
+        pfn = paddr // ps
+        page = f"pfn {pfn:#x}"
+        if not 0 <= pfn < self.max_mapnr:
+            return FaultError("phys", paddr, f"{page} is past the dump's last page frame")
+        if not self.ram.test(pfn):
+            return FaultError("phys", paddr, f"{page} is not RAM (a hole in the memory map)")
+        rank = self.dumped.rank_if_set(pfn)
+        if rank is None:
+            level = self.info.dump_level
+            by = f"by makedumpfile (dump level {level})" if level is not None else "from the dump"
+            return FaultError("phys", paddr, f"{page} excluded {by}")
+        at = self.desc_offset + rank * PAGE_DESC_SIZE
+        raw = self.file.pread(at, PAGE_DESC_SIZE)
+        if len(raw) != PAGE_DESC_SIZE:
+            return CorruptError("phys", paddr, self._past_end(f"the descriptor of {page}", at))
+        offset, size, flags, _ = PAGE_DESC.unpack(raw)
+        if offset == 0:
+            return FaultError("phys", paddr, f"{page} was lost: the dump is incomplete")
+        if offset < 0 or not 0 < size <= ps:
+            return CorruptError(
+                "phys", paddr, f"the descriptor of {page} says {size:,} bytes at offset {offset:#x}"
+            )
+        if offset + size > self.file.size:
+            return CorruptError("phys", paddr, self._past_end(f"the data of {page}", offset))
+        data = self.file.pread(offset, size)
+        why = compression.diagnose(flags, data, ps)
+        if why is None:  # loads now: never seen unless the file changed (DumpError then)
+            return FaultError("phys", paddr, f"{page} could not be read")
+        return CorruptError("phys", paddr, f"{page}: {why} (at offset {offset:#x})")
 
     def absent_until(self, paddr: int, limit: int) -> int:
         ps = self.page_size
@@ -452,12 +547,9 @@ class KdumpSource(PhysicalSource, PagedSource):
                 decode = decoders.get(flags)
                 if decode is None:
                     decode = decoders[flags] = compression.page_decoder(flags, ps)
-                try:
-                    page = decode(stored)
-                except Exception:  # noqa: BLE001 - each codec has its own error for bad data
-                    continue
+                page = decode(stored)
                 if page is None:
-                    continue
+                    continue  # corrupt: fault() says why, and memory/ records it as damage
             elif size == ps:
                 page = stored
                 if page == zero and len(self._zero_offsets) < MAX_ZERO_OFFSETS:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import NamedTuple, Protocol
 
-from ..errors import DumpError
+from ..errors import DumpError, FaultError
+from .damage import Damage, Truncation
 
 # ELF note types (include/uapi/linux/elf.h) that the layers above look for.
 NT_PRSTATUS = 1
@@ -71,7 +72,9 @@ class PhysicalSource(ABC):
     ``read`` follows the project's one rule: it returns the bytes held from ``paddr`` on, in
     order, stopping at the first byte not held (``b""`` when ``paddr`` itself is absent). Absence
     is never an exception here: holes, excluded pages, lost pages and pages that fail to
-    decompress are all simply not held. Reads are thread-safe (``os.pread``, locked caches).
+    decompress are all simply not held; :meth:`fault` says why, when asked (only on the failure
+    path: it may cost a descriptor read or a second decompression). Reads are thread-safe
+    (``os.pread``, locked caches).
     """
 
     #: Paths of the files this source reads (for messages).
@@ -89,6 +92,30 @@ class PhysicalSource(ABC):
         verbatim in a file returns :class:`FileExtent` pieces for it (ELF)."""
         data = self.read(paddr, size)
         return [data] if data else []
+
+    def fault(self, paddr: int) -> FaultError:
+        """Why the byte at ``paddr`` is not held: a :class:`FaultError` (absent) or a
+        :class:`~vmcorefs.errors.CorruptError` (held but damaged), returned, not raised.
+        Asked where :meth:`read` returned nothing at ``paddr``."""
+        return FaultError("phys", paddr)
+
+    def truncations(self) -> Sequence[Truncation]:
+        """The files of this dump that are shorter than their headers say (found at open)."""
+        return []
+
+    def held_bytes(self) -> int:
+        """Bytes of physical memory the dump holds (its ``st_blocks``), 0 when not known."""
+        return 0
+
+    @property
+    def damage(self) -> Damage:
+        """This dump's record of damage (truncated files, corrupt pages met)."""
+        found = self.__dict__.get("_damage")
+        if found is None:
+            made = Damage()
+            made.truncations = list(self.truncations())
+            found = self.__dict__.setdefault("_damage", made)
+        return found
 
     @abstractmethod
     def absent_until(self, paddr: int, limit: int) -> int:
@@ -174,7 +201,7 @@ class PagedSource(ABC):
     @abstractmethod
     def load_pages(self, refs: Sequence[object]) -> list[bytes | None]:
         """Each referenced page: exactly ``page_size`` bytes, or None when its data is corrupt
-        or missing (unreadable data is absent, never guessed)."""
+        or missing (never guessed); :meth:`PhysicalSource.fault` then says which and why."""
 
 
 class ExactReads:

@@ -12,7 +12,8 @@ import bisect
 import os
 from collections.abc import Sequence
 
-from ..errors import DumpError
+from ..errors import DumpError, FaultError
+from .damage import Truncation
 from .detect import sniff
 from .kdump import KdumpSource, read_pages
 from .source import DumpFile, Note, PagedSource, PhysicalSource, SourceInfo
@@ -43,9 +44,6 @@ class SplitSource(PhysicalSource, PagedSource):
         info.extra.pop("kdump split part", None)
         info.extra["split parts"] = str(len(self.parts))
         info.extra["kdump dumped pages"] = str(sum(p.dumped.total for p in self.parts))
-        for p in self.parts:
-            if "warning" in p.info.extra:
-                info.extra["warning"] = f"{p.file.path}: {p.info.extra['warning']}"
         self.info = info
 
     def _check_set(self) -> None:
@@ -99,6 +97,18 @@ class SplitSource(PhysicalSource, PagedSource):
 
     def read(self, paddr: int, size: int) -> bytes:
         return read_pages(self, paddr, size, self.phys_end)
+
+    def truncations(self) -> Sequence[Truncation]:
+        return [t for p in self.parts for t in p.truncations()]
+
+    def held_bytes(self) -> int:
+        return sum(p.held_bytes() for p in self.parts)
+
+    def fault(self, paddr: int) -> FaultError:
+        part = self._part(paddr // self.page_size)
+        if part is None:
+            return FaultError("phys", paddr, "past the dump's last page frame")
+        return part.fault(paddr)
 
     def absent_until(self, paddr: int, limit: int) -> int:
         ps = self.page_size

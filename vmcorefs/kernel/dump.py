@@ -50,12 +50,10 @@ class Dump:
             self.kvirt = KernelVirtualMemory(
                 self.phys, self.vmcoreinfo, cache_size_mib=self.options.cache_size_mib
             )
-        except Unavailable as exc:  # a malformed root-table key: no address space at all
-            raise DumpError(source.paths[0], f"corrupt VMCOREINFO: {exc.reason}") from None
-        except DumpError as exc:
-            if exc.path != "VMCOREINFO":
-                raise
-            raise DumpError(source.paths[0], f"VMCOREINFO {exc.reason}") from None
+        except Unavailable as exc:  # no root-table key, or a malformed one: no address space
+            raise DumpError(
+                source.paths[0], f"cannot translate kernel addresses: {exc.reason}"
+            ) from None
         #: Symbols from --vmlinux / --system-map, checked against the dump (kernel/symfiles.py)
         #: now, so that a file that does not belong to the dump is refused before mounting.
         self.user_symbols: list[SymbolSource] = []
@@ -85,9 +83,34 @@ class Dump:
     @lazy
     def symbols(self) -> SymbolTable:
         """The merged symbol table (kernel/symbols.py), decoded once, on first use."""
+        from .strict import strict_spaces
         from .symbols import build_symbol_table
 
-        return build_symbol_table(self.kvirt, self.vmcoreinfo, self.user_symbols)
+        # Strict: tables found or decoded from zero-filled gaps would be invented symbols.
+        return build_symbol_table(strict_spaces(self)[1], self.vmcoreinfo, self.user_symbols)
+
+    @lazy
+    def symbol_files(self):
+        """``sym/``: the core table and the modules' symbols (``symbols.SymbolFiles``)."""
+        from .symbols import SymbolFiles
+
+        table = self.symbols
+        try:
+            modules = self.modules
+            return SymbolFiles(table, modules.symbol_files(), modules.symbol_problems())
+        except Unavailable as exc:
+            return SymbolFiles(table, (), [f"unavailable: {exc.reason}"])
+        except FaultError as exc:
+            return SymbolFiles(table, (), [f"unavailable: {exc}"])
+
+    def kallsyms_text(self) -> str:
+        """``kallsyms``: the core's symbols, then the modules' as /proc/kallsyms lists them
+        (the core's alone when the module list cannot be read: ``summary`` says why)."""
+        core = self.symbols.kallsyms_text()
+        try:
+            return core + self.modules.kallsyms_text()
+        except (Unavailable, FaultError):
+            return core
 
     @lazy
     def uts(self):
@@ -95,7 +118,7 @@ class Dump:
         from .strict import strict_spaces
         from .uts import read_utsname
 
-        return read_utsname(self.vmcoreinfo, strict_spaces(self)[1])
+        return read_utsname(self.vmcoreinfo, strict_spaces(self)[1], lambda: self.btf)
 
     @lazy
     def mm(self):
@@ -112,7 +135,7 @@ class Dump:
         return read_dmesg(self.kvirt, self.vmcoreinfo)
 
     def dmesg(self) -> bytes:
-        """The kernel log (computed once); Unavailable or FaultError when it cannot be read."""
+        """The kernel log (computed once); Unavailable (with the fault) when it cannot be read."""
         return self.kernel_log
 
     @lazy
@@ -133,33 +156,55 @@ class Dump:
             address = None
         return read_panic_cpu(self.kvirt, address)
 
+    def _symbol_cause(self, exc: Unavailable) -> Unavailable:
+        """``exc`` (a view that misses a symbol) with the cause when the dump's kallsyms
+        tables could not be read: "no init_task" alone would hide why."""
+        try:
+            missing = self.symbols.kallsyms_unavailable
+        except (Unavailable, FaultError):
+            return exc
+        if missing and "symbol" in exc.reason and missing not in exc.reason:
+            return Unavailable(f"{exc.reason} (kallsyms: {missing})")
+        return exc
+
     @lazy
     def btf_bounds(self) -> tuple[int, int]:
-        """``(__start_BTF, __stop_BTF)``: where the kernel's own BTF blob lies."""
-        from .btf import btf_bounds
+        """``(__start_BTF, __stop_BTF)``: where the kernel's own BTF blob lies (found by its
+        header where the symbols do not say)."""
+        from .btf import kernel_btf_bounds
+        from .strict import strict_spaces
 
-        return btf_bounds(self.symbols)
+        try:
+            return kernel_btf_bounds(strict_spaces(self)[1], self.vmcoreinfo, self.symbols)
+        except Unavailable as exc:
+            raise self._symbol_cause(exc) from None
 
     @lazy
     def btf(self):
         """The kernel's own types (``kernel/btf.py``), parsed once, on first use."""
         from .btf import load_btf
 
-        return load_btf(self.kvirt, self.symbols)
+        return load_btf(self.kvirt, self.symbols, self.btf_bounds)
 
     @lazy
     def modules(self):
         """The loaded modules (``kernel/modules.py`` ModuleList)."""
         from .modules import ModuleList
 
-        return ModuleList(self.kvirt, self.symbols, self.btf)
+        try:
+            return ModuleList(self.kvirt, self.symbols, self.btf)
+        except Unavailable as exc:
+            raise self._symbol_cause(exc) from None
 
     @lazy
     def tasks(self):
         """Every task, idle tasks included (``kernel/tasks.py`` TaskList)."""
         from .tasks import build_task_list
 
-        return build_task_list(self.kvirt, self.symbols, self.btf)
+        try:
+            return build_task_list(self.kvirt, self.symbols, self.btf)
+        except Unavailable as exc:
+            raise self._symbol_cause(exc) from None
 
     @lazy
     def stacks(self):
@@ -187,6 +232,12 @@ class Dump:
         if 0 <= index < len(cpus) and cpus[index].regs:
             return cpus[index].regs
         return None
+
+    def crash(self) -> str:
+        """The ``crash`` file: what crashed, where, and its stack (``kernel/crash.py``)."""
+        from .crash import crash_text
+
+        return crash_text(self)
 
     def summary(self) -> str:
         """The ``summary`` text (``kernel/summary.py``)."""

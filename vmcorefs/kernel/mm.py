@@ -20,11 +20,12 @@ from ..errors import FaultError, Unavailable
 from ..memory.space import AddressSpace
 from ..vmcoreinfo import VmcoreInfo
 from .lazy import lazy
-from .mm_usage import LIST_HEAD_SIZE, ZoneLayout, list_head_offset, page_usage
+from .lists import LIST_HEAD_SIZE, ListHead, list_for_each_entry
+from .mm_usage import ZoneLayout, page_usage
 from .sparsemem import is_kvaddr, node_pgdats, online_nodes
 from .strict import strict_spaces
 
-#: Bound on the vmap_area_list walk (a machine has some thousands of areas).
+#: Bound on the vmap areas of one list and of all (a machine has some thousands of areas).
 MAX_VMAP_AREAS = 1 << 22
 #: Longest zone name read from ``zone_names[]`` ("DMA32", "Normal", "Movable", "Device").
 MAX_ZONE_NAME = 32
@@ -72,9 +73,9 @@ def vmap_areas(
     # VMCOREINFO has no SIZE(vmap_area): both fields lie inside the largest it has been.
     off_start = vi.need("OFFSET", "vmap_area.va_start", within=MAX_VMAP_AREA_SIZE, width=16)
     off_list = vi.need("OFFSET", "vmap_area.list", within=MAX_VMAP_AREA_SIZE, width=LIST_HEAD_SIZE)
-    off_next = list_head_offset(vi, "next") or 0
+    links = ListHead.from_vmcoreinfo(vi)
     off_end = off_start + VA_END_AFTER_VA_START
-    out = _walk_areas(kvirt, "vmap_area_list", head, off_next, off_list, off_start, off_end)
+    out = _walk_areas(kvirt, "vmap_area_list", head, links, off_list, off_start, off_end)
     out.sort()
     return out
 
@@ -83,27 +84,18 @@ def _walk_areas(
     kvirt: AddressSpace,
     what: str,
     head: int,
-    off_next: int,
+    links: ListHead,
     off_list: int,
     off_start: int,
     off_end: int,
 ) -> list[tuple[int, int]]:
-    """The areas on one list of ``vmap_area.list`` links, in list order (bounded, checked)."""
+    """The areas on one list of ``vmap_area.list`` links, in list order: all or Unavailable."""
     out: list[tuple[int, int]] = []
-    seen: set[int] = set()
-    try:
-        node = kvirt.u64(head + off_next)
-        while node != head:
-            if node in seen or not is_kvaddr(node):
-                raise Unavailable(f"{what} is corrupt at {node:#x} (a loop or a bad link)")
-            if len(out) >= MAX_VMAP_AREAS:
-                raise Unavailable(f"{what} has more than {MAX_VMAP_AREAS} entries")
-            seen.add(node)
-            va = node - off_list
+    for va in list_for_each_entry(kvirt, head, off_list, what, MAX_VMAP_AREAS, links=links):
+        try:
             out.append((kvirt.u64(va + off_start), kvirt.u64(va + off_end)))
-            node = kvirt.u64(node + off_next)
-    except FaultError as exc:
-        raise Unavailable(f"{what}: {exc}") from None
+        except FaultError as exc:
+            raise Unavailable(f"{what}: {exc}") from None
     return out
 
 
@@ -123,7 +115,7 @@ def _vmap_nodes_areas(kvirt: AddressSpace, symbols, btf) -> list[tuple[int, int]
         off_list = btf.offsetof("vmap_area", "list")
         off_start = btf.offsetof("vmap_area", "va_start")
         off_end = btf.offsetof("vmap_area", "va_end")
-        off_next = btf.offsetof("list_head", "next")
+        links = ListHead(btf.offsetof("list_head", "next"), btf.offsetof("list_head", "prev"))
     except (BtfError, Unavailable) as exc:
         raise Unavailable(f"vmap_nodes: the layouts are not in BTF ({exc})") from None
     try:
@@ -137,7 +129,7 @@ def _vmap_nodes_areas(kvirt: AddressSpace, symbols, btf) -> list[tuple[int, int]
     for i in range(nr):
         head = nodes + i * node_size + off_busy
         what = f"vmap_nodes[{i}].busy"
-        out += _walk_areas(kvirt, what, head, off_next, off_list, off_start, off_end)
+        out += _walk_areas(kvirt, what, head, links, off_list, off_start, off_end)
         if len(out) > MAX_VMAP_AREAS:
             raise Unavailable(f"the vmap nodes hold more than {MAX_VMAP_AREAS} areas")
     out.sort()
@@ -155,7 +147,7 @@ def zone_names(kvirt: AddressSpace, address: int | None, count: int) -> list[str
     """The first ``count`` names of the kernel's ``zone_names[]`` (an array of ``char *``)."""
     if address is None:
         raise Unavailable(
-            "the kernel symbol zone_names is not known (needs the dump's kallsyms, Linux 6.0+, "
+            "the kernel symbol zone_names is not known (it needs the dump's kallsyms tables, "
             "or --vmlinux / --system-map): zone names are never guessed"
         )
     names = []

@@ -57,6 +57,7 @@ from ..errors import FaultError, Unavailable
 from ..memory.physical import PhysicalMemory
 from ..memory.space import AddressSpace
 from ..vmcoreinfo import MAX_STRUCT_SIZE, VmcoreInfo
+from .lists import LIST_HEAD_SIZE, ListHead, list_for_each_entry, list_head_offset
 from .sparsemem import MemMap, MemMapChunk, node_pgdats, read_mem_map, struct_page_size
 from .sparsemem import page_size as sparsemem_page_size
 
@@ -85,8 +86,6 @@ MAPCOUNT_RANGE = (-(1 << 31), (1 << 32) - 1)
 FREE_AREA_ORDERS_RANGE = (1, 64)
 #: LENGTH(free_area.free_list) is MIGRATE_TYPES: 3 to 7 (include/linux/mmzone.h).
 MIGRATE_TYPES_RANGE = (1, 16)
-#: include/linux/types.h: struct list_head is two pointers.
-LIST_HEAD_SIZE = 16
 #: Bound on ``pglist_data.nr_zones`` (MAX_NR_ZONES is at most 6 in any kernel so far).
 MAX_NR_ZONES = 16
 
@@ -258,11 +257,6 @@ def _need(value: int | None, key: str) -> int:
     if value is None:
         raise Unavailable(f"VMCOREINFO has no {key}")
     return value
-
-
-def list_head_offset(vi: VmcoreInfo, name: str) -> int | None:
-    """``OFFSET(list_head.next|prev)``: a pointer inside the 16-byte ``struct list_head``."""
-    return vi.offset(f"list_head.{name}", within=LIST_HEAD_SIZE, width=8)
 
 
 @dataclass
@@ -719,9 +713,7 @@ def _free_lists(
     sorted, merged pfn ranges; their frames are counted in ``usage.free``."""
     z = ZoneLayout.from_vmcoreinfo(vi, free_lists=True)
     off_lru = vi.need("OFFSET", "page.lru", within=struct_page_size(vi), width=LIST_HEAD_SIZE)
-    off_next = _need(list_head_offset(vi, "next"), "OFFSET(list_head.next)")
-    off_prev = _need(list_head_offset(vi, "prev"), "OFFSET(list_head.prev)")
-    offsets = (off_next, off_prev, off_lru)
+    links = ListHead.from_vmcoreinfo(vi, need=True)
     size_zone, off_free, off_span, off_zones = z.size_zone, z.off_free, z.off_span, z.off_zones
     size_fa, off_list, size_lh = z.size_free_area, z.off_free_list, LIST_HEAD_SIZE
     orders, types = z.orders, z.types
@@ -739,7 +731,9 @@ def _free_lists(
                 for order in range(orders - 1, -1, -1):
                     for mt in range(types):
                         head = zone + off_free + size_fa * order + off_list + size_lh * mt
-                        _walk_free_list(kvirt, memmap, head, order, offsets, max_mapnr, blocks)
+                        what = f"node {nid} zone {zi} free_area[{order}].free_list[{mt}]"
+                        _walk_free_list(kvirt, memmap, head, what, order, links, off_lru,
+                                        max_mapnr, blocks)  # fmt: skip
             except FaultError as exc:
                 raise Unavailable(f"node {nid} zone {zi} free lists: {exc}") from None
     # clear_bit_on_2nd_bitmap counts every frame it clears, even twice: so does this.
@@ -757,30 +751,23 @@ def _walk_free_list(
     kvirt: AddressSpace,
     memmap: MemMap,
     head: int,
+    what: str,
     order: int,
-    offsets: tuple[int, int, int],
+    links: ListHead,
+    off_lru: int,
     max_mapnr: int,
     blocks: list[tuple[int, int]],
 ) -> None:
     """Add the pfn range of each block on the free list at ``head`` (checked as makedumpfile
-    does: each entry's ``prev`` must be the entry before it)."""
-    off_next, off_prev, off_lru = offsets
-    previous = head
-    curr = kvirt.u64(head + off_next)
-    for _ in range(MAX_FREE_LIST_ENTRIES):
-        if curr == head:
-            return
-        start = memmap.page_to_pfn((curr - off_lru) & _M64)
+    checks it: each entry's ``prev`` is the entry before it, each entry is a struct page)."""
+    for page in list_for_each_entry(kvirt, head, off_lru, what, MAX_FREE_LIST_ENTRIES,
+                                    links=links):  # fmt: skip
+        start = memmap.page_to_pfn(page & _M64)
         if start is None:
-            raise Unavailable(f"free list entry {curr:#x} is not a struct page")
-        if kvirt.u64(curr + off_prev) != previous:
-            raise Unavailable(f"the free list at {head:#x} is broken")
+            raise Unavailable(f"{what}: the entry {page + off_lru:#x} is not a struct page")
         end = min(start + (1 << order), max_mapnr)
         if start < end:
             blocks.append((start, end))
-        previous = curr
-        curr = kvirt.u64(curr + off_next)
-    raise Unavailable(f"the free list at {head:#x} does not end")
 
 
 def _zero_test(phys: PhysicalMemory, c: _Classifier, page_size: int, start: int, end: int) -> None:

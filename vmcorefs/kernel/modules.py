@@ -1,5 +1,6 @@
 """Loaded modules (the kernel's ``modules`` list), ``/proc/modules`` lines, and what the
-unwinder needs of them: their ORC tables and their own symbol tables.
+unwinder, ``kallsyms`` and ``sym/`` need of them: their ORC tables and their own symbol tables
+(decoded by :mod:`.modsyms`).
 
 ``/proc/modules`` is printed as ``kernel/module/procfs.c`` ``m_show()`` prints it (Linux 6.1):
 ``name size refcount users state 0xbase[ (taints)]`` with size = init + core layout sizes
@@ -7,16 +8,31 @@ unwinder needs of them: their ORC tables and their own symbol tables.
 on ``source_list`` each followed by ``,`` (``[permanent],`` for a module without an exit
 function), else ``-``. Layouts come from BTF: ``core_layout`` (until Linux 6.3) or ``mem[]``
 (6.4+).
+
+The ``modules`` list and each module's ``source_list`` are walked by :mod:`.lists`: a walk cut
+short keeps what it found, and its reason is one of :attr:`ModuleList.problems`.
 """
 
 from __future__ import annotations
 
-import struct
 import threading
 from dataclasses import dataclass, field
 
 from ..errors import FaultError, Unavailable
 from .btf import Btf, BtfError
+from .lists import list_for_each_entry
+from .modsyms import (
+    MAX_ALL_MODULE_SYMBOLS,
+    MAX_MODULE_SYMBOLS,
+    Exports,
+    ModKallsymsLayout,
+    ModSymtab,
+    ModuleSymbolFile,
+    kallsyms_lines,
+    read_num_symtab,
+    read_symtab,
+    symbol_files,
+)
 from .unwind import OrcLayout, OrcTable
 
 #: kernel/module/main.c: the reference a live module holds on itself.
@@ -25,14 +41,8 @@ MODULE_REF_BASE = 1
 MODULE_NAME_LEN = 56
 #: Modules at most (a walk of the list stops there).
 MAX_MODULES = 65536
-#: Symbols per module at most, and KSYM_NAME_LEN (6.1: 512) for their names.
-MAX_MODULE_SYMBOLS = 1 << 20
-KSYM_NAME_LEN = 512
 #: ORC entries per module at most.
 MAX_MODULE_ORCS = 1 << 22
-#: include/uapi/linux/elf.h: Elf64_Sym, and SHN_UNDEF.
-_ELF64_SYM = struct.Struct("<IBBHQQ")
-SHN_UNDEF = 0
 
 
 @dataclass
@@ -50,8 +60,12 @@ class Module:
     taints: int
     ranges: list[tuple[int, int]]
     orc: tuple[int, int, int] | None  # (orc_unwind_ip, orc_unwind, num_orcs)
-    kallsyms: tuple[int, int, int] | None  # (symtab, num_symtab, strtab)
+    raw_name: bytes = b""  # as strscpy(MODULE_NAME_LEN) copies it (kallsyms prints this)
+    exports: tuple[int, int] | None = None  # (syms, num_syms)
+    percpu: tuple[int, int] | None = None  # (percpu, percpu_size)
     _symbols: list[tuple[int, str]] | None = field(default=None, repr=False)
+    _symtab: ModSymtab | None = field(default=None, repr=False)
+    _exports: Exports | None = field(default=None, repr=False)
 
     def contains(self, addr: int) -> bool:
         return any(lo <= addr < hi for lo, hi in self.ranges)
@@ -72,25 +86,25 @@ class ModuleList:
             raise Unavailable(f"BTF lacks the module layout: {exc}") from None
         self.taint_flags = symbols.get("taint_flags")
         self.modules: list[Module] = []
-        seen: set[int] = set()
-        try:
-            node = kvirt.u64(head)
-        except FaultError as exc:
-            raise Unavailable(f"the modules list head is not in the dump ({exc})") from None
-        while node != head:
-            if node in seen or len(seen) >= MAX_MODULES:
-                self.problems.append(f"the modules list does not return to its head ({node:#x})")
-                break
-            seen.add(node)
+        # The list's own problems first (they cut it short), then each module's.
+        entries = list_for_each_entry(kvirt, head, self.off_list, "modules", MAX_MODULES,
+                                      problems=self.problems)  # fmt: skip
+        module_problems: list[str] = []
+        for addr in entries:
+            users_problems: list[str] = []
             try:
-                self.modules.append(self._read(node - self.off_list))
-                node = kvirt.u64(node)
+                self.modules.append(self._read(addr, users_problems))
             except FaultError as exc:
-                self.problems.append(f"the modules list breaks at {node:#x} ({exc})")
-                break
+                module_problems.append(f"module {addr:#x} is not in the dump ({exc})")
+            else:
+                module_problems += users_problems
+        self.problems += module_problems
         self._orc: dict[int, OrcTable | None] = {}
         self._orc_layout: OrcLayout | None = None
         self._lock = threading.Lock()
+        self._budget: dict[int, tuple[int, int]] | None = None
+        self._budget_problems: list[str] = []
+        self.percpu_offset0: int | None = getattr(symbols, "percpu_offset0", None)
 
     # -- layout --------------------------------------------------------------------------
     def _layout(self, btf: Btf) -> None:
@@ -137,11 +151,7 @@ class ModuleList:
                 off(mod, "arch.orc_unwind"),
                 off(mod, "arch.num_orcs"),
             )
-        self.off_kallsyms = off(mod, "kallsyms") if btf.has_member(mod, "kallsyms") else None
-        if self.off_kallsyms is not None:
-            self.ks_symtab = off("struct mod_kallsyms", "symtab")
-            self.ks_num = off("struct mod_kallsyms", "num_symtab")
-            self.ks_strtab = off("struct mod_kallsyms", "strtab")
+        self.ks_layout = ModKallsymsLayout.from_btf(btf)
         if btf.has_member("struct taint_flag", "c_true"):
             tf = btf.find("struct taint_flag")
             self.taint_size = btf.sizeof(tf)
@@ -151,7 +161,8 @@ class ModuleList:
             self.taint_size = 0
 
     # -- reading -------------------------------------------------------------------------
-    def _read(self, addr: int) -> Module:
+    def _read(self, addr: int, problems: list[str]) -> Module:
+        """The module at ``addr``; where its users list stops short, why, in ``problems``."""
         kv = self.kvirt
         name = kv.read_exact(addr + self.off_name, self.name_len).split(b"\0", 1)[0]
         state = int.from_bytes(kv.read_exact(addr + self.off_state, self.state_size), "little")
@@ -182,15 +193,7 @@ class ModuleList:
             refcount = kv.s32(addr + self.off_refcnt) - MODULE_REF_BASE
         users: list[str] = []
         if self.off_source_list is not None:
-            head = addr + self.off_source_list
-            node, seen = kv.u64(head), set()
-            while node != head and node not in seen and len(seen) < MAX_MODULES:
-                seen.add(node)
-                use = node - self.use_source_list
-                source = kv.u64(use + self.use_source)
-                raw = kv.read_exact(source + self.off_name, self.name_len)
-                users.append(raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
-                node = kv.u64(node)
+            users = self._users(addr, name.decode("utf-8", "replace"), problems)
         permanent = False
         if self.off_exit_fn is not None:
             permanent = bool(kv.u64(addr + self.off_init_fn)) and not kv.u64(
@@ -200,15 +203,13 @@ class ModuleList:
         if self.off_orc is not None:
             ip, table, num = self.off_orc
             orc = (kv.u64(addr + ip), kv.u64(addr + table), kv.u32(addr + num))
-        kallsyms = None
-        if self.off_kallsyms is not None:
-            ks = kv.u64(addr + self.off_kallsyms)
-            if ks:
-                kallsyms = (
-                    kv.u64(ks + self.ks_symtab),
-                    kv.u32(ks + self.ks_num),
-                    kv.u64(ks + self.ks_strtab),
-                )
+        exports = percpu = None
+        lay = self.ks_layout
+        if lay is not None:
+            if lay.syms is not None and lay.num_syms is not None:
+                exports = (kv.u64(addr + lay.syms), kv.u32(addr + lay.num_syms))
+            if lay.percpu is not None and lay.percpu_size is not None:
+                percpu = (kv.u64(addr + lay.percpu), kv.u32(addr + lay.percpu_size))
         return Module(
             address=addr,
             name=name.decode("utf-8", "replace"),
@@ -223,8 +224,31 @@ class ModuleList:
             taints=kv.u64(addr + self.off_taints),
             ranges=ranges,
             orc=orc,
-            kallsyms=kallsyms,
+            raw_name=name[: self.name_len - 1],
+            exports=exports,
+            percpu=percpu,
         )
+
+    def _users(self, addr: int, name: str, problems: list[str]) -> list[str]:
+        """The modules on ``source_list`` (each ``struct module_use``'s ``source``)."""
+        what = f"{name}.source_list"
+        users: list[str] = []
+        try:
+            uses = list_for_each_entry(self.kvirt, addr + self.off_source_list,
+                                       self.use_source_list, what, MAX_MODULES,
+                                       problems=problems)  # fmt: skip
+        except Unavailable as exc:
+            problems.append(exc.reason)
+            return users
+        for use in uses:
+            try:
+                source = self.kvirt.u64(use + self.use_source)
+                raw = self.kvirt.read_exact(source + self.off_name, self.name_len)
+            except FaultError as exc:
+                problems.append(f"{what}: the user at {use:#x} is not in the dump ({exc})")
+                continue
+            users.append(raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
+        return users
 
     def _taint_chars(self, taints: int) -> str:
         """``module_flags_taint()``: ``c_true`` of each set bit that ``taint_flags[]`` marks as
@@ -299,28 +323,112 @@ class ModuleList:
                 self._orc[m.address] = table
         return self._orc[m.address]
 
-    def _module_symbols(self, m: Module) -> list[tuple[int, str]]:
-        if m._symbols is None:
-            syms: list[tuple[int, str]] = []
-            if m.kallsyms is not None:
-                symtab, num, strtab = m.kallsyms
-                if 0 < num <= MAX_MODULE_SYMBOLS:
-                    raw = self.kvirt.read(symtab, num * _ELF64_SYM.size)
-                    for i in range(1, len(raw) // _ELF64_SYM.size):  # ELF symbols start at 1
-                        st_name, _, _, shndx, value, _ = _ELF64_SYM.unpack_from(
-                            raw, i * _ELF64_SYM.size
+    # -- module symbols (kernel/modsyms.py) ---------------------------------------------------
+    def _symtab_budget(self) -> dict[int, tuple[int, int]]:
+        """Module address -> (``mod->kallsyms``, how many of its entries to read): every
+        module's ``num_symtab``, capped a module and, in list order, in all (so that what one
+        module shows never depends on which was read first)."""
+        with self._lock:
+            if self._budget is None:
+                budget: dict[int, tuple[int, int]] = {}
+                left = MAX_ALL_MODULE_SYMBOLS
+                lay = self.ks_layout
+                for m in self.modules:
+                    if lay is None or m.state == self.STATE_UNFORMED:
+                        continue
+                    try:
+                        ks, num = read_num_symtab(self.kvirt, lay, m.address)
+                    except FaultError as exc:
+                        self._budget_problems.append(
+                            f"{m.name}: its struct mod_kallsyms is not in the dump ({exc})"
                         )
-                        if shndx == SHN_UNDEF or not m.contains(value):
-                            continue
-                        try:
-                            name = self.kvirt.cstring(strtab + st_name, KSYM_NAME_LEN)
-                        except FaultError:
-                            continue
-                        # empty names and mapping symbols ($x, .L...) are skipped, as the
-                        # kernel's find_kallsyms_symbol() does
-                        if not name or name.startswith((b"$", b".L")):
-                            continue
-                        syms.append((value, name.decode("utf-8", "replace")))
+                        continue
+                    if num > MAX_MODULE_SYMBOLS:
+                        self._budget_problems.append(
+                            f"{m.name}: num_symtab {num} is more than {MAX_MODULE_SYMBOLS}: "
+                            "only the first are shown"
+                        )
+                        num = MAX_MODULE_SYMBOLS
+                    if num > left:
+                        self._budget_problems.append(
+                            f"{m.name}: the modules have more than {MAX_ALL_MODULE_SYMBOLS} "
+                            f"symbols in all: {num - left} of its {num} left out"
+                        )
+                        num = left
+                    left -= num
+                    budget[m.address] = (ks, num)
+                self._budget = budget
+            return self._budget
+
+    def symtab(self, m: Module) -> ModSymtab:
+        """The module's own kallsyms, decoded once (entries with a name, in table order)."""
+        if m._symtab is None:
+            ks, num = self._symtab_budget().get(m.address, (0, 0))
+            table = ModSymtab()
+            if self.ks_layout is not None:
+                table = read_symtab(self.kvirt, self.ks_layout, ks, num, m.name)
+            with self._lock:
+                if m._symtab is None:
+                    m._symtab = table
+        return m._symtab
+
+    def _exports(self, m: Module) -> Exports | None:
+        if m._exports is None and m.exports is not None and self.ks_layout is not None:
+            syms, num = m.exports
+            if syms and 0 < num <= MAX_MODULE_SYMBOLS:
+                m._exports = Exports(self.kvirt, self.ks_layout, syms, num)
+        return m._exports
+
+    def kallsyms_text(self) -> str:
+        """Every module's lines of ``/proc/kallsyms``, in the kernel's order."""
+        lines: list[str] = []
+        for m in self.modules:
+            if m.state == self.STATE_UNFORMED:
+                continue
+            lines += kallsyms_lines(m.raw_name, self.symtab(m), self._exports(m))
+        return "".join(lines)
+
+    def symbol_files(self) -> list[ModuleSymbolFile]:
+        """Every module's symbols for ``sym/``, in the kernel's order."""
+        out: list[ModuleSymbolFile] = []
+        for m in self.modules:
+            if m.state == self.STATE_UNFORMED:
+                continue
+            files, dropped = symbol_files(
+                m.name, self.symtab(m), m.ranges, m.percpu, self.percpu_offset0
+            )
+            out += files
+            if dropped:
+                with self._lock:
+                    note = (
+                        f"{m.name}: {dropped} per-CPU symbols left out of sym/ "
+                        "(__per_cpu_offset[0] is unknown)"
+                    )
+                    if note not in self._budget_problems:
+                        self._budget_problems.append(note)
+        return out
+
+    def symbol_problems(self) -> list[str]:
+        """Why module symbols may be missing: tables, names, exports the dump lacks."""
+        self._symtab_budget()
+        out = list(self._budget_problems)
+        for m in self.modules:
+            if m._symtab is not None:
+                out += m._symtab.problems
+            if m._exports is not None and m._exports.problem:
+                out.append(f"{m.name}: {m._exports.problem}")
+        return out
+
+    def _module_symbols(self, m: Module) -> list[tuple[int, str]]:
+        """``find_kallsyms_symbol()``'s candidates: named, defined, not mapping symbols."""
+        if m._symbols is None:
+            syms = [
+                (s.value, s.text)
+                for s in self.symtab(m).symbols
+                # ELF symbols start at 1; SHN_UNDEF, and mapping symbols ($x, .L...), skipped
+                if s.index and s.shndx and m.contains(s.value)
+                and not s.name.startswith((b"$", b".L"))
+            ]  # fmt: skip
             syms.sort()
             with self._lock:
                 m._symbols = syms

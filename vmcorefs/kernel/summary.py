@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from ..errors import FaultError, Unavailable
 from .cpus import PANIC_CPU_INVALID
+from .crash import crash_reason
 
 UNKNOWN = "unknown"
 
@@ -55,6 +56,7 @@ def summary_text(dump) -> str:
     lines: list[tuple[str, str]] = []
     lines.append(("release", vi.osrelease or UNKNOWN))
     lines.append(("crash time", crash_time(_value(lambda: vi.crashtime))))
+    lines.append(("reason", crash_reason(dump)))
 
     try:
         ncpus: int | None = len(dump.cpus)
@@ -88,9 +90,43 @@ def summary_text(dump) -> str:
     lines.append(("phys_base", _hex_signed(phys_base) if phys_base is not None else UNKNOWN))
     lines.append(("tasks", _listing(lambda: dump.tasks, lambda t: t.tasks)))
     lines.append(("modules", _listing(lambda: dump.modules, lambda m: m.modules)))
+    lines.append(("module symbols", _module_symbols(dump)))
     for key, value in info.extra.items():
         lines.append((key, value))
+    lines.extend(damage_lines(dump.source.damage))
     return "".join(f"{key}: {value}\n" for key, value in lines)
+
+
+def _module_symbols(dump) -> str:
+    """How many module symbols ``sym/`` and ``kallsyms`` show, and why some may be missing
+    (``kallsyms`` has no room for a note)."""
+    try:
+        files = dump.symbol_files
+    except (Unavailable, FaultError) as exc:  # no symbol table at all
+        return f"unavailable: {getattr(exc, 'reason', exc)}"
+    if files.notes and files.notes[0].startswith("unavailable: "):
+        return files.notes[0]
+    count = len({(s.name, s.address) for s in files.modules})
+    modules = len({s.module for s in files.modules})
+    text = f"{count} in sym/ from {modules} module(s)"
+    if files.notes:
+        more = f" (and {len(files.notes) - 1} more problem(s))" if len(files.notes) > 1 else ""
+        text += f", maybe not all: {files.notes[0]}{more}"
+    return text
+
+
+def damage_lines(damage) -> list[tuple[str, str]]:
+    """``truncated:`` for each file shorter than its headers say (known at open), ``damage:``
+    once a corrupt page was met (what this file has read so far, and every reader: the
+    summary is computed once, at its first read; the count may have grown since)."""
+    lines = [
+        ("truncated", f"{t.path}: {t}; what lies past its end reads as EIO")
+        for t in damage.truncations
+    ]
+    found = damage.summary()
+    if found:
+        lines.append(("damage", found))
+    return lines
 
 
 def _listing(get: Callable[[], object], items: Callable[[object], list]) -> str:

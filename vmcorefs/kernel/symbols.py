@@ -30,20 +30,24 @@ Merging rules:
   not in the dump they are left out (the reason is in ``notes``).
 * A ``/`` in a name would be written ``%2F`` (and ``%`` then ``%25``), as in ``info/``; names
   longer than NAME_MAX (255 bytes), which no path can reach, are left out (noted).
+* Modules' symbols (:mod:`.modsyms`) join under the same rule (:class:`SymbolFiles`): a name
+  in two modules, or in a module and the core, is ``NAME@%016x`` for every address it has.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import FaultError, Unavailable
 from .kallsyms import read_kallsyms
+from .modsyms import ModuleSymbolFile
 
 log = logging.getLogger("vmcorefs")
 
@@ -80,6 +84,17 @@ class SymbolTable:
     Kept as parallel lists (names, addresses, types, sizes): 100k ``Symbol`` objects would cost
     more to build than decoding kallsyms does, so they are made on demand.
     """
+
+    #: Why the dump's own kallsyms could not be decoded (None when it was): then a name is
+    #: missing for that reason, and what needs the name says so (:meth:`why_missing`).
+    kallsyms_unavailable: str | None = None
+
+    def why_missing(self, names: str) -> str:
+        """``"no symbol NAMES"``, with the reason when the dump's kallsyms is unavailable."""
+        why = self.kallsyms_unavailable
+        if why:
+            return f"no symbol {names}: the dump's kallsyms is unavailable: {why}"
+        return f"no symbol {names}"
 
     def __init__(
         self,
@@ -131,6 +146,9 @@ class SymbolTable:
         """The symbol at table index ``i``."""
         return Symbol(self.names[i], self.addresses[i], self.types[i], self.sizes[i])
 
+    def has_name(self, name: str) -> bool:
+        return name in self._first
+
     def indices(self, name: str) -> list[int]:
         """Table indices of every symbol named ``name``, in table order."""
         many = self._all.get(name)
@@ -154,7 +172,7 @@ class SymbolTable:
         """The address of ``name``: Unavailable when it is absent or names several addresses."""
         found = {self.addresses[i] for i in self.indices(name)}
         if not found:
-            raise Unavailable(f"no symbol {name}")
+            raise Unavailable(self.why_missing(name))
         if len(found) > 1:
             raise Unavailable(f"symbol {name} is ambiguous: {len(found)} addresses")
         return found.pop()
@@ -259,7 +277,7 @@ class SymbolTable:
         odd = [f for f in files if "/" in f or len(f) > NAME_MAX // 4]
         for f in odd:
             i = files.pop(f)
-            escaped = f.replace("%", "%25").replace("/", "%2F") if "/" in f else f
+            escaped = escape_file_name(f)
             if len(os.fsencode(escaped)) > NAME_MAX:
                 self.notes.append(f"sym/: {f[:40]}... is longer than NAME_MAX: left out")
                 continue
@@ -291,6 +309,116 @@ class SymbolTable:
         )
 
 
+def escape_file_name(name: str) -> str:
+    """A symbol's name as a file name: ``/`` written ``%2F`` (and then ``%`` as ``%25``)."""
+    return name.replace("%", "%25").replace("/", "%2F") if "/" in name else name
+
+
+class _Overlay(Mapping[str, int]):
+    """The core's ``sym/`` names with some removed and others added, without copying the
+    core's ~100k entries (listing ``sym/`` stays as quick as the core's alone)."""
+
+    def __init__(self, base: Mapping[str, int], added: dict[str, int], removed: set[str]):
+        self._base, self._added, self._removed = base, added, removed  # added: none in base
+
+    def __getitem__(self, name: str) -> int:
+        if name in self._removed:
+            raise KeyError(name)
+        value = self._added.get(name)
+        return self._base[name] if value is None else value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._added or (name in self._base and name not in self._removed)
+
+    def __iter__(self) -> Iterator[str]:
+        if not self._removed:
+            return itertools.chain(self._base, self._added)
+        removed = self._removed
+        kept = itertools.filterfalse(removed.__contains__, self._base)
+        return itertools.chain(kept, self._added)
+
+    def __len__(self) -> int:
+        return len(self._base) - len(self._removed) + len(self._added)
+
+
+class SymbolFiles:
+    """``sym/``: the core table's files and the modules' symbols under one naming rule.
+
+    ``entries`` maps a file name to a key: a core table index, or ``len(table) + j`` for the
+    ``j``-th module symbol. A name that the modules share with each other or with the core at
+    another address is ``NAME@%016x`` for every address (the core's plain ``NAME`` renamed);
+    a (name, address) pair already in the core keeps the core's file.
+    """
+
+    def __init__(
+        self,
+        table: SymbolTable,
+        modules: Sequence[ModuleSymbolFile] = (),
+        notes: Sequence[str] = (),
+    ) -> None:
+        self.table = table
+        self.modules = list(modules)
+        #: why module symbols may be missing (the summary says so)
+        self.notes = list(notes)
+        self.entries: Mapping[str, int] = self._merge() if self.modules else table.file_entries()
+
+    def _merge(self) -> Mapping[str, int]:
+        table = self.table
+        core = table.file_entries()
+        added: dict[str, int] = {}
+        removed: set[str] = set()
+        n = len(table)
+
+        def add(fname: str, key: int) -> None:
+            if len(fname) > NAME_MAX // 4 and len(os.fsencode(fname)) > NAME_MAX:
+                self.notes.append(f"sym/: {fname[:40]}... is longer than NAME_MAX: left out")
+            elif fname not in core:
+                added.setdefault(fname, key)
+
+        # name -> its first (address, key); names met again: name -> {address: key}
+        first: dict[str, tuple[int, int]] = {}
+        again: dict[str, dict[int, int]] = {}
+        for j, sym in enumerate(self.modules):
+            seen = first.setdefault(sym.name, (sym.address, n + j))
+            if seen[1] != n + j:
+                again.setdefault(sym.name, {seen[0]: seen[1]}).setdefault(sym.address, n + j)
+        core_names = table.has_name
+        quick = NAME_MAX // 4  # a name this short is a valid file name, in any encoding
+        for name, (address, key) in first.items():
+            if name not in again and not core_names(name):  # the common case: plain NAME
+                if len(name) <= quick and "/" not in name:
+                    if name not in core:
+                        added.setdefault(name, key)
+                else:
+                    add(escape_file_name(name), key)
+                continue
+            at = again.get(name) or {address: key}
+            core_at: dict[int, int] = {}
+            for i in table.indices(name):
+                core_at.setdefault(table.addresses[i], i)
+            plain = escape_file_name(name)
+            if len(core_at.keys() | at.keys()) == 1:
+                if not core_at:
+                    add(plain, next(iter(at.values())))
+                continue  # else: the same pair is the core's file
+            i = core.get(plain)
+            if i is not None and table.names[i] == name and plain not in removed:
+                removed.add(plain)  # the core's only address: NAME@ADDRESS now
+                add(f"{plain}@{table.addresses[i]:016x}", i)
+            for address, key in at.items():
+                if address not in core_at:
+                    add(f"{plain}@{address:016x}", key)
+        return _Overlay(core, added, removed)
+
+    def extent(self, key: int) -> tuple[int, int]:
+        """``(kvirt address, size)`` that the ``sym/`` file of ``key`` shows."""
+        n = len(self.table)
+        if key < n:
+            return self.table.file_extent(key)
+        sym = self.modules[key - n]
+        return sym.start, min(sym.size, SYM_FILE_CAP)
+
+
 def _percpu_offset0(kvirt, table: SymbolTable) -> tuple[int | None, str | None]:
     """``__per_cpu_offset[0]`` (include/asm-generic/percpu.h): CPU 0's per-CPU offset."""
     if table.percpu_range() is None:
@@ -312,15 +440,20 @@ def build_symbol_table(kvirt, vmcoreinfo, user_sources: Sequence[SymbolSource] =
     sizes: list[int | None] = []
     sources: list[str] = []
     notes: list[str] = []
+    kallsyms_unavailable = None
 
+    kallsyms_unavailable = None
     try:
         ks = read_kallsyms(kvirt, vmcoreinfo)
     except Unavailable as exc:
+        kallsyms_unavailable = exc.reason
         notes.append(f"kallsyms: unavailable: {exc.reason}")
+        kallsyms_unavailable = exc.reason
     else:
         names, addrs, types = ks.names, ks.addresses, list(ks.types)
         sizes = [None] * len(ks)
-        sources.append(f"kallsyms ({ks.encoding}): {len(ks)} symbols")
+        where = "" if ks.origin == "VMCOREINFO" else f", found in {ks.origin}"
+        sources.append(f"kallsyms ({ks.encoding}{where}): {len(ks)} symbols")
 
     vi_syms = vmcoreinfo.symbols()
     extra = [(src.kind, src.path, src.entries) for src in user_sources]
@@ -349,6 +482,7 @@ def build_symbol_table(kvirt, vmcoreinfo, user_sources: Sequence[SymbolSource] =
         sources.append(f"{kind} {path}: {len(entries)} symbols, {added} new")
 
     table = SymbolTable(names, addrs, types, sizes, sources=sources, notes=notes)
+    table.kallsyms_unavailable = kallsyms_unavailable
     table.percpu_offset0, note = _percpu_offset0(kvirt, table)
     if note:
         table.notes.append(note)

@@ -16,6 +16,15 @@ REGS_PARTIAL an IRET frame; an entry with an undefined ``sp_reg`` and ``end`` se
 stack (kernel threads end in ``ret_from_fork``); ``pt_regs`` from user mode end it after the
 user pc. Every walk is bounded (:data:`MAX_FRAMES`) and the stack pointer must grow from frame
 to frame except where the stack is switched (an indirect ``sp_reg`` or saved registers).
+
+One kind of function has no ORC data: what objtool was told to skip
+(``STACK_FRAME_NON_STANDARD``). The one that matters is ``__crash_kexec()``: on the panic path
+the panicking CPU's registers are ``crash_setup_regs()``'s, taken inside it (ip there, sp its
+own). Its caller's frame is found where the return address of the call into it lies: the
+lowest stack slot above sp whose value returns from a direct ``call`` to that very function,
+checked against the call instruction's bytes in the dump (see :meth:`Unwinder._caller_of`).
+Whether it kept the frame pointer is unknown: until a frame restores bp from the stack, a rule
+that finds the caller's frame from bp is followed only when that frame lies just above sp.
 """
 
 from __future__ import annotations
@@ -53,6 +62,15 @@ _ORC_TYPE_END_OF_STACK_V2 = 1
 
 #: Frames per stack at most (the kernel prints deeper stacks, but never this deep).
 MAX_FRAMES = 128
+#: How far above sp the return address of a function without ORC data is looked for: a
+#: kernel stack frame is at most CONFIG_FRAME_WARN (2048 on x86_64 distributions) and more.
+MAX_FRAME_SCAN = 4096
+#: x86 ``call rel32``: opcode E8, then the target relative to the next instruction.
+_CALL_REL32 = 0xE8
+_CALL_REL32_LEN = 5
+#: A call may enter a function through the padding before it (CONFIG_CALL_PADDING, 6.2+:
+#: call depth tracking and FineIBT's __cfi_ preamble are 16 bytes that run into the function).
+_FUNCTION_PADDING = 16
 #: x86_64 user_mode(): the privilege level in the low bits of the saved CS.
 _USER_RPL_MASK = 3
 
@@ -194,17 +212,20 @@ class Unwinder:
     def __init__(self, kvirt, symbols, btf: Btf,
                  module_orc: Callable[[int], OrcTable | None] | None = None) -> None:  # fmt: skip
         self.kvirt = kvirt
+        self.symbols = symbols
         self.btf = btf
-        self.layout = OrcLayout(btf)
         self.module_orc = module_orc or (lambda ip: None)
         start_ip = symbols.get("__start_orc_unwind_ip")
         stop_ip = symbols.get("__stop_orc_unwind_ip")
         start_orc = symbols.get("__start_orc_unwind")
         if None in (start_ip, stop_ip, start_orc):
+            # First: a frame-pointer kernel (Ubuntu 22.04's 5.15) has neither the tables nor
+            # struct orc_entry, and the tables are the cause to name.
             raise Unavailable(
                 "the symbol table has no __start_orc_unwind_ip/__stop_orc_unwind_ip"
                 "/__start_orc_unwind (kernel without CONFIG_UNWINDER_ORC)"
             )
+        self.layout = OrcLayout(btf)
         count, rest = divmod(stop_ip - start_ip, 4)
         if rest or not 0 < count <= 1 << 24:
             raise Unavailable(f"ORC ip table {start_ip:#x}..{stop_ip:#x} is not a table of ints")
@@ -254,6 +275,40 @@ class Unwinder:
         table = self.module_orc(ip)
         return table.find(ip) if table is not None else None
 
+    def _in_core_text(self, ip: int) -> bool:
+        return any(lo <= ip < hi for lo, hi in self.core_ranges)
+
+    def _caller_of(self, ip: int, sp: int) -> tuple[int, int] | None:
+        """The caller of the function at ``ip`` (one that has no ORC data) whose stack pointer
+        there is ``sp``: ``(return address, caller's sp)``, or None when not found.
+
+        Without ORC data (or debug info) the frame's size is unknown, but a direct call leaves
+        its return address on the stack, and the call instruction that precedes it names its
+        target. The first 8-byte slot at or above ``sp`` (within :data:`MAX_FRAME_SCAN`) whose
+        value is an address in the kernel's text right after ``call rel32`` to this function
+        (or into the padding just before it) is that return address; nothing else is taken.
+        A function reached through a pointer (an indirect call) is not found: the walk ends.
+        """
+        found = self.symbols.containing(ip) if hasattr(self.symbols, "containing") else None
+        if found is None:
+            return None
+        start = found[0].address
+        raw = self.kvirt.read(sp, MAX_FRAME_SCAN)
+        for off in range(0, len(raw) - 7, 8):
+            ret = int.from_bytes(raw[off : off + 8], "little")
+            if not self._in_core_text(ret - _CALL_REL32_LEN):
+                continue
+            try:
+                insn = self.kvirt.read_exact(ret - _CALL_REL32_LEN, _CALL_REL32_LEN)
+            except FaultError:
+                continue
+            if insn[0] != _CALL_REL32:
+                continue
+            target = (ret + int.from_bytes(insn[1:], "little", signed=True)) & (1 << 64) - 1
+            if start - _FUNCTION_PADDING <= target <= start:
+                return ret, sp + off + 8
+        return None
+
     # -- registers ---------------------------------------------------------------------------
     def _get_reg(self, regs: _Regs | None, name: str) -> int | None:
         if regs is None:
@@ -296,16 +351,34 @@ class Unwinder:
               signal: bool) -> list[Frame]:  # fmt: skip
         frames = [Frame(ip, sp, call=not signal)]
         prev_regs: _Regs | None = None
+        bp_unsure = False  # bp passed through a function without ORC data
         kvirt = self.kvirt
         for _ in range(MAX_FRAMES - 1):
             if regs is not None and self._user_mode(regs):
                 frames[-1] = Frame(ip, sp, call=False, user=True)
                 break
-            orc = self.orc_find(ip if signal else ip - 1)
+            look = ip if signal else ip - 1
+            orc = self.orc_find(look)
             if orc is None:
                 break  # no ORC data for this code (later kernels guess frame pointers; not us)
+            if orc.sp_reg == ORC_REG_UNDEFINED and not orc.end and self._in_core_text(look):
+                # A function objtool skipped (STACK_FRAME_NON_STANDARD: __crash_kexec).
+                caller = self._caller_of(look, sp)
+                if caller is None:
+                    break
+                ip, sp = caller
+                regs, prev_regs, full_regs, signal = None, None, False, False
+                bp_unsure = True
+                frames.append(Frame(ip, sp, call=True))
+                continue
             if orc.sp_reg == ORC_REG_UNDEFINED or orc.type == -1:
                 break  # the end of the stack (orc.end), or an error: either way, stop
+            if (
+                bp_unsure
+                and orc.sp_reg in (ORC_REG_BP, ORC_REG_BP_INDIRECT)
+                and not sp < bp + orc.sp_offset <= sp + MAX_FRAME_SCAN
+            ):
+                break  # a frame pointer that may not be this frame's: not followed
             prev_sp = sp
             indirect = orc.sp_reg in (ORC_REG_SP_INDIRECT, ORC_REG_BP_INDIRECT)
             full = regs if full_regs else prev_regs
@@ -352,9 +425,9 @@ class Unwinder:
                 if orc.bp_reg == ORC_REG_UNDEFINED:
                     value = self._get_reg(regs if full_regs else prev_regs, "bp")
                     if value is not None:
-                        bp = value
+                        bp, bp_unsure = value, False
                 elif orc.bp_reg == ORC_REG_PREV_SP:
-                    bp = kvirt.u64(new_sp + orc.bp_offset)
+                    bp, bp_unsure = kvirt.u64(new_sp + orc.bp_offset), False
                 elif orc.bp_reg == ORC_REG_BP:
                     bp = kvirt.u64(bp + orc.bp_offset)
                 else:
@@ -372,9 +445,10 @@ class Unwinder:
 # -- naming frames --------------------------------------------------------------------------
 
 #: Labels inside the x86_64 entry code (arch/x86/entry/entry_64.S, entry_64_compat.S: most
-#: ``SYM_INNER_LABEL``, a few plain labels) that kallsyms lists like functions. A pc after one
-#: of them belongs to the function that encloses it, as the ELF symbol table and debuggers
-#: name it (``entry_SYSCALL_64``, not ``entry_SYSCALL_64_after_hwframe``).
+#: ``SYM_INNER_LABEL``, a few plain labels) and startup code (arch/x86/kernel/head_64.S) that
+#: kallsyms lists like functions. A pc after one of them belongs to the function that encloses
+#: it, as the ELF symbol table and debuggers name it (``entry_SYSCALL_64``, not
+#: ``entry_SYSCALL_64_after_hwframe``; every CPU's idle stack ends in ``secondary_startup_64``).
 ENTRY_INNER_LABELS = frozenset(
     {
         "entry_SYSCALL_64_safe_stack",
@@ -403,6 +477,8 @@ ENTRY_INNER_LABELS = frozenset(
         "sysret32_from_system_call",
         "entry_SYSRETL_compat_unsafe_stack",
         "entry_SYSRETL_compat_end",
+        "secondary_startup_64_no_verify",
+        "common_startup_64",  # newer head_64.S (6.12 has it): where the BSP and the APs go on
     }
 )
 #: GCC names the pieces it splits off or specialises a function into ``f.cold``,

@@ -1,18 +1,20 @@
 """``uts/``: the machine's names as ``uname(2)`` reports them, from ``init_uts_ns`` in memory.
 
-VMCOREINFO gives ``SYMBOL(init_uts_ns)`` and ``OFFSET(uts_namespace.name)``; the ``struct
-new_utsname`` there is six ``char[__NEW_UTS_LEN + 1]`` arrays in a fixed order
+VMCOREINFO gives ``SYMBOL(init_uts_ns)`` and ``OFFSET(uts_namespace.name)`` (else the BTF
+does); the ``struct new_utsname`` there is six ``char[__NEW_UTS_LEN + 1]`` arrays in a fixed order
 (include/uapi/linux/utsname.h, unchanged since Linux 2.6.19). Reading the live structure (not
 VMCOREINFO's ``OSRELEASE``) shows what the running kernel said, ``hostname`` changes included.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import FaultError, Unavailable
 from ..memory.space import AddressSpace
 from ..vmcoreinfo import VmcoreInfo
+from .btf import BtfError
 
 #: include/uapi/linux/utsname.h
 __NEW_UTS_LEN = 64
@@ -39,11 +41,30 @@ class Utsname:
         return getattr(self, name)
 
 
-def read_utsname(vmcoreinfo: VmcoreInfo, kvirt: AddressSpace) -> Utsname:
-    """``init_uts_ns.name`` read from memory; Unavailable names the missing key or address."""
+def read_utsname(
+    vmcoreinfo: VmcoreInfo, kvirt: AddressSpace, btf: Callable[[], object] | None = None
+) -> Utsname:
+    """``init_uts_ns.name`` read from memory; Unavailable names the missing key or address.
+
+    Kernels before 5.11 write no ``OFFSET(uts_namespace.name)`` (commit 55d9e11398a4,
+    "kdump: append uts_namespace.name offset to VMCOREINFO"); the kernel's BTF (``btf``,
+    called only then) says where the member is.
+    """
     size = UTS_FIELD_SIZE * len(UTS_FIELDS)
-    offset = vmcoreinfo.need("OFFSET", "uts_namespace.name", within=MAX_UTS_NAMESPACE, width=size)
-    base = vmcoreinfo.need("SYMBOL", "init_uts_ns") + offset
+    base = vmcoreinfo.need("SYMBOL", "init_uts_ns")
+    offset = vmcoreinfo.offset("uts_namespace.name", within=MAX_UTS_NAMESPACE, width=size)
+    if offset is None:
+        missing = "VMCOREINFO has no OFFSET(uts_namespace.name)"
+        if btf is None:
+            raise Unavailable(missing)
+        try:
+            offset = btf().offsetof("struct uts_namespace", "name")
+        except (Unavailable, BtfError) as exc:
+            reason = exc.reason if isinstance(exc, Unavailable) else str(exc)
+            raise Unavailable(f"{missing}, and the BTF does not say: {reason}") from None
+        if not 0 <= offset <= MAX_UTS_NAMESPACE - size:
+            raise Unavailable(f"{missing}, and the BTF's ({offset}) is out of range")
+    base += offset
     try:
         raw = kvirt.read_exact(base, size)
     except FaultError as exc:

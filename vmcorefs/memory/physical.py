@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..dumpfile.source import PagedSource, PhysicalSource, Piece
+from ..errors import CorruptError, FaultError, VmcorefsError
 from .space import AddressSpace
 
 #: Cached marker of a page that is not in the dump (a page is never empty).
@@ -149,9 +150,23 @@ class PhysicalMemory(AddressSpace):
         """True when every byte of ``[addr, addr+size)`` is held (zero-fill counts as held)."""
         try:
             self.read_exact(addr, size)
-        except Exception:  # noqa: BLE001
+        except FaultError:
             return False
         return True
+
+    def fault(self, addr: int) -> FaultError:
+        """Why the byte at ``addr`` is not held (the container says); a corrupt page is
+        recorded as the dump's damage (``summary``)."""
+        if not 0 <= addr < self.size:
+            return FaultError(self.name, addr, f"past the end of phys ({self.size:#x})")
+        fault = self.source.fault(addr)
+        if isinstance(fault, CorruptError):
+            self.source.damage.record(fault)
+        return fault
+
+    def held_bytes(self) -> int:
+        """Bytes of physical memory the dump holds (not what ``--zero-fill`` adds)."""
+        return self.source.held_bytes()
 
     # -- paged sources ---------------------------------------------------------------------
     def _paged_pieces(self, addr: int, size: int) -> list[bytes]:
@@ -184,7 +199,7 @@ class PhysicalMemory(AddressSpace):
                 # Read ahead is loading these pages: wait for it rather than load them twice.
                 try:
                     ahead[2].result()
-                except Exception:  # noqa: BLE001 - the read below meets the error itself
+                except VmcorefsError:  # the read below meets the same error and says it
                     pass
                 pages, first, stop = self._lookup(pfn0, count)
             if first < stop:
@@ -259,7 +274,10 @@ class PhysicalMemory(AddressSpace):
         refs = self._paged.page_refs(pfn0 + first, last - first + 1)  # type: ignore[union-attr]
         if None not in refs and pages[first : last + 1].count(None) == len(refs):
             # A cold run (the common large read): every page missing, every page in the dump.
-            loaded = [ABSENT if p is None else p for p in self._load(refs, parallel)]
+            loaded = self._load(refs, parallel)
+            if None in loaded:
+                self._unloaded(pfn0 + first, loaded)
+                loaded = [ABSENT if p is None else p for p in loaded]
             pages[first : last + 1] = loaded
             pfns = range(pfn0 + first, pfn0 + last + 1)
             self.cache.put_many(list(zip(pfns, loaded, strict=True)))
@@ -280,11 +298,22 @@ class PhysicalMemory(AddressSpace):
             want.append(i)
             want_refs.append(ref)
         for i, page in zip(want, self._load(want_refs, parallel), strict=True):
-            page = page if page is not None else ABSENT  # corrupt data reads as absent
+            if page is None:  # in the dump, but not loadable: corrupt (or lost) data
+                self._unloaded(pfn0 + i, [None])
+                page = ABSENT
             pages[i] = page
             fetched.append((pfn0 + i, page))
         if fetched:
             self.cache.put_many(fetched)
+
+    def _unloaded(self, pfn0: int, loaded: list[bytes | None]) -> None:
+        """Pages the dump references but that did not load (``None`` in ``loaded``, frames from
+        ``pfn0``): cached as absent like an excluded page, but a corrupt one is recorded as
+        damage (:meth:`fault` asks the container why)."""
+        ps = self.page_size
+        for k, page in enumerate(loaded):
+            if page is None:
+                self.fault((pfn0 + k) * ps)
 
     def _load(self, refs: list[object], parallel: bool = True) -> list[bytes | None]:
         paged = self._paged

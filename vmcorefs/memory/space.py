@@ -3,7 +3,9 @@
 ``read`` returns the bytes present from an address on, stopping at the first absent byte
 (``b""`` when the first byte is absent): exactly what the mounted files serve. The kernel layer
 mostly wants whole values instead, so ``read_exact`` and the integer helpers raise
-:class:`~vmcorefs.errors.FaultError` when any byte is absent.
+:class:`~vmcorefs.errors.FaultError` when any byte is absent. :meth:`AddressSpace.fault` says
+why a byte is not there (absent, or :class:`~vmcorefs.errors.CorruptError`): asked only on the
+failure path, so that reading stays as cheap as it was.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ class AddressSpace(ABC):
     def read(self, addr: int, size: int) -> bytes:
         """Bytes present from ``addr``, at most ``size``, stopping at the first absent byte."""
 
+    def fault(self, addr: int) -> FaultError:
+        """Why the byte at ``addr`` cannot be read (returned, for the caller to raise): where
+        :meth:`read` stopped. Subclasses ask the layer below."""
+        return FaultError(self.name, addr)
+
     def extents(self, addr: int, size: int) -> list[Piece]:
         """What :meth:`read` returns, as pieces: bytes, or :class:`FileExtent` where the bytes
         lie verbatim in a dump file (a FUSE reply can then be filled with one copy)."""
@@ -49,7 +56,7 @@ class AddressSpace(ABC):
         while got < size:
             more = self.read(addr + got, size - got)
             if not more:
-                raise FaultError(self.name, addr + got)
+                raise self.fault(addr + got)
             parts.append(more)
             got += len(more)
         return b"".join(parts)
@@ -83,7 +90,7 @@ class AddressSpace(ABC):
             chunk = self.read(addr + len(out), min(256, limit - len(out)))
             if not chunk:
                 if not out:
-                    raise FaultError(self.name, addr)
+                    raise self.fault(addr)
                 break
             nul = chunk.find(b"\0")
             if nul >= 0:

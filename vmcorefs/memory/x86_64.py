@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..dumpfile.source import Piece
-from ..errors import DumpError, FaultError
+from ..errors import CorruptError, DumpError, FaultError, Unavailable
 from ..vmcoreinfo import VmcoreInfo
 from .cache import LockedLRU
 from .physical import PhysicalMemory
@@ -68,9 +68,14 @@ class _Table:
 
 @dataclass(frozen=True)
 class _Unmapped:
-    """A chunk that no entry maps; ``reason`` says at which level the walk stopped."""
+    """A chunk that no entry maps; ``reason`` says at which level the walk stopped. ``corrupt``:
+    a page-table page on the way is in the dump but damaged (not merely absent)."""
 
     reason: str
+    corrupt: bool = False
+
+    def fault(self, vaddr: int) -> FaultError:
+        return (CorruptError if self.corrupt else FaultError)("kvirt", vaddr, self.reason)
 
 
 class X86_64Translator:
@@ -84,8 +89,8 @@ class X86_64Translator:
         if root_sym is None:
             root_sym = vmcoreinfo.symbol("swapper_pg_dir")
         if root_sym is None:
-            raise DumpError(
-                "VMCOREINFO", "has neither SYMBOL(init_top_pgt) nor SYMBOL(swapper_pg_dir)"
+            raise Unavailable(
+                "VMCOREINFO has neither SYMBOL(init_top_pgt) nor SYMBOL(swapper_pg_dir)"
             )
         # phys_base: where the kernel image was loaded minus where it was linked to load; both
         # lie in physical memory (below 2**52), so it does too, either sign.
@@ -139,7 +144,7 @@ class X86_64Translator:
             entries = self._table(table)
             name = names[level]
             if entries is None:
-                return _Unmapped(f"{name} table page at {table:#x} is absent from the dump")
+                return self._table_fault(f"{name} table page", table)
             entry = entries[(vaddr >> shift) & (PTRS_PER_TABLE - 1)]
             if not entry & _PAGE_PRESENT:
                 return _Unmapped(f"{name} entry not present")
@@ -156,10 +161,17 @@ class X86_64Translator:
         # ``table`` is now the last-level page table (PTEs) of this 2 MiB chunk.
         entries = self._table(table)
         if entries is None:
-            return _Unmapped(f"page table page at {table:#x} is absent from the dump")
+            return self._table_fault("page table page", table)
         mask = self.entry_mask
         frames = tuple((e & mask) | 1 if e & _PAGE_PRESENT else 0 for e in entries)
         return _Table(frames)
+
+    def _table_fault(self, what: str, paddr: int) -> _Unmapped:
+        """A table page that did not read: absent from the dump, or corrupt (then say why)."""
+        fault = self.phys.fault(paddr)
+        if isinstance(fault, CorruptError):
+            return _Unmapped(f"{what} at {paddr:#x}: {fault.reason}", corrupt=True)
+        return _Unmapped(f"{what} at {paddr:#x} is absent from the dump ({fault.reason})")
 
     def chunk(self, vaddr: int) -> _Linear | _Table | _Unmapped:
         """The cached translation of the 2 MiB chunk holding ``vaddr``.
@@ -189,7 +201,7 @@ class X86_64Translator:
         if isinstance(c, _Linear):
             return c.pbase + (vaddr - c.vbase), min(limit, c.vend - vaddr)
         if isinstance(c, _Unmapped):
-            raise FaultError("kvirt", vaddr, c.reason)
+            raise c.fault(vaddr)
         frames = c.frames
         i = (vaddr >> PAGE_SHIFT) & (PTRS_PER_TABLE - 1)
         frame = frames[i]
@@ -208,6 +220,11 @@ class X86_64Translator:
         """The physical address of ``vaddr``, or FaultError."""
         return self.translate_run(vaddr, 1)[0]
 
+    def chunk_mapped(self, vaddr: int) -> bool:
+        """Whether an entry above the last level maps the 2 MiB chunk holding ``vaddr`` (its
+        pages may still be absent one by one): a scan skips an unmapped chunk in one step."""
+        return not isinstance(self.chunk(vaddr), _Unmapped)
+
 
 class KernelVirtualMemory(AddressSpace):
     """The kernel's virtual address space (addresses as the kernel sees them)."""
@@ -222,6 +239,21 @@ class KernelVirtualMemory(AddressSpace):
 
     def translate(self, vaddr: int) -> int:
         return self.translator.translate(vaddr)
+
+    def fault(self, addr: int) -> FaultError:
+        """Why kernel address ``addr`` cannot be read: not mapped (the walk says where it
+        stopped), or mapped onto physical memory the dump lacks or holds damaged."""
+        if not 0 <= addr < ADDRESS_SPACE_END:
+            return FaultError(self.name, addr & (ADDRESS_SPACE_END - 1), "not an address")
+        try:
+            paddr = self.translator.translate(addr)
+        except FaultError as exc:
+            return exc
+        return self.phys.fault(paddr).at(self.name, addr)
+
+    def chunk_mapped(self, vaddr: int) -> bool:
+        """See :meth:`X86_64Translator.chunk_mapped`."""
+        return self.translator.chunk_mapped(vaddr)
 
     def _runs(self, addr: int, end: int) -> Iterator[tuple[int, int]]:
         """``(paddr, n)``: the mapped prefix of ``[addr, end)`` as physically contiguous runs
