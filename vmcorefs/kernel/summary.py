@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..errors import FaultError, Unavailable
+from ..errors import NOT_AVAILABLE, Unavailable, why
 from .cpus import PANIC_CPU_INVALID
 from .crash import crash_reason
 
@@ -102,8 +102,8 @@ def _module_symbols(dump) -> str:
     (``kallsyms`` has no room for a note)."""
     try:
         files = dump.symbol_files
-    except (Unavailable, FaultError) as exc:  # no symbol table at all
-        return f"unavailable: {getattr(exc, 'reason', exc)}"
+    except NOT_AVAILABLE as exc:  # no symbol table at all
+        return f"unavailable: {why(exc)}"
     if files.notes and files.notes[0].startswith("unavailable: "):
         return files.notes[0]
     count = len({(s.name, s.address) for s in files.modules})
@@ -135,10 +135,8 @@ def _listing(get: Callable[[], object], items: Callable[[object], list]) -> str:
     lacks, a loop) is said here, never left to look complete."""
     try:
         listing = get()
-    except Unavailable as exc:
-        return f"unavailable: {exc.reason}"
-    except FaultError as exc:  # one line of the summary, not the whole file
-        return f"unavailable: {exc}"
+    except NOT_AVAILABLE as exc:  # one line of the summary, not the whole file
+        return f"unavailable: {why(exc)}"
     count = len(items(listing))
     problems: list[str] = getattr(listing, "problems", [])
     if not problems:
