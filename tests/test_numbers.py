@@ -82,6 +82,10 @@ def test_page_table_keys_out_of_range_refuse_the_dump(source, key, value, says):
     source.vmcoreinfo_raw = lambda: note
     with pytest.raises(DumpError) as info:
         Dump(source)
+    # the dump file, then the key once: "PATH: cannot translate kernel addresses: VMCOREINFO ..."
+    assert info.value.path == source.paths[0]
+    assert info.value.reason.startswith("cannot translate kernel addresses: VMCOREINFO ")
+    assert info.value.reason.count("VMCOREINFO") == 1
     assert says in info.value.reason and "\n" not in info.value.reason
 
 

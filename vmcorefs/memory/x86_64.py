@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..dumpfile.source import Piece
-from ..errors import CorruptError, DumpError, FaultError, Unavailable
+from ..errors import CorruptError, FaultError, Unavailable
 from ..vmcoreinfo import VmcoreInfo
 from .cache import LockedLRU
 from .physical import PhysicalMemory
@@ -97,10 +97,10 @@ class X86_64Translator:
         self.phys_base = vmcoreinfo.number("phys_base", -MAX_PHYS_ADDR, MAX_PHYS_ADDR) or 0
         self.root = root_sym - START_KERNEL_map + self.phys_base
         if not 0 <= self.root < MAX_PHYS_ADDR:
-            raise DumpError(
-                "VMCOREINFO",
-                f"puts the root page table at physical address {self.root:#x} "
-                "(SYMBOL(init_top_pgt) - __START_KERNEL_map + NUMBER(phys_base))",
+            # Unavailable, as for a key that is missing: the dump names its file (kernel/dump.py).
+            raise Unavailable(
+                f"VMCOREINFO puts the root page table at physical address {self.root:#x} "
+                "(SYMBOL(init_top_pgt) - __START_KERNEL_map + NUMBER(phys_base))"
             )
         self.levels = 5 if vmcoreinfo.number("pgtable_l5_enabled", 0, 1) == 1 else 4
         self.va_bits = 57 if self.levels == 5 else 48
