@@ -125,3 +125,24 @@ def test_case_limits_stop_a_loop_by_its_cpu_time():
         with fz.limits(60, 1 << 30, cpu_seconds=0.2):
             while True:
                 pass
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "line"),
+    [
+        ("KERNELOFFSET", "ffffffffff", "KASLR offset: unknown (VMCOREINFO KERNELOFFSET=ffffffffff "
+         "is out of range (0x0–0x40000000))"),
+        ("CRASHTIME", "1e", "crash time: unknown (VMCOREINFO has a malformed CRASHTIME: '1e')"),
+        ("CRASHTIME", "9" * 20, "crash time: unknown (VMCOREINFO CRASHTIME=99999999999999999999 "
+         "is out of range (-9223372036854775808–9223372036854775807))"),
+    ],
+)  # fmt: skip
+def test_summary_says_why_a_number_is_unknown(source, key, value, line):
+    summary = read(tree_with(source, key, value), "summary").decode().splitlines()
+    assert line in summary
+    assert "phys_base: -0x" in "\n".join(summary)  # the other numbers stand
+
+
+def test_summary_says_unknown_alone_for_an_absent_number(source):
+    summary = read(tree_with(source, "CRASHTIME", None), "summary").decode().splitlines()
+    assert "crash time: unknown" in summary
