@@ -160,3 +160,22 @@ def test_page_size_kerneloffset_and_symbols_skip_bad_values():
     with pytest.raises(Unavailable, match="KERNELOFFSET=40000001 is out of range"):
         _ = vi.kerneloffset
     assert vi.symbols() == {"b": 0x10}
+
+
+def test_vmalloc_start_is_the_one_hex_number():
+    """6.9+ writes NUMBER(VMALLOC_START) as ``0x%lx`` (kernel/vmcore_info.c): that form is
+    taken for that key, and only that form; every other NUMBER() stays ``%ld``."""
+
+    def number(key: str, text: str, **bounds):
+        return VmcoreInfo(f"NUMBER({key})={text}\n".encode()).number(key, **bounds)
+
+    assert number("VMALLOC_START", "0xffffc90000000000") == 0xFFFFC90000000000  # > LONG_MAX
+    assert number("VMALLOC_START", "0x0") == 0
+    for text in ("ffffc90000000000", "0XFF", "0xFF", "-0x1", "123", "0x", "0x1_0"):
+        with pytest.raises(Unavailable, match=r"malformed NUMBER\(VMALLOC_START\)"):
+            number("VMALLOC_START", text)
+    with pytest.raises(Unavailable, match=r"=0x2000 is out of range \(0x0–0x1000\)"):
+        number("VMALLOC_START", "0x2000", hi=0x1000)
+    for key in ("phys_base", "KERNEL_IMAGE_SIZE", "PG_lru"):
+        with pytest.raises(Unavailable, match="malformed"):
+            number(key, "0x10")

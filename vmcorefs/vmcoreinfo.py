@@ -3,19 +3,20 @@
 The kernel writes it in ``kernel/crash_core.c`` (``VMCOREINFO_*`` macros) and per architecture
 (``arch/x86/kernel/machine_kexec_64.c``). Value syntax by key shape, as those macros print it:
 
-=====================  ==========================  ==========================
-key                    macro                       value
-=====================  ==========================  ==========================
-``SYMBOL(name)``       VMCOREINFO_SYMBOL            ``%lx``: hex without 0x
-``SYMBOL(name)``       VMCOREINFO_SYMBOL_ARRAY      same
-``OFFSET(s.m)``        VMCOREINFO_OFFSET            ``%lu``: decimal
-``SIZE(s)``            VMCOREINFO_SIZE/STRUCT_SIZE  ``%lu``: decimal
-``LENGTH(name)``       VMCOREINFO_LENGTH            ``%lu``: decimal
-``NUMBER(name)``       VMCOREINFO_NUMBER            ``%ld``: signed decimal
-``KERNELOFFSET``       arch                         ``%lx``: hex without 0x
-``PAGESIZE``           VMCOREINFO_PAGESIZE          ``%ld``: decimal
-``CRASHTIME``          crash_save_vmcoreinfo        ``%lld``: decimal seconds
-=====================  ==========================  ==========================
+=========================  ===========================  =============================
+key                        macro                        value
+=========================  ===========================  =============================
+``SYMBOL(name)``           VMCOREINFO_SYMBOL            ``%lx``: hex without 0x
+``SYMBOL(name)``           VMCOREINFO_SYMBOL_ARRAY      same
+``OFFSET(s.m)``            VMCOREINFO_OFFSET            ``%lu``: decimal
+``SIZE(s)``                VMCOREINFO_SIZE/STRUCT_SIZE  ``%lu``: decimal
+``LENGTH(name)``           VMCOREINFO_LENGTH            ``%lu``: decimal
+``NUMBER(name)``           VMCOREINFO_NUMBER            ``%ld``: signed decimal
+``NUMBER(VMALLOC_START)``  vmcoreinfo_append_str        ``0x%lx``: hex with 0x (6.9+)
+``KERNELOFFSET``           arch                         ``%lx``: hex without 0x
+``PAGESIZE``               VMCOREINFO_PAGESIZE          ``%ld``: decimal
+``CRASHTIME``              crash_save_vmcoreinfo        ``%lld``: decimal seconds
+=========================  ===========================  =============================
 
 A key that occurs twice keeps its last value, as the kernel's own readers (makedumpfile,
 crash) do.
@@ -33,6 +34,13 @@ _KEY_RE = re.compile(r"^(SYMBOL|OFFSET|SIZE|LENGTH|NUMBER)\((.+)\)$")
 #: would also take ``+``, ``_`` and ``0x``, which no kernel writes.)
 _DECIMAL = re.compile(r"-?[0-9]+")
 _HEX = re.compile(r"[0-9a-fA-F]+")
+#: ``0x%lx``: lowercase hex digits after ``0x``.
+_PREFIXED_HEX = re.compile(r"0x[0-9a-f]+")
+#: The ``NUMBER()`` keys an x86_64 kernel writes as ``0x%lx`` (an unsigned long) instead of
+#: VMCOREINFO_NUMBER's ``%ld``: ``VMALLOC_START``, written by kernel/vmcore_info.c
+#: (crash_core.c before 6.9) since 6.9, when vmap_area_list went away. Only these keys take
+#: that form, and only that form (other architectures write more: arm64's MODULES_VADDR ...).
+HEX_NUMBERS = frozenset({"VMALLOC_START"})
 
 # Ranges every value of a kind has (the C types the kernel prints); callers narrow them.
 LONG_MIN = -(1 << 63)
@@ -89,13 +97,17 @@ class VmcoreInfo(Mapping[str, str]):
     def _get(self, key: str) -> str | None:
         return self._values.get(key)
 
-    def _checked(self, key: str, lo: int, hi: int, *, base: int = 10, what: str = "") -> int | None:
-        """The value of ``key`` parsed in ``base``, None when absent, else within ``[lo, hi]``."""
+    def _checked(
+        self, key: str, lo: int, hi: int, *, base: int = 10, what: str = "", prefixed: bool = False
+    ) -> int | None:
+        """The value of ``key`` parsed in ``base`` (after ``0x`` when ``prefixed``), None when
+        absent, else within ``[lo, hi]``."""
         text = self._values.get(key)
         if text is None:
             return None
         text = text.strip()
-        if not (_HEX if base == 16 else _DECIMAL).fullmatch(text):
+        form = _PREFIXED_HEX if prefixed else _HEX if base == 16 else _DECIMAL
+        if not form.fullmatch(text):
             raise Unavailable(f"VMCOREINFO has a malformed {key}: {_shown(text)!r}")
         value = int(text, base) if len(text) <= MAX_DIGITS else None
         if value is None or not lo <= value <= hi:
@@ -108,9 +120,14 @@ class VmcoreInfo(Mapping[str, str]):
         """``SYMBOL(name)``: an address (``%lx``, an unsigned long)."""
         return self._checked(f"SYMBOL({name})", 0, ULONG_MAX, base=16)
 
-    def number(self, name: str, lo: int = LONG_MIN, hi: int = LONG_MAX) -> int | None:
-        """``NUMBER(name)`` within ``[lo, hi]`` (``%ld``: signed; ``phys_base`` is negative
-        under KASLR)."""
+    def number(self, name: str, lo: int | None = None, hi: int | None = None) -> int | None:
+        """``NUMBER(name)`` within ``[lo, hi]``: ``%ld`` (signed: ``phys_base`` is negative
+        under KASLR; default the range of a long), or ``0x%lx`` for :data:`HEX_NUMBERS`
+        (default the range of an unsigned long)."""
+        if name in HEX_NUMBERS:
+            lo, hi = 0 if lo is None else lo, ULONG_MAX if hi is None else hi
+            return self._checked(f"NUMBER({name})", lo, hi, base=16, prefixed=True)
+        lo, hi = LONG_MIN if lo is None else lo, LONG_MAX if hi is None else hi
         return self._checked(f"NUMBER({name})", lo, hi)
 
     def single_bit(self, name: str, *, zero: bool = False) -> int | None:
