@@ -25,8 +25,9 @@ from .mm_usage import ZoneLayout, page_usage
 from .sparsemem import is_kvaddr, node_pgdats, online_nodes
 from .strict import strict_spaces
 
-#: Bound on the vmap areas of one list and of all (a machine has some thousands of areas).
-MAX_VMAP_AREAS = 1 << 22
+#: The smallest ``struct vmap_area`` of any kernel with the list: va_start, va_end, an
+#: rb_node and the list_head (2.6.28+); :func:`max_vmap_areas` bounds the walks with it.
+MIN_VMAP_AREA_SIZE = 56
 #: Longest zone name read from ``zone_names[]`` ("DMA32", "Normal", "Movable", "Device").
 MAX_ZONE_NAME = 32
 #: include/linux/mm_types.h (since 2.6.28): struct vmap_area starts with va_start, va_end.
@@ -55,10 +56,20 @@ def nodes_text(vi: VmcoreInfo, kvirt: AddressSpace) -> str:
     return nodelist(online_nodes(vi, kvirt)) + "\n"
 
 
+def max_vmap_areas(held: int) -> int:
+    """Bound on the busy vmap areas of a dump that holds ``held`` bytes of memory: each is a
+    distinct ``struct vmap_area`` (from its slab cache) that the walk reads from the dump, so
+    no more fit than ``held / MIN_VMAP_AREA_SIZE`` (a real machine has some thousands). The
+    vmalloc range bounds them too (an area spans a page at least), but only beyond 480 TB:
+    32 TiB of it with 4-level paging (arch/x86/include/asm/pgtable_64_types.h)."""
+    return max(1, held // MIN_VMAP_AREA_SIZE)
+
+
 def vmap_areas(
-    vi: VmcoreInfo, kvirt: AddressSpace, kernel: Callable[[], tuple] | None = None
+    vi: VmcoreInfo, kvirt: AddressSpace, kernel: Callable[[], tuple] | None = None, *, held: int
 ) -> list[tuple[int, int]]:
-    """``(va_start, va_end)`` of each busy ``vmap_area``, sorted by start.
+    """``(va_start, va_end)`` of each busy ``vmap_area``, sorted by start; ``held``: the bytes
+    of memory the dump holds (:func:`max_vmap_areas`).
 
     Up to Linux 6.8 they are on ``vmap_area_list``: VMCOREINFO gives ``OFFSET(vmap_area.va_start)``
     only; ``va_end`` is the next field, as in every kernel that has the list (2.6.28 to 6.8).
@@ -68,14 +79,15 @@ def vmap_areas(
     """
     if vi.symbol("vmap_area_list") is None and kernel is not None:
         symbols, btf = kernel()
-        return _vmap_nodes_areas(kvirt, symbols, btf)
+        return _vmap_nodes_areas(kvirt, symbols, btf, max_vmap_areas(held))
     head = vi.need("SYMBOL", "vmap_area_list")
     # VMCOREINFO has no SIZE(vmap_area): both fields lie inside the largest it has been.
     off_start = vi.need("OFFSET", "vmap_area.va_start", within=MAX_VMAP_AREA_SIZE, width=16)
     off_list = vi.need("OFFSET", "vmap_area.list", within=MAX_VMAP_AREA_SIZE, width=LIST_HEAD_SIZE)
     links = ListHead.from_vmcoreinfo(vi)
     off_end = off_start + VA_END_AFTER_VA_START
-    out = _walk_areas(kvirt, "vmap_area_list", head, links, off_list, off_start, off_end)
+    limit = max_vmap_areas(held)
+    out = _walk_areas(kvirt, "vmap_area_list", head, links, off_list, off_start, off_end, limit)
     out.sort()
     return out
 
@@ -88,10 +100,11 @@ def _walk_areas(
     off_list: int,
     off_start: int,
     off_end: int,
+    limit: int,
 ) -> list[tuple[int, int]]:
     """The areas on one list of ``vmap_area.list`` links, in list order: all or Unavailable."""
     out: list[tuple[int, int]] = []
-    for va in list_for_each_entry(kvirt, head, off_list, what, MAX_VMAP_AREAS, links=links):
+    for va in list_for_each_entry(kvirt, head, off_list, what, limit, links=links):
         try:
             out.append((kvirt.u64(va + off_start), kvirt.u64(va + off_end)))
         except FaultError as exc:
@@ -99,7 +112,7 @@ def _walk_areas(
     return out
 
 
-def _vmap_nodes_areas(kvirt: AddressSpace, symbols, btf) -> list[tuple[int, int]]:
+def _vmap_nodes_areas(kvirt: AddressSpace, symbols, btf, limit: int) -> list[tuple[int, int]]:
     """Linux 6.9+: the busy areas of ``vmap_nodes[0 .. nr_vmap_nodes)`` (mm/vmalloc.c)."""
     from .btf import BtfError
 
@@ -129,17 +142,17 @@ def _vmap_nodes_areas(kvirt: AddressSpace, symbols, btf) -> list[tuple[int, int]
     for i in range(nr):
         head = nodes + i * node_size + off_busy
         what = f"vmap_nodes[{i}].busy"
-        out += _walk_areas(kvirt, what, head, links, off_list, off_start, off_end)
-        if len(out) > MAX_VMAP_AREAS:
-            raise Unavailable(f"the vmap nodes hold more than {MAX_VMAP_AREAS} areas")
+        out += _walk_areas(kvirt, what, head, links, off_list, off_start, off_end, limit)
+        if len(out) > limit:
+            raise Unavailable(f"the vmap nodes hold more than {limit} areas (the dump's memory)")
     out.sort()
     return out
 
 
 def vmalloc_text(
-    vi: VmcoreInfo, kvirt: AddressSpace, kernel: Callable[[], tuple] | None = None
+    vi: VmcoreInfo, kvirt: AddressSpace, kernel: Callable[[], tuple] | None = None, *, held: int
 ) -> str:
-    areas = vmap_areas(vi, kvirt, kernel)
+    areas = vmap_areas(vi, kvirt, kernel, held=held)
     return "".join(f"0x{s:016x}-0x{e:016x} {e - s:10d}\n" for s, e in areas)
 
 
@@ -230,9 +243,20 @@ class MemoryViews:
     def nodes(self) -> str:
         return nodes_text(self.vmcoreinfo, self.kvirt)
 
+    def _held(self) -> int:
+        """Bytes of memory the dump holds; without a count, the RAM it describes."""
+        source = self.phys.source
+        try:
+            return source.held_bytes() or sum(end - start for start, end in source.ranges())
+        except Unavailable:  # a corrupt RAM map: the highest address then
+            return self.phys.size
+
     @lazy
     def vmalloc(self) -> str:
-        return vmalloc_text(self.vmcoreinfo, self.kvirt, lambda: (self.dump.symbols, self.dump.btf))
+        def kernel() -> tuple:
+            return self.dump.symbols, self.dump.btf
+
+        return vmalloc_text(self.vmcoreinfo, self.kvirt, kernel, held=self._held())
 
     @lazy
     def buddyinfo(self) -> str:
