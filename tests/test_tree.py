@@ -6,8 +6,17 @@ import pytest
 
 import vmcorefs
 from tests.elfbuilder import PageTables, PhysImage, simple_core, vmcoreinfo_text
-from vmcorefs.errors import FaultError
-from vmcorefs.tree import DIR_MODE, FILE_MODE, KVIRT_BASE, Directory, NotFound, build_tree
+from vmcorefs.errors import CorruptError, FaultError, Unavailable
+from vmcorefs.tree import (
+    DIR_MODE,
+    FILE_MODE,
+    KVIRT_BASE,
+    BytesFile,
+    Directory,
+    LazyWindowFile,
+    NotFound,
+    build_tree,
+)
 
 KTEXT = 0xFFFFFFFF81000000
 
@@ -75,3 +84,27 @@ def test_vmcoreinfo_file_is_the_note(tree):
 def test_readme_names_the_format(tree):
     text = tree.lookup("/README").read(0, 1 << 16).decode()
     assert "ELF64 core" in text and "2**63" in text
+
+
+@pytest.mark.parametrize("error", [FaultError, CorruptError])
+def test_a_fault_reads_unavailable_in_files_directories_and_windows(error):
+    """Whatever cannot be built because memory is absent or corrupt reads the same line,
+    with the fault's kind, in a file, a directory's ``unavailable`` entry, and a window
+    whose bounds are unknown."""
+    fault = error("kvirt", KTEXT + 0x1000, "PTE not present")
+
+    def fail():
+        raise fault
+
+    line = f"unavailable: kvirt {KTEXT + 0x1000:#x}: {fault.kind}: PTE not present\n".encode()
+    assert BytesFile(fail).read(0, 200) == line
+    assert Directory(fail).entries()["unavailable"].read(0, 200) == line
+    window = LazyWindowFile(None, fail)  # type: ignore[arg-type]  # never read
+    assert window.read(0, 200) == line and window.size() == len(line)
+    missing = Unavailable("VMCOREINFO has no SYMBOL(x)")
+
+    def lacking():
+        raise missing
+
+    for node in (BytesFile(lacking), LazyWindowFile(None, lacking)):  # type: ignore[arg-type]
+        assert node.read(0, 200) == b"unavailable: VMCOREINFO has no SYMBOL(x)\n"

@@ -127,6 +127,17 @@ class Unavailable(VmcorefsError):
         return cls(f"{what} is not in the dump ({fault})")
 
 
+#: What a view built on dump data may fail with; a file built on it reads ``unavailable: ``
+#: and :func:`why` (a fault says its kind: absent or corrupt).
+NOT_AVAILABLE = (Unavailable, FaultError)
+
+
+def why(exc: Unavailable | FaultError) -> str:
+    """The text after ``unavailable: `` for ``exc``: an Unavailable's reason, a fault as it
+    prints (``"kvirt 0x...: corrupt: ..."``: the address space, the address, kind and why)."""
+    return exc.reason if isinstance(exc, Unavailable) else str(exc)
+
+
 def kind_of(exc: BaseException) -> str:
     """The kind of an error, for logs: the class's ``kind``, "bug" for anything unexpected."""
     return exc.kind if isinstance(exc, VmcorefsError) else "bug"

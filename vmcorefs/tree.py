@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from .dumpfile.source import Piece
-from .errors import FaultError, Unavailable, VmcorefsError
+from .errors import NOT_AVAILABLE, FaultError, VmcorefsError, why
 from .memory.cache import LockedLRU
 from .memory.space import AddressSpace
 
@@ -88,10 +88,8 @@ class BytesFile(File):
                 if self._content is None:
                     try:
                         value = self._compute()
-                    except Unavailable as exc:
-                        value = f"unavailable: {exc.reason}\n"
-                    except FaultError as exc:  # absent or corrupt memory: said with its kind
-                        value = f"unavailable: {exc}\n"
+                    except NOT_AVAILABLE as exc:  # absent or corrupt memory: with its kind
+                        value = f"unavailable: {why(exc)}\n"
                     # Names decoded from the dump keep their raw bytes as surrogates (kallsyms):
                     # encoded back the same way, the file holds the dump's exact bytes.
                     self._content = (
@@ -283,10 +281,8 @@ class Directory(Node):
                     src = self._source
                     try:
                         self._entries = src() if callable(src) else src
-                    except Unavailable as exc:
-                        self._entries = {"unavailable": text(f"unavailable: {exc.reason}\n")}
-                    except FaultError as exc:
-                        self._entries = {"unavailable": text(f"unavailable: {exc}\n")}
+                    except NOT_AVAILABLE as exc:  # as a BytesFile says it
+                        self._entries = {"unavailable": text(f"unavailable: {why(exc)}\n")}
         return self._entries
 
 
@@ -456,8 +452,8 @@ class LazyWindowFile(File):
                     try:
                         start, stop = self._bounds()
                         self._file = WindowFile(self._space, start, stop - start)
-                    except Unavailable as exc:
-                        self._file = text(f"unavailable: {exc.reason}\n")
+                    except NOT_AVAILABLE as exc:  # as a BytesFile says it
+                        self._file = text(f"unavailable: {why(exc)}\n")
         return self._file
 
     def size(self) -> int:
