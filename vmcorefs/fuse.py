@@ -20,7 +20,16 @@ import time
 from collections.abc import Callable
 
 from .dumpfile.source import Piece
-from .errors import DumpError, FaultError, MountPointError, OptionError, VmcorefsError, kind_of
+from .errors import (
+    DumpError,
+    FaultError,
+    MountPointError,
+    OptionError,
+    Stopping,
+    VmcorefsError,
+    kind_of,
+    set_stop_check,
+)
 from .tree import Directory, File, NotFound, Tree, WindowFile
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
@@ -52,7 +61,7 @@ def errno_of(exc: BaseException, what: str) -> int:
         return exc.errno
     if isinstance(exc, NotFound):
         return errno.ENOENT
-    if isinstance(exc, FaultError):
+    if isinstance(exc, (FaultError, Stopping)):  # Stopping: the user asked the daemon to end
         log.debug("%s: %s", what, exc)
     elif isinstance(exc, DumpError):
         log.error("%s", exc)
@@ -114,6 +123,10 @@ class VmcoreOperations(mfusepy.Operations):
 
     def init_with_config(self, conn_info, config_3) -> None:
         self.mounted = True
+        # Long work polls this (errors.check_stop): a SIGTERM or SIGINT, which libfuse's
+        # handler turns into an exited session, then ends the request that waits on it at
+        # once, and libfuse's loop (which waits for every busy worker) can unmount.
+        set_stop_check(_session_exited())
         if self._on_mounted is not None:
             self._on_mounted()
         if conn_info is not None:
@@ -397,8 +410,29 @@ def mount(
             said = capture.release() if capture is not None else ""
             raise mount_failure(mountpoint, said, exc) from None
     finally:
+        set_stop_check(None)
         if capture is not None:
             capture.release()
+
+
+def _session_exited() -> Callable[[], bool] | None:
+    """Whether the session of the FUSE call being served has exited (libfuse's handler of
+    SIGTERM, SIGINT and SIGHUP makes it so; ``fusermount3 -u`` too): asked in ``init``, whose
+    context names the session. None where this libfuse cannot tell."""
+    lib = mfusepy._libfuse
+    try:
+        get_session, exited = lib.fuse_get_session, lib.fuse_session_exited
+    except AttributeError:  # libfuse 2 (mfusepy's fallback): no such calls
+        return None
+    get_session.restype, get_session.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    exited.restype, exited.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    context = lib.fuse_get_context()
+    if not context or not context.contents.fuse:
+        return None
+    session = get_session(context.contents.fuse)
+    if not session:
+        return None
+    return lambda: exited(session) != 0
 
 
 _UNKNOWN_OPTION = re.compile(r"unknown option\(s\): `(?:-o ?)?([^']*)'")

@@ -16,6 +16,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
 
+from ..errors import check_stop
 from .source import ReadableFile
 
 #: Bytes of bitmap per index entry.
@@ -73,6 +74,7 @@ class Bitmap:
         counts = array("Q", bytes(8 * (nblocks + 1)))
         total = 0
         for chunk_start in range(0, self.nbytes, SCAN_CHUNK):
+            check_stop()
             chunk = self._read(chunk_start, min(self.nbytes, chunk_start + SCAN_CHUNK))
             block0 = chunk_start // BLOCK
             zero = _ZERO_CHUNK if len(chunk) == SCAN_CHUNK else bytes(len(chunk))
@@ -186,6 +188,7 @@ class Bitmap:
         emitted = 0
         first, last = self.lo // 8, (self.hi + 7) // 8
         for chunk_start in range(first, last, SCAN_CHUNK):
+            check_stop()
             chunk = self._read(chunk_start, min(last, chunk_start + SCAN_CHUNK))
             base = chunk_start * 8
             for m in _RUN_OR_MIXED.finditer(chunk):

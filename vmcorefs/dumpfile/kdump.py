@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..errors import CorruptError, DumpError, FaultError, Unavailable
+from ..errors import CorruptError, DumpError, FaultError, Unavailable, check_stop
 from . import compression
 from .bitmap import Bitmap
 from .compression import (
@@ -415,6 +415,7 @@ class KdumpSource(PhysicalSource, PagedSource):
         end = min(end, pos + MAX_HELD_SCAN)
         held = 0
         while pos + PAGE_DESC_SIZE <= end:  # bounded: advances by each chunk read
+            check_stop()
             want = min(end - pos, 1 << 20)
             raw = self.file.pread(pos, want - want % PAGE_DESC_SIZE)
             if len(raw) < PAGE_DESC_SIZE:
