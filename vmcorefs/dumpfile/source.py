@@ -6,6 +6,7 @@ above use nothing else, so a new format needs no change outside ``dumpfile/``.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
@@ -174,6 +175,11 @@ class ReadableFile(Protocol):
         """Exactly ``size`` bytes at ``offset`` or :class:`DumpError` naming ``what``."""
         ...
 
+    def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The runs of ``[start, end)`` that may hold bytes other than zeros, in order; the
+        rest reads as zeros (holes of a sparse file, gaps no flattened record writes)."""
+        ...
+
     def check(self) -> None:
         """DumpError when the file changed since it was opened."""
         ...
@@ -214,6 +220,12 @@ class ExactReads:
 
     def pread(self, offset: int, size: int) -> bytes:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """``[start, end)`` within the file: a file that cannot tell its holes."""
+        start, end = max(0, start), min(end, self.size)
+        if start < end:
+            yield start, end
 
     def pread_exact(self, offset: int, size: int, what: str = "data") -> bytes:
         """Exactly ``size`` bytes at ``offset`` or :class:`DumpError` naming ``what``: a size
@@ -295,6 +307,30 @@ class DumpFile(ExactReads):
             raise DumpError(
                 self.path, f"read error at offset {offset:#x}: {exc.strerror}"
             ) from None
+
+    def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The runs of ``[start, end)`` that the file system stores (``SEEK_DATA`` and
+        ``SEEK_HOLE``): a scan of a sparse file then costs what it stores, not what its size
+        says. Where the file system cannot tell, the whole range. Bounded: each run found
+        moves past a hole."""
+        pos, end = max(0, start), min(end, self.size)
+        while pos < end:
+            try:
+                data = os.lseek(self.fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # nothing but a hole up to the end of the file
+                    return
+                yield pos, end  # no SEEK_DATA here: all of it may be data
+                return
+            if data >= end:
+                return
+            try:
+                hole = os.lseek(self.fd, data, os.SEEK_HOLE)
+            except OSError:
+                hole = end
+            hole = min(end, max(hole, data + 1))
+            yield max(data, pos), hole
+            pos = hole
 
     def verify(self) -> None:
         """DumpError when the file changed since it was opened (one ``fstat``, now)."""
