@@ -394,24 +394,39 @@ def pattern_page(pfn: int, page_size: int = PAGE) -> bytes:
     return noise + body[64:]
 
 
-def build_elf_core(segments: list[tuple[int, bytes, int]], vmcoreinfo: bytes, *, notes=()) -> bytes:
+PN_XNUM = 0xFFFF
+
+
+def build_elf_core(
+    segments: list[tuple[int, bytes, int]], vmcoreinfo: bytes, *, notes=(), xnum: bool = False
+) -> bytes:
     """A minimal ELF64 x86_64 core: one PT_NOTE (``notes`` then VMCOREINFO) and a PT_LOAD per
-    ``(paddr, file bytes, memsz)`` segment (memsz beyond the bytes reads as zeros)."""
+    ``(paddr, file bytes, memsz)`` segment (memsz beyond the bytes reads as zeros).
+
+    From 0xffff program headers (or with ``xnum``) the count is written as makedumpfile and
+    the kernel's fill_extnum_info() write it: e_phnum PN_XNUM, e_shnum 1, and one section
+    header (SHT_NULL) after the program headers whose sh_info holds the count."""
     note_data = b"".join(_note(n, t, d) for n, t, d in notes) + _note(b"VMCOREINFO", 0, vmcoreinfo)
     phnum = 1 + len(segments)
-    offset = 64 + 56 * phnum
-    phdrs = struct.pack("<IIQQQQQQ", 4, 0, offset, 0, 0, len(note_data), len(note_data), 4)
-    body = note_data
+    xnum = xnum or phnum >= PN_XNUM
+    shoff = 64 + 56 * phnum if xnum else 0
+    offset = 64 + 56 * phnum + (64 if xnum else 0)
+    phdrs = bytearray(
+        struct.pack("<IIQQQQQQ", 4, 0, offset, 0, 0, len(note_data), len(note_data), 4)
+    )
+    body = [note_data]
     offset += len(note_data)
     for paddr, data, memsz in segments:
         phdrs += struct.pack("<IIQQQQQQ", 1, 7, offset, paddr, paddr, len(data), memsz, 0)
-        body += data
+        body.append(data)
         offset += len(data)
     ehdr = (
         b"\x7fELF\x02\x01\x01" + bytes(9)
-        + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56, phnum, 0, 0, 0)
+        + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, shoff, 0, 64, 56,
+                      PN_XNUM if xnum else phnum, 64 if xnum else 0, 1 if xnum else 0, 0)
     )  # fmt: skip
-    return ehdr + phdrs + body
+    shdr = struct.pack("<IIQQQQIIQQ", 0, 0, 0, 0, 0, 1, 0, phnum, 0, 0) if xnum else b""
+    return b"".join([ehdr, phdrs, shdr, *body])
 
 
 def write_flattened(path, writes: Iterable[tuple[int, bytes]], *, record_size: int = 65536) -> int:
