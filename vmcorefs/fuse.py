@@ -214,6 +214,10 @@ class VmcoreOperations(mfusepy.Operations):
     @_answers
     def open(self, path: str, fi) -> int:
         node = self._node(path)
+        # A dump that changed under us opens nothing: the kernel drops what it cached of a file
+        # only when an open asks it to, and a file served through its cache would go on reading
+        # the old dump's bytes beside the new ones.
+        self.tree.check()
         if fi.flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise _fail(errno.EROFS)
         if isinstance(node, Directory):
@@ -232,9 +236,10 @@ class VmcoreOperations(mfusepy.Operations):
         :class:`_ReplyFUSE`) they are copied there instead and the count is returned."""
         try:
             node = self._handle(path, fi.fh)
-            if not isinstance(node, WindowFile):
-                # A dump changed under us: EIO, even for what caches hold. Windows need not ask
-                # here: their reads are checked in memory/ and verified after each pread.
+            if type(node) is not WindowFile:
+                # A dump changed under us: EIO, even for what caches hold (computed files, the
+                # bytes a sym/ file's open read). Plain windows (phys, kvirt) need not ask here:
+                # their reads are checked in memory/ and verified after each pread.
                 self.tree.check()
             if buf is None:
                 return node.read(offset, size)

@@ -268,7 +268,7 @@ class DumpFile(ExactReads):
             os.close(self.fd)
             raise DumpError(path, "is a directory")
         self.size = st.st_size
-        self._identity = (st.st_size, st.st_mtime_ns)
+        self._identity = _identity(st)
         #: Why the file is no longer the dump that was opened (None while it is).
         self.changed: str | None = None
         self._checked = monotonic()
@@ -339,8 +339,9 @@ class DumpFile(ExactReads):
         self._verify()
 
     def check(self) -> None:
-        """DumpError once the file changed under us (size or mtime differ from when it was
-        opened: truncated or overwritten in place); the ``fstat`` runs at most every
+        """DumpError once the file changed under us (its size, mtime, ctime or inode differ
+        from when it was opened: truncated or overwritten in place, even by a writer that set
+        the mtime back; see :class:`FileIdentity`); the ``fstat`` runs at most every
         :data:`CHECK_INTERVAL` seconds. A file renamed over ours leaves our descriptor on the
         old inode: that is still the dump we opened, and reads go on."""
         if self.changed:
@@ -355,15 +356,26 @@ class DumpFile(ExactReads):
             self.changed = f"cannot stat the dump any more: {exc.strerror}"
         else:
             self._checked = monotonic()
-            if (st.st_size, st.st_mtime_ns) == self._identity:
+            now = _identity(st)
+            if now == self._identity:
                 return
-            if st.st_size != self._identity[0]:
+            if now.bytes_same(self._identity) and now.meta != self._identity.meta:
+                # A new ctime with a new link count, mode or owner: renamed over or unlinked,
+                # linked, chmod, chown; not the bytes.
+                self._identity = now
+                return
+            if now.size != self._identity.size:
                 self.changed = (
-                    f"the file changed while in use: {self._identity[0]} bytes when opened, "
-                    f"{st.st_size} now"
+                    f"the file changed while in use: {self._identity.size} bytes when opened, "
+                    f"{now.size} now"
                 )
-            else:
+            elif now.mtime_ns != self._identity.mtime_ns:
                 self.changed = "the file changed while in use: it was modified in place"
+            else:
+                self.changed = (
+                    "the file changed while in use: its status changed (ctime), as when it is "
+                    "modified in place and its mtime set back"
+                )
         raise DumpError(self.path, self.changed)
 
     def close(self) -> None:
@@ -371,6 +383,29 @@ class DumpFile(ExactReads):
             if self.fd >= 0:
                 os.close(self.fd)
                 self.fd = -1
+
+
+class FileIdentity(NamedTuple):
+    """What says that an open file is still the dump that was opened: its inode, size, mtime
+    and ctime. Writing sets the ctime, and no one can set it back (as ``touch`` can the
+    mtime); the metadata (``meta``: link count, mode, owner) tell a ctime set by a rename over
+    the file, a new link or a chmod, which change no byte, from one set by a write."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    meta: tuple[int, int, int, int]
+
+    def bytes_same(self, other: FileIdentity) -> bool:
+        """Everything but the ctime and the metadata is the same."""
+        return self[:4] == other[:4]
+
+
+def _identity(st: os.stat_result) -> FileIdentity:
+    meta = (st.st_nlink, st.st_mode, st.st_uid, st.st_gid)
+    return FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, meta)
 
 
 def parse_notes(data: bytes, *, big_endian: bool = False, align: int = 4) -> Iterator[Note]:
