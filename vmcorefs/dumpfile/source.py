@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import struct
 import threading
 from abc import ABC, abstractmethod
@@ -251,8 +252,20 @@ class DumpFile(ExactReads):
 
     def __init__(self, path: str) -> None:
         self.path = path
+        # Looked at before it is opened: opening a FIFO blocks until a writer comes, and
+        # opening a device may do something (a tape rewinds).
         try:
-            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            _refuse_unless_regular(path, os.stat(path).st_mode)
+        except FileNotFoundError:
+            raise DumpError(path, "no such file") from None
+        except PermissionError:
+            raise DumpError(path, "permission denied") from None
+        except OSError as exc:
+            raise DumpError(path, exc.strerror or str(exc)) from None
+        try:
+            # O_NONBLOCK: should the name now be a FIFO, the open returns at once (and the
+            # fstat below refuses it); it changes nothing for a regular file.
+            self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             raise DumpError(path, "no such file") from None
         except IsADirectoryError:
@@ -262,11 +275,11 @@ class DumpFile(ExactReads):
         except OSError as exc:
             raise DumpError(path, exc.strerror or str(exc)) from None
         st = os.fstat(self.fd)
-        import stat as _stat
-
-        if _stat.S_ISDIR(st.st_mode):
+        try:
+            _refuse_unless_regular(path, st.st_mode)
+        except DumpError:
             os.close(self.fd)
-            raise DumpError(path, "is a directory")
+            raise
         self.size = st.st_size
         self._identity = _identity(st)
         #: Why the file is no longer the dump that was opened (None while it is).
@@ -406,6 +419,28 @@ class FileIdentity(NamedTuple):
 def _identity(st: os.stat_result) -> FileIdentity:
     meta = (st.st_nlink, st.st_mode, st.st_uid, st.st_gid)
     return FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, meta)
+
+
+#: What a file that is not a regular file is, for the one-line refusal.
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _refuse_unless_regular(path: str, mode: int) -> None:
+    """DumpError unless ``mode`` is a regular file's: a dump is read in place, at any offset,
+    with a size; a pipe or a device has neither."""
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise DumpError(path, "is a directory")
+    what = next((name for test, name in _NOT_REGULAR if test(mode)), "a file of another kind")
+    raise DumpError(
+        path, f"is {what}, not a regular file: copy the dump to a file first (it is read in place)"
+    )
 
 
 def parse_notes(data: bytes, *, big_endian: bool = False, align: int = 4) -> Iterator[Note]:
