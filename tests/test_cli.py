@@ -181,3 +181,12 @@ def test_a_dump_that_is_no_regular_file_is_refused_at_once(tmp_path, capsys, mak
         f"vmcorefs: {path}: is {what}, not a regular file: copy the dump to a file first "
         "(it is read in place)\n"
     )
+
+
+@pytest.mark.parametrize("value", ["max_read=1048577", "max_read=0", "max_read=4k", "max_read"])
+def test_a_max_read_that_cannot_be_honoured_is_refused(tmp_path, capsys, good_core, value):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    code, err = run_main(capsys, "-o", f"ro,{value}", good_core, str(mnt))
+    assert code == 2
+    assert err == f"vmcorefs: -o {value}: a number of bytes from 1 to 1048576 is needed\n"

@@ -51,6 +51,19 @@ def test_reads_holes_and_eof(tmp_path, core):
         assert (mnt / "info" / "PAGESIZE").read_text() == "4096\n"
 
 
+@pytest.mark.parametrize("max_read", [4096, 65536, MiB])
+def test_max_read_is_honoured(tmp_path, core, max_read):
+    """``-o max_read=N``: the kernel sends no larger request, and reads go on as before (libfuse
+    ends a session whose init says another size than the option: no mount, exit 0)."""
+    with mounted([core], tmp_path / "mnt", "-o", f"max_read={max_read}") as mnt:
+        with open("/proc/self/mountinfo") as f:
+            line = next(line for line in f if line.split()[4] == str(mnt))
+        assert f"max_read={max_read}" in line
+        with open(mnt / "kvirt", "rb", buffering=0) as f:
+            f.seek(KTEXT & 0x7FFFFFFFFFFFFFFF)
+            assert f.read(2 * MiB) == bytes(range(256)) * (2 * MiB // 256)
+
+
 def test_everything_mutating_is_erofs(tmp_path, core):
     with mounted([core], tmp_path / "mnt") as mnt:
         calls = [

@@ -139,10 +139,15 @@ def check_mountpoint(path: str) -> None:
 
 
 def check_fuse_options(options: dict[str, str | bool]) -> None:
-    """Refuse, before anything is opened, what would make the mount writable."""
+    """Refuse, before anything is opened, what would make the mount writable, and a
+    ``max_read`` that the FUSE adapter cannot honour."""
     for key in options:
         if key in WRITABLE_OPTIONS:
             raise OptionError(key, "the mount is always read-only")
+    if "max_read" in options:
+        from .fuse import read_size  # loads libfuse: only when the option is given
+
+        read_size(options)
 
 
 def run(argv: list[str]) -> int:

@@ -102,8 +102,12 @@ class VmcoreOperations(mfusepy.Operations):
         *,
         mtime_ns: int | None = None,
         on_mounted: Callable[[], object] | None = None,
+        max_read: int = MAX_READ,
     ) -> None:
         self.tree = tree
+        #: The largest read request: what ``-o max_read`` asked libfuse for (init must say the
+        #: same, or libfuse ends the session at once).
+        self.max_read = max_read
         self._on_mounted = on_mounted
         self.uid = os.getuid()
         self.gid = os.getgid()
@@ -130,7 +134,7 @@ class VmcoreOperations(mfusepy.Operations):
         if self._on_mounted is not None:
             self._on_mounted()
         if conn_info is not None:
-            conn_info.max_read = MAX_READ
+            conn_info.max_read = self.max_read
             conn_info.max_readahead = MAX_READ
         if config_3 is not None:
             config_3.entry_timeout = TIMEOUT
@@ -359,6 +363,21 @@ class _ReplyFUSE(mfusepy.FUSE):
         return self.operations.read(name, size, offset, fi, buf=address)
 
 
+def read_size(options: dict[str, str | bool]) -> int:
+    """The ``-o max_read=N`` asked for (bytes, 1 to :data:`MAX_READ`), else :data:`MAX_READ`;
+    OptionError for another value (the kernel's requests never exceed MAX_READ)."""
+    value = options.get("max_read")
+    if value is None:
+        return MAX_READ
+    text = value if isinstance(value, str) else ""
+    if not (text.isascii() and text.isdigit() and 0 < int(text) <= MAX_READ):
+        raise OptionError(
+            f"max_read={text}" if text else "max_read",
+            f"a number of bytes from 1 to {MAX_READ} is needed",
+        )
+    return int(text)
+
+
 def workers_never_exit(options: dict[str, str | bool]) -> bool:
     """True when libfuse never ends a worker thread: ``max_idle_threads`` is -1 (its "never")
     or at least ``max_threads`` (default 10). A user's ``-o`` may say otherwise; then the
@@ -384,8 +403,11 @@ def mount(
     case, in the parent once mounted: libfuse daemonises after the mount succeeded)."""
     # libfuse and fusermount3 write their complaints to fd 2 themselves: captured until the
     # kernel talks to us, so that a refusal is one vmcorefs line naming what was refused.
+    max_read = read_size(options)
     capture = None if debug else _LibfuseMessages(restore=foreground)
-    ops = VmcoreOperations(tree, mtime_ns=mtime_ns, on_mounted=capture and capture.release)
+    ops = VmcoreOperations(
+        tree, mtime_ns=mtime_ns, on_mounted=capture and capture.release, max_read=max_read
+    )
     kwargs: dict[str, str | bool] = {
         "fsname": "vmcorefs",
         "subtype": "vmcorefs",
@@ -398,6 +420,7 @@ def mount(
         "max_idle_threads": "10",
     }
     kwargs.update(options)
+    kwargs["max_read"] = str(max_read)
     try:
         _ReplyFUSE(
             ops,
