@@ -220,7 +220,7 @@ def kdump_chunks(
     size = data_off + len(data)
 
     # Headers.
-    uts = b"".join(s.encode()[:64].ljust(65, b"\0") for s in spec.utsname)
+    uts = b"".join(s.encode("utf-8", "surrogateescape")[:64].ljust(65, b"\0") for s in spec.utsname)
     status = flag | (INCOMPLETE if spec.incomplete else 0) | spec.status_extra
     max32 = spec.max_mapnr & 0xFFFFFFFF
     header = struct.pack(

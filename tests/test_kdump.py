@@ -360,3 +360,16 @@ def test_zlib_pages_with_either_inflater(tmp_path, monkeypatch, inflater):
     assert src.read(0, 6 * PAGE) == pages[0] + pages[1] + pages[2]
     assert src.read(3 * PAGE, 1) == b"" and src.read(4 * PAGE, 1) == b""  # checksum; cut
     assert src.read(5 * PAGE, PAGE) == pages[5]
+
+
+def test_utsname_that_is_not_utf8_keeps_its_bytes(tmp_path):
+    from tests import fuzzing as fz
+    from vmcorefs.tree import build_tree
+
+    uts = ("Linux", "host\udcfe", "6.1.0-\udcff", "#1 SMP", "x86_64", "(none)")
+    path = tmp_path / "uts.kdump"
+    path.write_bytes(build_kdump(fz.kdump_spec(utsname=uts)))
+    with vmcorefs.open_dump(str(path)) as dump:
+        summary = build_tree(dump).lookup("summary").read(0, 1 << 16)
+    assert b"kdump utsname nodename: host\xfe\n" in summary
+    assert b"kdump utsname release: 6.1.0-\xff\n" in summary

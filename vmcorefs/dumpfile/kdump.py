@@ -113,7 +113,7 @@ class DiskDumpHeader:
         uts = tuple(
             f[2][i * (NEW_UTS_LEN + 1) : (i + 1) * (NEW_UTS_LEN + 1)]
             .split(b"\0", 1)[0]
-            .decode("utf-8", "replace")
+            .decode("utf-8", "surrogateescape")  # summary keeps the bytes
             for i in range(6)
         )
         return cls(f[0], f[1], uts, *f[3:])
