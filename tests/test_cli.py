@@ -190,3 +190,15 @@ def test_a_max_read_that_cannot_be_honoured_is_refused(tmp_path, capsys, good_co
     code, err = run_main(capsys, "-o", f"ro,{value}", good_core, str(mnt))
     assert code == 2
     assert err == f"vmcorefs: -o {value}: a number of bytes from 1 to 1048576 is needed\n"
+
+
+def test_paths_with_control_characters_stay_one_line(tmp_path, capsys, good_core):
+    """A newline, an escape sequence or a byte that is not UTF-8 in a path is written \\xNN."""
+    mnt = str(tmp_path / "no\nwhere\x1b[2J")
+    code, err = run_main(capsys, good_core, mnt)
+    shown = str(tmp_path) + "/no\\x0awhere\\x1b[2J"
+    assert (code, err) == (1, f"vmcorefs: {shown}: mount point does not exist\n")
+    dump = os.fsdecode(os.fsencode(str(tmp_path)) + b"/dump\xff\t")
+    os.mkdir(tmp_path / "mnt")
+    code, err = run_main(capsys, dump, str(tmp_path / "mnt"))
+    assert (code, err) == (1, f"vmcorefs: {tmp_path}/dump\\xff\\x09: no such file\n")
