@@ -311,8 +311,11 @@ class Tree:
 
 
 def info_key_filename(key: str) -> str:
-    """``info/`` file name for a VMCOREINFO key: verbatim, ``/`` written ``%2F``."""
-    return key.replace("%", "%25").replace("/", "%2F") if "/" in key else key
+    """``info/`` file name for a VMCOREINFO key: verbatim where it can be a file name, else
+    escaped by the rule of ``sym/`` (``kernel.symbols.escape_file_name``)."""
+    from .kernel.symbols import escape_file_name
+
+    return escape_file_name(key)
 
 
 def _section_info(dump) -> Directory:
@@ -364,8 +367,10 @@ def _section_mm(dump) -> Directory:
 README_ENTRIES = """\
 README       this text
 vmcoreinfo   the VMCOREINFO note, exactly as in the dump
-info/KEY     one file per VMCOREINFO key, named verbatim (a '/' is written %2F): its value;
-             info/PAGE_SIZE is PAGESIZE under the name users type
+info/KEY     one file per VMCOREINFO key, named verbatim: its value, byte for byte;
+             info/PAGE_SIZE is PAGESIZE under the name users type. A key that cannot be
+             a file name is escaped: '%' '/' NUL as %25 %2F %00, '.' '..' as %2E %2E%2E,
+             the empty key as % (sym/ names too)
 summary      release, crash time, reason, CPUs, RAM, format, compression, dump level, paging,
              KASLR; how many tasks, modules and module symbols were listed, and why a list
              may be incomplete; truncated: and damage: when the dump file is cut short or
