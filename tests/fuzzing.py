@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import os
 import resource
 import signal
 import struct
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -37,11 +38,11 @@ from tests.cpu_notes import prstatus
 from tests.elfbuilder import PAGE, START_KERNEL_map
 from tests.mmbuilder import VMALLOC, SyntheticKernel
 from tests.printk_layouts import AREA_SIZE, Prb
-from tests.symtables import STEXT, TABLES
+from tests.symtables import ERAS, STEXT, SYMBOLS, TABLES, era_tables
 from tests.symtables import build as build_kallsyms
 from vmcorefs.errors import DumpError, FaultError
 from vmcorefs.kernel.kallsyms import PLACE_RELATIVE
-from vmcorefs.tree import Directory, File, Tree, WindowFile, build_tree
+from vmcorefs.tree import Directory, File, LazyWindowFile, Tree, WindowFile, build_tree
 
 #: Wall-clock limit of one case (a hang is a failure). Generous: CI machines are shared.
 CASE_SECONDS = 20.0
@@ -82,25 +83,37 @@ def _vm_size() -> int:
 
 
 @contextlib.contextmanager
-def limits(seconds: float = CASE_SECONDS, headroom: int = MEMORY_HEADROOM) -> Iterator[None]:
-    """Run a case under a wall-clock alarm and a cap on the process's address space."""
+def limits(
+    seconds: float = CASE_SECONDS, headroom: int = MEMORY_HEADROOM, cpu_seconds: float | None = None
+) -> Iterator[None]:
+    """Run a case under a wall-clock alarm and a cap on the process's address space; with
+    ``cpu_seconds``, also under a limit on the CPU time the process uses (a bound that a
+    machine loaded by other work does not make fail)."""
     assert threading.current_thread() is threading.main_thread()
 
     def expired(signum, frame):
+        if signum == signal.SIGPROF:
+            raise CaseTimeout(f"case used more than {cpu_seconds} s of CPU")
         raise CaseTimeout(f"case still running after {seconds} s")
 
     old_handler = signal.signal(signal.SIGALRM, expired)
+    old_prof = signal.signal(signal.SIGPROF, expired) if cpu_seconds else None
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     cap = _vm_size() + headroom
     if hard != resource.RLIM_INFINITY:
         cap = min(cap, hard)
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     signal.setitimer(signal.ITIMER_REAL, seconds)
+    if cpu_seconds:
+        signal.setitimer(signal.ITIMER_PROF, cpu_seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old_handler)
+        if cpu_seconds:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, old_prof)
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
@@ -139,14 +152,23 @@ def _read(node: File, offset: int, size: int, out: Outcome) -> bytes | None:
 
 
 def walk_tree(tree: Tree, out: Outcome, *, phys: Sequence[int] = (), kvirt: Sequence[int] = (),
-              max_entries: int = 2000) -> None:  # fmt: skip
+              max_entries: int = 2000,
+              sampled: Mapping[str, int] | None = None) -> None:  # fmt: skip
     """List every directory, stat every file, read each at its start, middle and end; read
-    ``phys`` and ``kvirt`` at the given addresses (kvirt: kernel addresses)."""
+    ``phys`` and ``kvirt`` at the given addresses (kvirt: kernel addresses).
+
+    ``sampled``: directories (``"/sym"``) of which only so many entries, spread evenly over the
+    listing, are walked (the first ``max_entries`` of the others).
+    """
     stack: list[tuple[str, Directory]] = [("", tree.root)]
     while stack:
         path, directory = stack.pop()
         entries = directory.entries()
-        for i, name in enumerate(entries):
+        names: Iterable[str] = entries
+        if sampled and path in sampled:
+            step = max(1, len(entries) // max(1, sampled[path]))
+            names = itertools.islice(entries, 0, None, step)
+        for i, name in enumerate(names):
             if i >= max_entries:
                 break
             assert name and "/" not in name and name not in (".", ".."), (path, name)
@@ -175,6 +197,10 @@ def walk_tree(tree: Tree, out: Outcome, *, phys: Sequence[int] = (), kvirt: Sequ
             if data is not None and data.startswith(b"unavailable: "):
                 out.unavailable += 1
                 assert data.endswith(b"\n") and data.count(b"\n") == 1, data
+            if data is not None and not isinstance(node, (WindowFile, LazyWindowFile)):
+                # Content computed whole (text, notes): exactly as long as the size said.
+                assert len(data) == min(size, MiB), (child, size, len(data))
+            assert node.size() == size, (child, size, node.size())  # the size never changes
             if size > MiB:
                 _read(node, size // 2, 4096, out)
             if size > 1:
@@ -359,10 +385,13 @@ class Kernel:
 
 
 @cache
-def kernel() -> Kernel:
+def kernel(found: bool = False) -> Kernel:
     """Page tables, struct pages (SPARSEMEM vmemmap), uts, nodes and zones with free lists,
-    vmap areas, a printk ring, kallsyms tables and two CPUs' PRSTATUS notes."""
-    k = SyntheticKernel([(0, KERNEL_RAM)], section_bits=21, physmem_bits=30)
+    vmap areas, a printk ring, kallsyms tables and two CPUs' PRSTATUS notes.
+
+    ``found``: a kernel before 6.0: VMCOREINFO without the kallsyms keys, the tables laid out
+    as 6.1's scripts/kallsyms.c does (the finder must find them in the image)."""
+    k = SyntheticKernel([(0, KERNEL_RAM)], section_bits=21, physmem_bits=36)
     structures: dict[str, tuple[int, int]] = {}
     structures["page tables"] = (0x10_0000, k.pt._next - 0x10_0000)
     pages_start = min(k._page_addr.values())
@@ -387,14 +416,22 @@ def kernel() -> Kernel:
     structures["printk ring"] = (area, AREA_SIZE)
     for key, value in prb.keys(START_KERNEL_map + area).items():
         k.vmcoreinfo[key] = str(value)
-    kallsyms, vi, _loc = build_kallsyms(PLACE_RELATIVE)
-    for line in vi.raw.decode().splitlines():
-        key, _, value = line.partition("=")
-        k.vmcoreinfo[key] = value
-    structures["kallsyms tables"] = (TABLES_PADDR, len(kallsyms.data))
-    k.write(TABLES_PADDR, kallsyms.data)
+    if found:
+        # Every digit occurs in some name, as in every real kernel (the search starts there).
+        symbols = sorted([*SYMBOLS, (STEXT + 0x300, "t", "crc_0123456789")])
+        blob, _loc = era_tables(ERAS["6.1"], symbols, TABLES)
+        k.vmcoreinfo["SYMBOL(_stext)"] = f"{STEXT:x}"
+        k.vmcoreinfo["SYMBOL(init_task)"] = f"{0xFFFFFFFF81800000:x}"
+    else:
+        kallsyms, vi, _loc = build_kallsyms(PLACE_RELATIVE)
+        blob = kallsyms.data
+        for line in vi.raw.decode().splitlines():
+            key, _, value = line.partition("=")
+            k.vmcoreinfo[key] = value
+    structures["kallsyms tables"] = (TABLES_PADDR, len(blob))
+    k.write(TABLES_PADDR, blob)
     k.write(STEXT_PADDR, bytes(range(256)) * (TEXT_SIZE // 256))
-    tables_end = -(-(TABLES_PADDR + len(kallsyms.data)) // PAGE) * PAGE
+    tables_end = -(-(TABLES_PADDR + len(blob)) // PAGE) * PAGE
     ranges = [(0, KERNEL_RAM), (STEXT_PADDR, STEXT_PADDR + TEXT_SIZE), (TABLES_PADDR, tables_end)]
     regs = [0x1000 * i for i in range(27)]
     notes = [(b"CORE", 1, prstatus(100 + cpu, regs)) for cpu in range(2)]
@@ -422,9 +459,10 @@ def kernel() -> Kernel:
 
 
 @cache
-def elf_seed() -> tuple[bytes, list[Region]]:
-    """The synthetic kernel as an ELF core, and its regions (header, phdrs, notes, segments)."""
-    kern = kernel()
+def elf_seed(found: bool = False) -> tuple[bytes, list[Region]]:
+    """The synthetic kernel (``kernel(found)``) as an ELF core, and its regions (header,
+    phdrs, notes, segments)."""
+    kern = kernel(found)
     segments = []
     for start, end in kern.ranges:
         data = b"".join(kern.pages[pfn] for pfn in range(start // PAGE, end // PAGE))
@@ -443,7 +481,7 @@ def elf_seed() -> tuple[bytes, list[Region]]:
         Region("notes", phdrs_end, phdrs_end + note_len, fields("<III") * 1),
         Region("memory", phdrs_end + note_len, len(raw)),
     ]
-    return raw, regions + structure_regions(lambda paddr: _elf_offset(raw, paddr))
+    return raw, regions + structure_regions(lambda paddr: _elf_offset(raw, paddr), found)
 
 
 def _elf_offset(raw: bytes, paddr: int) -> int | None:
@@ -455,10 +493,10 @@ def _elf_offset(raw: bytes, paddr: int) -> int | None:
     return None
 
 
-def structure_regions(where: Callable[[int], int | None]) -> list[Region]:
+def structure_regions(where: Callable[[int], int | None], found: bool = False) -> list[Region]:
     """File regions of the kernel structures, for a format that stores memory raw."""
     out = []
-    for name, (paddr, size) in kernel().structures.items():
+    for name, (paddr, size) in kernel(found).structures.items():
         start = where(paddr)
         if start is not None:
             out.append(Region(name, start, start + size, ()))
@@ -569,6 +607,30 @@ def sample_kvirt() -> list[int]:
             if line.startswith(f"SYMBOL({name})="):
                 out.append(int(line.split("=", 1)[1], 16))
     return out
+
+
+@cache
+def sample_note() -> bytes:
+    """The sample's VMCOREINFO note text, as the dump holds it."""
+    return (SAMPLE.parent / "vmcoreinfo.txt").read_bytes()
+
+
+def note_keys(note: bytes) -> list[str]:
+    """The keys of a VMCOREINFO note, in order."""
+    return [line.partition(b"=")[0].decode() for line in note.splitlines() if b"=" in line]
+
+
+def note_with(note: bytes, key: str, value: str | None) -> bytes:
+    """``note`` with ``key``'s value replaced (its line removed when ``value`` is None)."""
+    out = []
+    for line in note.splitlines():
+        name, sep, _ = line.partition(b"=")
+        if sep and name.decode() == key:
+            if value is None:
+                continue
+            line = name + b"=" + value.encode()
+        out.append(line)
+    return b"\n".join(out) + b"\n"
 
 
 #: Cases per fuzz target and how they ended, printed when a fuzz module finishes.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 
+from vmcorefs.errors import FaultError
 from vmcorefs.kernel.symbols import SymbolTable
 from vmcorefs.memory.space import AddressSpace
 
@@ -23,6 +24,11 @@ class ReadFake(AddressSpace):
         data = self.read(addr, len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+def absent(addr: int) -> str:
+    """What a read of ``addr`` that :class:`SparseMemory` lacks says (the error model's words)."""
+    return str(FaultError(SparseMemory.name, addr))
 
 
 class SparseMemory(ReadFake):

@@ -409,6 +409,90 @@ def test_load_btf_reasons():
         B.load_btf(_Memory(base, blob), bad)
 
 
+# -- found by its header (a symbol table without __start_BTF) ------------------------------
+
+_IMAGE = 0xFFFFFFFF83C00000
+
+
+def _kernel_blob() -> bytes:
+    """A small vmlinux-like BTF: it describes struct task_struct."""
+    b = BtfBuilder()
+    i = b.int_("int", 4, signed=True)
+    b.struct("task_struct", 8, [("pid", i, 0), ("tgid", i, 32)])
+    return b.build()
+
+
+def _image(*parts: bytes) -> tuple[object, dict[str, int]]:
+    """A kernel image at _IMAGE: random "text", then ``parts`` (each 8-aligned); their places."""
+    import random
+
+    from tests.symtables import FakeKvirt
+
+    data = bytearray(random.Random(5).randbytes(0x30000))
+    places = {}
+    for i, part in enumerate(parts):
+        data += bytes(-len(data) % 8)
+        places[i] = _IMAGE + len(data)
+        data += part + random.Random(i).randbytes(300)
+    return FakeKvirt(_IMAGE, bytes(data)), places
+
+
+def _vi():
+    from vmcorefs.vmcoreinfo import VmcoreInfo
+
+    return VmcoreInfo(f"SYMBOL(_stext)={_IMAGE:x}\n".encode())
+
+
+def test_btf_found_by_its_header_among_decoys():
+    blob = _kernel_blob()
+    bad_sections = bytearray(blob)
+    struct.pack_into("<I", bad_sections, 20, 1 << 30)  # str_len: far past memory and 64 MiB
+    decoys = [
+        bytes(bad_sections),
+        _blob(),  # valid BTF, but not the kernel's (no struct task_struct)
+        _blob(version=2),  # another version: not a header this kernel writes
+        blob[:40],  # the header of a blob cut short
+    ]
+    kvirt, places = _image(*decoys, blob)
+    assert B.find_btf(kvirt, _vi(), _Symbols({})) == (places[4], places[4] + len(blob))
+    # kernel_btf_bounds: the symbols first, the search only without them.
+    syms = _Symbols({"__start_BTF": places[4], "__stop_BTF": places[4] + len(blob)})
+    assert B.kernel_btf_bounds(kvirt, _vi(), syms) == (places[4], places[4] + len(blob))
+    assert B.kernel_btf_bounds(kvirt, _vi(), _Symbols({}))[0] == places[4]
+    btf = B.load_btf(kvirt, _Symbols({}), B.kernel_btf_bounds(kvirt, _vi(), _Symbols({})))
+    assert btf.offsetof("struct task_struct", "tgid") == 4
+
+
+def test_btf_search_messages():
+    kvirt, _ = _image(_blob())
+    with pytest.raises(Unavailable) as exc:
+        B.kernel_btf_bounds(kvirt, _vi(), _Symbols({}))
+    assert exc.value.reason.startswith("BTF: no 0xeB9F header in the kernel's read-only data (0")
+    assert "1 header(s) refused" in exc.value.reason
+    assert "task_struct" in exc.value.reason
+    assert "the symbol table has no __start_BTF" in exc.value.reason
+    kvirt, _ = _image(b"no btf here")
+    with pytest.raises(Unavailable, match=r"no 0xeB9F header .* MiB scanned; the symbol table"):
+        B.kernel_btf_bounds(kvirt, _vi(), _Symbols({}))
+
+
+def test_btf_search_keeps_to_the_read_only_data():
+    blob = _kernel_blob()
+    kvirt, places = _image(blob)
+    rodata = {"__start_rodata": _IMAGE, "__end_rodata": places[0]}  # ends before the blob
+    with pytest.raises(Unavailable, match="no 0xeB9F header"):
+        B.find_btf(kvirt, _vi(), _Symbols(rodata))
+    rodata["__end_rodata"] = places[0] + len(blob)
+    assert B.find_btf(kvirt, _vi(), _Symbols(rodata))[0] == places[0]
+
+
+def test_wrong_btf_symbols_are_not_searched_around():
+    kvirt, places = _image(_kernel_blob())
+    bad = _Symbols({"__start_BTF": places[0], "__stop_BTF": places[0]})
+    with pytest.raises(Unavailable, match="not a BTF span"):
+        B.kernel_btf_bounds(kvirt, _vi(), bad)
+
+
 # -- the real dumps ------------------------------------------------------------------------
 
 

@@ -43,6 +43,27 @@ LOST = 21
 HOLE = 50
 
 
+#: VMCOREINFO's kallsyms keys (Linux 6.0+) and the BTF's bounds, all in an excluded page: the
+#: symbol table and the BTF are then unavailable at once, without a search of the kernel image
+#: (kallsyms tables, the BTF header) that would meet the corrupt page before the tests ask.
+KALLSYMS_IN_EXCLUDED_PAGE = "".join(
+    f"SYMBOL({name})={KTEXT + EXCLUDED * PAGE + 8 * i:x}\n"
+    for i, name in enumerate(
+        (
+            "kallsyms_names",
+            "kallsyms_num_syms",
+            "kallsyms_token_table",
+            "kallsyms_token_index",
+            "kallsyms_offsets",
+            "kallsyms_relative_base",
+            "kallsyms_markers",
+            "__start_BTF",
+            "__stop_BTF",
+        )
+    )
+)
+
+
 def spec() -> KdumpSpec:
     """64 frames: RAM but 48..55 (a hole); frames 0-15, 22, 23 dumped; 16-19 excluded; 20
     dumped but its zlib data inflate to 2,011 bytes; 21 lost (an incomplete dump); page
@@ -62,7 +83,7 @@ def spec() -> KdumpSpec:
         stored={CORRUPT: (0x1, bad)},
         lost=[LOST],
         incomplete=True,
-        vmcoreinfo=vmcoreinfo_text(tables),
+        vmcoreinfo=vmcoreinfo_text(tables, extra=KALLSYMS_IN_EXCLUDED_PAGE),
     )
 
 

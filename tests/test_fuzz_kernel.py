@@ -80,6 +80,27 @@ def test_fuzz_kernel_structures(scratch, structure, data):
     assert out.refused is None, out.refused  # the container is intact
 
 
+@fz.fuzz_settings(300)
+@given(data=st.data())
+def test_fuzz_kallsyms_found_in_the_image(scratch, data):
+    """A kernel before 6.0 (no kallsyms keys): its tables, mutated, are searched for in the
+    image; the search must refuse what does not hold together, in bounded time and memory."""
+    raw, regions = fz.elf_seed(found=True)
+    region = next(r for r in regions if r.name == "kallsyms tables")
+    k = fz.kernel(found=True)
+    paddr, size = k.structures["kallsyms tables"]
+    edits = data.draw(pointer_edits(region.start, region.end, _targets(region.start, paddr, size)))
+    if data.draw(st.booleans()):  # hostile counts where the finder reads them
+        at = region.start + data.draw(st.integers(0, (region.end - region.start) // 4 - 1)) * 4
+        value = data.draw(st.sampled_from([1 << 31, 0xFFFFFFFF, 0, 1, 257, 0x100000]))
+        edits.append(("set", at, struct.pack("<I", value)))
+    out = fz.run_case(scratch.write(fz.apply(raw, edits)), phys=k.phys_reads, kvirt=k.kvirt_reads)
+    counts = STATS["kallsyms tables (found)"]
+    counts["cases"] += 1
+    counts["unavailable"] += out.unavailable
+    assert out.refused is None, out.refused
+
+
 # -- BTF -----------------------------------------------------------------------------------------
 
 

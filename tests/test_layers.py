@@ -15,17 +15,19 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vmcorefs"
 LAYERS = {
     "vmcorefs.errors": "base",
     "vmcorefs.buffers": "base",
+    "vmcorefs.heap": "base",  # the daemon's malloc settings (glibc), for folder/ and fuse
     "vmcorefs.dumpfile": "dumpfile",
     "vmcorefs.vmcoreinfo": "vmcoreinfo",
     "vmcorefs.memory": "memory",
     "vmcorefs.kernel": "kernel",
     "vmcorefs.tree": "tree",
+    "vmcorefs.folder": "folder",  # a folder of dumps: trees of trees
     "vmcorefs.fuse": "fuse",
     "vmcorefs.cli": "cli",
     "vmcorefs.__main__": "cli",
     "vmcorefs": "cli",  # the package's __init__: a lazy re-export of open_dump
 }
-ORDER = ["base", "dumpfile", "vmcoreinfo", "memory", "kernel", "tree", "fuse", "cli"]
+ORDER = ["base", "dumpfile", "vmcoreinfo", "memory", "kernel", "tree", "folder", "fuse", "cli"]
 #: What each layer reads through, besides itself and "base" (which every layer may use).
 READS = {
     "base": set(),
@@ -34,13 +36,15 @@ READS = {
     "memory": {"dumpfile", "vmcoreinfo"},
     "kernel": {"memory", "vmcoreinfo"},
     "tree": {"kernel", "memory"},  # files are windows onto address spaces
+    "folder": {"tree", "kernel"},
     "fuse": {"tree"},
-    "cli": {"fuse", "tree", "kernel"},
+    "cli": {"fuse", "folder", "tree", "kernel"},
 }
 #: Modules that reach past the layer below on purpose, and why.
 REACHES = {
     ("vmcorefs.kernel.dump", "dumpfile"): "open_dump opens the container (the library's entry)",
     ("vmcorefs.cli", "dumpfile"): "a missing or unreadable dump is an input error before loading",
+    ("vmcorefs.folder", "dumpfile"): "a folder scan asks each file's headers (detect.probe)",
 }
 
 

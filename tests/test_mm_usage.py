@@ -18,6 +18,7 @@ import vmcorefs
 from tests.mmbuilder import (
     HUGETLB_PAGE_DTOR,
     OFF_DTOR,
+    OFF_LRU,
     PAGE_BUDDY_MAPCOUNT_VALUE,
     PAGE_OFFLINE_MAPCOUNT_VALUE,
     STRUCT_PAGE_CLASSES,
@@ -42,7 +43,7 @@ MODELS = {
     # model name: SyntheticKernel arguments
     "sparsemem-extreme-vmemmap": dict(model="vmemmap", section_bits=27),
     "sparsemem-extreme-vmemmap-small-sections": dict(model="vmemmap", section_bits=24),
-    "sparsemem-static": dict(model="sparse", section_bits=24, physmem_bits=32),
+    "sparsemem-static": dict(model="sparse", section_bits=24, physmem_bits=36),
     "flatmem": dict(model="flat"),
     "node-mem-map": dict(model="nodes"),
 }
@@ -295,7 +296,27 @@ def test_broken_free_list_is_unavailable(tmp_path):
     k.set_page(101, raw=(16, (0xFFFFFFFF80000000).to_bytes(8, "little")))  # 101's lru.prev
     dump = vmcorefs.open_dump(k.write_core(tmp_path / "core"))
     text = build_tree(dump).lookup("mm/usage").read(0, 4096).decode()
-    assert re.fullmatch(r"unavailable: the free list at 0x[0-9a-f]+ is broken\n", text)
+    lru100, lru101 = (k.struct_page_kva(pfn) + OFF_LRU for pfn in (100, 101))
+    assert text == (
+        f"unavailable: node 0 zone 0 free_area[0].free_list[0]: the list breaks at {lru101:#x} "
+        f"(its prev is 0xffffffff80000000, not {lru100:#x})\n"
+    )
+
+
+def test_free_list_entry_that_is_not_a_struct_page(tmp_path):
+    k = SyntheticKernel([(0, 64 * MiB)], model="vmemmap")
+    k.add_uts(UTS)
+    k.add_nodes({0: [(4096, [0] * 11)]}, free_lists={(0, 0, 2, 1): [100]})
+    k.vmcoreinfo.pop("NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)")
+    lru = k.struct_page_kva(100) + OFF_LRU
+    stray = k.data(16, lru.to_bytes(8, "little") * 2)  # a list_head that is kernel data
+    k.set_page(100, raw=(OFF_LRU, stray.to_bytes(8, "little")))  # 100's lru.next: the stray
+    text = build_tree(vmcorefs.open_dump(k.write_core(tmp_path / "core"))).lookup("mm/usage")
+    text = text.read(0, 4096).decode()
+    assert text == (
+        f"unavailable: node 0 zone 0 free_area[2].free_list[1]: the entry {stray:#x} "
+        "is not a struct page\n"
+    )
 
 
 # -- what the dump lacks ---------------------------------------------------------------------
@@ -564,11 +585,15 @@ def test_struct_pages_absent_from_the_file_are_never_zero_filled(tmp_path, zero_
 @pytest.mark.parametrize(
     ("key", "value", "says"),
     [
-        ("NUMBER(PG_slab)", "-1", "implausible NUMBER(PG_slab) -1"),
-        ("NUMBER(PG_lru)", "64", "implausible NUMBER(PG_lru) 64"),
-        ("OFFSET(page._mapcount)", "62", "OFFSET(page._mapcount) 62 lies outside SIZE(page) 64"),
-        ("OFFSET(page.compound_order)", "64", "compound order offset 64 lies outside"),
-        ("SIZE(page)", "4", "implausible SIZE(page) 4"),
+        ("NUMBER(PG_slab)", "-1", "VMCOREINFO NUMBER(PG_slab)=-1 is out of range (0–63)"),
+        ("NUMBER(PG_lru)", "64", "VMCOREINFO NUMBER(PG_lru)=64 is out of range (0–63)"),
+        (
+            "OFFSET(page._mapcount)",
+            "62",
+            "OFFSET(page._mapcount)=62 is out of range (0–60: 4 bytes in a 64-byte structure)",
+        ),
+        ("OFFSET(page.compound_order)", "64", "OFFSET(page.compound_order)=64 is out of range"),
+        ("SIZE(page)", "4", "VMCOREINFO SIZE(page)=4 is out of range (8–256)"),
     ],
 )
 def test_implausible_values_are_unavailable(tmp_path, key, value, says):

@@ -7,12 +7,13 @@ import struct
 
 import pytest
 
-from tests.kernelfakes import symbol_table
-from tests.modbuilder import M, Mods
+from tests.kernelfakes import absent, symbol_table
+from tests.modbuilder import MOD_SIZE, MODULES, M, Mods
 from tests.test_unwind import orc_bytes
 from vmcorefs.errors import Unavailable
 from vmcorefs.kernel import unwind as U
 from vmcorefs.kernel.modules import ModuleList
+from vmcorefs.kernel.summary import _listing
 
 
 def test_proc_modules_lines():
@@ -96,3 +97,94 @@ def test_broken_list_and_missing_symbol():
     assert [m.name for m in ml.modules] == ["a"] and ml.problems
     with pytest.raises(Unavailable, match="modules"):
         ModuleList(s.mem, symbol_table({}), s.btf)
+
+
+# -- lists cut short: the modules found stand, the reasons are ml.problems ---------------------
+
+
+def _three():
+    s = Mods()
+    mods = [s.module(n, base=0xFFFFFFFFC0000000 + 0x10000 * i, core=0x1000)
+            for i, n in enumerate(["a", "b", "c"])]  # fmt: skip
+    return s, mods
+
+
+def _users(s: Mods, used: int, users: list[int]) -> list[int]:
+    """``users`` on ``used``'s source_list, in that order; returns the module_use nodes."""
+    uses = []
+    for user in users:
+        use = s.alloc(48)
+        s.mem.put64(use + 32, user, used)
+        uses.append(use)
+    s.ring(used + M["source_list"], uses)
+    return uses
+
+
+def test_users_list_that_loops_keeps_the_users_and_says_so():
+    """It used to stop silently: /proc/modules showed a short users list as if whole."""
+    s, (a, b, c) = _three()
+    uses = _users(s, c, [a, b])
+    s.mem.put64(uses[1], uses[0])  # b's module_use leads back to a's: a, b, a, b, ...
+    ml = s.listing([a, b, c])
+    assert ml.proc_modules().splitlines()[2] == "c 4096 0 a,b, Live 0xffffffffc0020000"
+    assert ml.problems == [f"c.source_list: the list loops at {uses[0]:#x} without returning "
+                           "to its head"]  # fmt: skip
+    # /proc/modules has no room for a note: summary's modules line says it
+    assert _listing(lambda: ml, lambda m: m.modules) == (
+        f"3 listed, maybe not all: c.source_list: the list loops at {uses[0]:#x} without "
+        "returning to its head"
+    )
+
+
+def test_users_list_with_a_broken_prev():
+    s, (a, b, c) = _three()
+    uses = _users(s, c, [a, b])
+    s.mem.put64(uses[1] + 8, c + M["source_list"])  # b's use claims to follow the head
+    ml = s.listing([a, b, c])
+    assert [m.users for m in ml.modules] == [[], [], ["a"]]
+    assert ml.problems == [
+        f"c.source_list: the list breaks at {uses[1]:#x} "
+        f"(its prev is {c + M['source_list']:#x}, not {uses[0]:#x})"
+    ]
+
+
+def test_a_user_whose_module_is_absent_is_left_out_with_a_reason():
+    s, (a, b, c) = _three()
+    ghost = 0xFFFF888777000000
+    uses = _users(s, c, [a, ghost, b])
+    ml = s.listing([a, b, c])
+    assert ml.modules[2].users == ["a", "b"]
+    assert ml.problems == [
+        f"c.source_list: the user at {uses[1]:#x} is not in the dump ({absent(ghost + M['name'])})"
+    ]
+
+
+def test_modules_list_that_loops():
+    s, (a, b, c) = _three()
+    s.listing([a, b, c])
+    s.mem.put64(c + M["list"], b + M["list"])  # c -> b -> c ...
+    ml = ModuleList(s.mem, symbol_table(s.syms), s.btf)
+    assert [m.name for m in ml.modules] == ["a", "b", "c"]
+    assert ml.problems == [
+        f"modules: the list loops at {b + M['list']:#x} without returning to its head"
+    ]
+
+
+def test_an_absent_module_is_skipped_and_the_walk_goes_on():
+    """b's list_head is in the dump, the rest of its struct module is not: a and c stand."""
+    s, (a, b, c) = _three()
+    moved = 0xFFFF888003000000 - M["name"]  # its list_head ends a page, its name starts the next
+    s.mem.write(moved, s.mem.read(b, MOD_SIZE))
+    s.listing([a, moved, c])
+    s.mem.drop(moved + M["name"])
+    ml = ModuleList(s.mem, symbol_table(s.syms), s.btf)
+    assert [m.name for m in ml.modules] == ["a", "c"]
+    assert ml.problems == [f"module {moved:#x} is not in the dump ({absent(moved + M['name'])})"]
+
+
+def test_modules_list_head_absent_is_unavailable():
+    s, mods = _three()
+    s.listing(mods)
+    s.mem.drop(MODULES)
+    with pytest.raises(Unavailable, match=r"^modules: the list head is unreadable \(kvirt"):
+        ModuleList(s.mem, symbol_table(s.syms), s.btf)

@@ -87,7 +87,10 @@ def test_linux_banner_through_kvirt(sample, dump):
 
 
 def test_init_uts_ns_is_uname(sample, dump):
-    base = sample.symbol("init_uts_ns") + dump.vmcoreinfo.need("OFFSET", "uts_namespace.name")
+    offset = dump.vmcoreinfo.offset("uts_namespace.name")
+    if offset is None:  # before 5.11 (VMCOREFS_SAMPLE=a 5.10 dump): the member's place in BTF
+        offset = dump.btf.offsetof("struct uts_namespace", "name")
+    base = sample.symbol("init_uts_ns") + offset
     raw = dump.kvirt.read_exact(base, NEW_UTS_LEN * len(NEW_UTS_FIELDS))
     for i, field in enumerate(NEW_UTS_FIELDS):
         value = raw[i * NEW_UTS_LEN : (i + 1) * NEW_UTS_LEN].split(b"\0", 1)[0].decode()

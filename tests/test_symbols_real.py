@@ -10,7 +10,8 @@ from symtables import gt_core_lines
 
 from vmcorefs.errors import Unavailable
 from vmcorefs.kernel.dump import open_dump
-from vmcorefs.kernel.kallsyms import ABSOLUTE_PERCPU, read_kallsyms
+from vmcorefs.kernel.kallsyms import ABSOLUTE_PERCPU
+from vmcorefs.kernel.kallsyms_finder import read_kallsyms
 
 pytestmark = pytest.mark.realdump
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.btfbuilder import BtfBuilder
-from tests.kernelfakes import SparseMemory, symbol_table
+from tests.kernelfakes import SparseMemory, absent, symbol_table
 from vmcorefs.errors import FaultError, Unavailable
 from vmcorefs.kernel.btf import Btf
 from vmcorefs.kernel.tasks import build_task_list, escape_comm, ps_text, task_state_char
@@ -241,6 +241,48 @@ def test_a_list_that_loops_is_bounded(system):
     assert any("loops" in p for p in tl.problems)
 
 
+def test_a_main_list_with_a_broken_prev_stops_there_and_says_so(system):
+    o = OFF["tasks"]
+    system.mem.put64(system.t2 + o + 8, system.init + o)  # kthreadd's prev skips init
+    tl = system.build()
+    assert sorted(t.pid for t in tl.tasks) == [0, 0, 1]
+    assert tl.problems[0] == (
+        f"init_task.tasks: the list breaks at {system.t2 + o:#x} "
+        f"(its prev is {system.init + o:#x}, not {system.t1 + o:#x})"
+    )
+
+
+def test_a_thread_list_that_loops_keeps_the_threads_found(system):
+    tn = OFF["thread_node"]
+    system.mem.put64(system.t101 + tn, system.t100 + tn)  # 100 -> 101 -> 100 -> ...
+    tl = system.build()
+    assert sorted(t.pid for t in tl.tasks) == [0, 0, 1, 2, 100, 101]
+    assert tl.problems == [
+        f"threads of {system.t100:#x}: the list loops at {system.t100 + tn:#x} "
+        "without returning to its head"
+    ]
+
+
+def test_a_thread_list_whose_head_is_absent(system):
+    ghost = 0xFFFF888777000000
+    system.mem.put64(system.t2 + OFF["signal"], ghost)
+    tl = system.build()
+    assert sorted(t.pid for t in tl.tasks) == [0, 0, 1, 2, 100, 101, 102]  # the leader stays
+    head = ghost + SIG_THREAD_HEAD
+    assert tl.problems == [
+        f"threads of {system.t2:#x}: the list head is unreadable ({absent(head)})"
+    ]
+
+
+def test_an_absent_init_task_list_head_leaves_the_idle_tasks(system):
+    system.mem.drop(INIT_TASK + OFF["tasks"])  # init_task's page, CPU 0's idle task with it
+    tl = system.build()
+    assert [t.address for t in tl.tasks] == [system.idle1]
+    head = INIT_TASK + OFF["tasks"]
+    assert tl.problems[0] == (f"init_task.tasks: the list head is unreadable ({absent(head)})")
+    assert tl.problems[1].startswith("CPU 0: runqueue unreadable")
+
+
 def test_repeated_pids_are_named_by_address(system):
     system.mem.put32(system.t2 + OFF["pid"], 100)
     tl = system.build()
@@ -263,6 +305,15 @@ def test_missing_layout_or_anchor_is_unavailable(system):
     b.struct("task_struct", 8, [("pid", b.int_("int", 4, signed=True), 0)])
     with pytest.raises(Unavailable, match="task layout"):
         build_task_list(system.mem, symbol_table({"init_task": INIT_TASK}), Btf(b.build()))
+
+
+def test_an_absent_init_task_with_no_runqueues_is_unavailable(system):
+    # Without runqueues the walk starts at init_task: when the dump lacks it there is no list
+    # at all (tasks/ reads unavailable), not a FaultError out of the directory listing.
+    del system.syms["runqueues"]
+    system.mem.drop(system.init)
+    with pytest.raises(Unavailable, match="init_task is not in the dump"):
+        system.build()
 
 
 def test_current_task_decides_what_runs(system):

@@ -361,6 +361,12 @@ def test_orc_tables_must_agree():
     k.symbols = symbol_table(FUNCS)
     with pytest.raises(Unavailable, match="CONFIG_UNWINDER_ORC"):
         k.unwinder()
+    # A frame-pointer kernel has no struct orc_entry in its BTF either: the tables are named.
+    b = BtfBuilder()
+    b.int_("int", 4, signed=True)
+    k.btf = Btf(b.build())
+    with pytest.raises(Unavailable, match="CONFIG_UNWINDER_ORC"):
+        k.unwinder()
 
 
 def test_function_names():

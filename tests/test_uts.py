@@ -6,6 +6,7 @@ import pytest
 
 import vmcorefs
 from tests.mmbuilder import MiB, SyntheticKernel
+from vmcorefs.errors import Unavailable
 from vmcorefs.kernel.uts import UTS_FIELDS
 from vmcorefs.tree import build_tree
 
@@ -30,10 +31,38 @@ def test_each_field_is_its_bytes_and_a_newline(tmp_path):
 @pytest.mark.parametrize("key", ["SYMBOL(init_uts_ns)", "OFFSET(uts_namespace.name)"])
 def test_missing_key_is_unavailable(tmp_path, key):
     tree, _ = make(tmp_path, drop=[key])
+    # Without the offset the BTF is asked; this kernel has none, and the text says both.
     assert (
-        tree.lookup("uts/release").read(0, 200)
-        == f"unavailable: VMCOREINFO has no {key}\n".encode()
+        tree.lookup("uts/release")
+        .read(0, 200)
+        .startswith(f"unavailable: VMCOREINFO has no {key}".encode())
     )
+
+
+def test_before_5_11_the_btf_gives_the_offset():
+    """No OFFSET(uts_namespace.name) before 5.11: struct uts_namespace from the BTF (there,
+    a struct kref came first: the name at 4)."""
+    from symtables import FakeKvirt
+
+    from tests.btfbuilder import BtfBuilder
+    from vmcorefs.kernel.btf import Btf
+    from vmcorefs.kernel.uts import read_utsname
+    from vmcorefs.vmcoreinfo import VmcoreInfo
+
+    b = BtfBuilder()
+    i = b.int_("int", 4, signed=True)
+    kref = b.struct("kref", 4, [("refcount", i, 0)])
+    char = b.int_("char", 1, signed=True, char=True)
+    name = b.struct("new_utsname", 390, [("sysname", b.array(char, i, 65), 0)])
+    b.struct("uts_namespace", 400, [("kref", kref, 0), ("name", name, 32)])
+    btf = Btf(b.build())
+    at = 0xFFFFFFFF82612000
+    memory = b"\xff" * 4 + b"".join(f.ljust(65, b"\0") for f in FIELDS)
+    vi = VmcoreInfo(f"SYMBOL(init_uts_ns)={at:x}\n".encode())
+    uts = read_utsname(vi, FakeKvirt(at, memory), lambda: btf)
+    assert [uts.field(n) for n in UTS_FIELDS] == list(FIELDS)
+    with pytest.raises(Unavailable, match=r"OFFSET\(uts_namespace.name\)$"):
+        read_utsname(vi, FakeKvirt(at, memory))
 
 
 def test_absent_memory_is_unavailable(tmp_path):
@@ -70,3 +99,23 @@ def test_zero_fill_never_makes_names_up(tmp_path):
         assert tree.lookup("uts/sysname").read(0, 300).startswith(b"unavailable: ")
         if zero_fill:  # the same address does read as zeros through phys
             assert tree.lookup("phys").read(page, 16) == bytes(16)
+
+
+def test_a_btf_offset_outside_the_structure_is_unavailable():
+    """The BTF's offset is bounded as VMCOREINFO's would be (a page holds the structure)."""
+    from symtables import FakeKvirt
+
+    from tests.btfbuilder import BtfBuilder
+    from vmcorefs.kernel.btf import Btf
+    from vmcorefs.kernel.uts import read_utsname
+    from vmcorefs.vmcoreinfo import VmcoreInfo
+
+    b = BtfBuilder()
+    char = b.int_("char", 1, signed=True, char=True)
+    i = b.int_("int", 4, signed=True)
+    name = b.struct("new_utsname", 390, [("sysname", b.array(char, i, 65), 0)])
+    b.struct("uts_namespace", 1 << 20, [("name", name, 8 * 65536)])
+    at = 0xFFFFFFFF82612000
+    vi = VmcoreInfo(f"SYMBOL(init_uts_ns)={at:x}\n".encode())
+    with pytest.raises(Unavailable, match=r"and the BTF's \(65536\) is out of range"):
+        read_utsname(vi, FakeKvirt(at, b"\0" * 400), lambda: Btf(b.build()))

@@ -248,3 +248,25 @@ def test_kernel_addresses_are_canonical_for_the_paging_depth():
     ]:
         assert is_kvaddr(addr, 48) is four, hex(addr)
         assert is_kvaddr(addr, 57) is five, hex(addr)
+
+
+def test_present_runs_are_what_reads_find_page_by_page(four_level):
+    """``present_runs`` (what a scan reads instead of trying each page): mapped and held,
+    merged across 4K pages out of physical order; an unmapped page, an unmapped 2 MiB chunk
+    and a mapping beyond the dump's RAM are gaps. Checked against a read of every page."""
+    dump, _ = four_level
+    kv = dump.kvirt
+    cases = [
+        (VMALLOC - 2 * MiB, VMALLOC + 2 * MiB),
+        (KTEXT - 2 * MiB, KTEXT + 4 * MiB),
+        (DIRECT + 4 * MiB - 3 * PAGE, DIRECT + 8 * MiB),
+    ]
+    for start, end in cases:
+        runs = list(kv.present_runs(start, end))
+        held = [a for a in range(start, end, PAGE) if kv.read(a, 1)]
+        from_runs = [a for lo, hi in runs for a in range(lo, hi, PAGE)]
+        assert from_runs == held and held
+    assert list(kv.present_runs(VMALLOC + 100, VMALLOC + 5 * PAGE)) == [
+        (VMALLOC + 100, VMALLOC + 3 * PAGE)
+    ]
+    assert list(kv.present_runs(KTEXT - 2 * MiB, KTEXT + 4 * MiB)) == [(KTEXT, KTEXT + 2 * MiB)]

@@ -6,14 +6,23 @@ exactly one page is corrupt: it reads as absent, never as a guess. The output is
 page whatever the stream claims, so a corrupt (or hostile) page cannot exhaust memory.
 
 Which bindings decode in parallel (``benchmarks/bench_kdump.py --only codecs`` measures it):
-zlib (CPython's module; isal's, used when installed, releases the GIL around inflate too) and
-zstandard (one decompressor per thread: a ``ZstdDecompressor`` is not thread-safe) scale;
-python-lzo and cramjam's snappy release it too but a 4 KiB page takes so little time that two
-threads gain nothing.
+zlib (CPython's module; isal's, used when installed, releases the GIL around inflate too),
+zstandard (one decompressor per thread: a ``ZstdDecompressor`` is not thread-safe) and
+lzallright (its pages are cheap, but decoded in the pool with read ahead sequential reads
+gained: DEVELOPERS.md) scale; cramjam's snappy releases it too but a 4 KiB page takes so little
+time that two threads gain nothing.
+
+LZO is decoded by lzallright (wheels for every CPython and Linux we support; python-lzo has
+none and builds with a compiler and liblzo2's headers). It decodes makedumpfile's lzo1x_1
+pages exactly as liblzo2 does (every page of a real dump, and a million mutated ones, compared:
+the only difference is that it refuses an end marker other than ``11 00 00``, which no encoder
+writes).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 import threading
 import zlib
 from collections.abc import Callable
@@ -106,26 +115,46 @@ def _load_zlib() -> Binding:
     return Binding(make, bad, measure)
 
 
-def _load_lzo() -> Binding:
-    import lzo
+def lzallright_overreads(version: str) -> bool:
+    """Whether lzallright ``version`` reads past the end of its input: before 0.3 (the last
+    releases for Python 3.10) it decodes with C++ lzokay, whose loop over a run of zero length
+    bytes stops only at a non-zero byte, wherever that lies (a crafted page crashed it)."""
+    found = re.match(r"(\d+)\.(\d+)", version)
+    return not found or (int(found[1]), int(found[2])) < (0, 3)
 
-    # makedumpfile stores bare lzo1x_1 output: no header, the size is known (one page);
-    # lzo1x_decompress_safe never writes past the buffer of page_size bytes.
+
+def _load_lzo() -> Binding:
+    from lzallright import LZOCompressor, LZOError
+
+    lzo_decompress = LZOCompressor.decompress
+    try:
+        guard = lzallright_overreads(importlib.metadata.version("lzallright"))
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - installed unusually
+        guard = True
+
+    def measure(data: bytes, page_size: int) -> bytes | str:
+        # makedumpfile stores bare lzo1x_1 output, and only when it is smaller than the page.
+        # lzallright has no output cap: from the size hint it doubles its buffer until the
+        # stream ends. LZO's lengths grow by 255 a zero byte, so a stream of at most one page
+        # decodes to at most ~1 MiB (a 2 MiB buffer): a longer input is refused unread.
+        if len(data) > page_size:
+            return f"lzo data of {len(data):,} bytes: more than a page"
+        if guard:  # a non-zero byte just past the input stops lzallright < 0.3's over-read
+            data = memoryview(bytes(data) + b"\x01")[:-1]  # type: ignore[assignment]
+        out: bytes = lzo_decompress(data, page_size)
+        return out
+
     def make(page_size: int) -> PageDecoder:
         def decode(data: bytes) -> bytes | None:
             try:
-                out: bytes = lzo.decompress(data, False, page_size)  # bytes in: a slice
-            except lzo.error:
+                out = measure(data, page_size)
+            except LZOError:
                 return None
-            return out if len(out) == page_size else None
+            return out if isinstance(out, bytes) and len(out) == page_size else None
 
         return decode
 
-    def measure(data: bytes, page_size: int) -> bytes:
-        out: bytes = lzo.decompress(bytes(data), False, page_size)
-        return out
-
-    return Binding(make, (lzo.error,), measure)
+    return Binding(make, (LZOError,), measure)
 
 
 def _load_snappy() -> Binding:
@@ -192,7 +221,7 @@ def _load_zstd() -> Binding:
 #: The codecs, by their bit in ``page_desc.flags`` and ``disk_dump_header.status``.
 CODECS: dict[int, Codec] = {
     DUMP_DH_COMPRESSED_ZLIB: Codec("zlib", None, True, _load_zlib),
-    DUMP_DH_COMPRESSED_LZO: Codec("lzo", "python-lzo", False, _load_lzo),
+    DUMP_DH_COMPRESSED_LZO: Codec("lzo", "lzallright", True, _load_lzo),
     DUMP_DH_COMPRESSED_SNAPPY: Codec("snappy", "python-snappy", False, _load_snappy),
     DUMP_DH_COMPRESSED_ZSTD: Codec("zstd", "zstandard", True, _load_zstd),
 }

@@ -18,7 +18,7 @@ import struct
 import sys
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ..buffers import fill_zeros, read_via
 from ..errors import DumpError
@@ -218,6 +218,16 @@ class FlattenedFile(ExactReads):
         if i >= 0 and 0 <= offset and offset + size <= self._ends[i]:  # inside one piece
             return self.stream.pread(self._offsets[i] + offset - self._starts[i], size)
         return read_via(self.preadinto, offset, min(size, self.size - offset))
+
+    def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The pieces records write within ``[start, end)``: the gaps between them are zeros."""
+        starts, ends = self._starts, self._ends
+        i = max(0, bisect.bisect_right(starts, start) - 1)
+        while i < len(starts) and starts[i] < end:  # bounded by the pieces in the range
+            s, e = max(start, starts[i]), min(end, ends[i])
+            if s < e:
+                yield s, e
+            i += 1
 
     def check(self) -> None:
         self.stream.check()

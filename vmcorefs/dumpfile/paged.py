@@ -30,8 +30,8 @@ ABSENT = b""
 PARALLEL_MIN_PAGES = 32
 MAX_WORKERS = 4
 #: A read at least this large that continues the previous one loads the next as much ahead,
-#: for codecs whose pages cost enough to hide the hand-off to another thread (zlib, zstd; not
-#: lzo's cheap pages: DEVELOPERS.md).
+#: for codecs whose pages cost enough to hide the hand-off to another thread (zlib, zstd, lzo
+#: through lzallright; not python-lzo's cheaper pages: DEVELOPERS.md).
 READAHEAD_MIN = 128 << 10
 #: Bytes of decoded pages kept until ``set_cache_size`` says otherwise (``--cache-size``).
 DEFAULT_CACHE_BYTES = 64 << 20

@@ -283,8 +283,9 @@ class Btf:
         if strings[:1] != b"\0" or strings[-1:] != b"\0":
             raise BtfError("string section must start and end with a NUL")
         self._strings = strings
-        #: type id -> offset of its record in ``data``; id 0 is void and has none.
-        self._offsets: list[int] = [0]
+        #: type id -> offset of its record in ``data``; id 0 is void and has none. An array:
+        #: a list of ~100k ints held ~4 MiB for as long as the dump is mounted.
+        self._offsets = array.array("I" if len(self.data) < 1 << 32 else "Q", [0])
         self._name_offs = array.array("I", [0])
         self._index()
         self._types: dict[int, BtfType] = {}
@@ -738,15 +739,79 @@ def btf_bounds(symbols) -> tuple[int, int]:
         why = getattr(symbols, "kallsyms_unavailable", None)
         if why:  # the names are unknown, which says nothing of BTF
             raise Unavailable(symbols.why_missing("__start_BTF/__stop_BTF"))
-        raise Unavailable("the symbol table has no __start_BTF/__stop_BTF (kernel without BTF)")
+        raise Unavailable("the symbol table has no __start_BTF/__stop_BTF")
     if not start < stop <= start + BTF_MAX_SIZE:
         raise Unavailable(f"__start_BTF {start:#x} .. __stop_BTF {stop:#x} is not a BTF span")
     return start, stop
 
 
-def load_btf(kvirt, symbols) -> Btf:
-    """Read and parse the kernel's BTF from memory; Unavailable with the reason otherwise."""
-    start, stop = btf_bounds(symbols)
+#: ``struct btf_header``'s first word as a vmlinux BTF has it: magic, version 1, flags 0.
+_HEADER_START = struct.pack("<HBB", BTF_MAGIC, BTF_VERSION, 0)
+#: A header longer than this is not one the kernel writes (it is 24 bytes since 4.18).
+BTF_MAX_HEADER = 256
+#: At most this many headers are parsed before the search gives up (bounded time).
+MAX_BTF_CANDIDATES = 64
+
+
+def find_btf(kvirt, vmcoreinfo, symbols, image=None) -> tuple[int, int]:
+    """The kernel's BTF found by its header: where the symbol table has no ``__start_BTF``
+    (a kernel without CONFIG_KALLSYMS_ALL, or symbols found without it), the blob is looked
+    for in ``[__start_rodata, __end_rodata)`` (else the whole image). A header counts when
+    its sections lie in the dump, the blob parses whole and it describes ``struct
+    task_struct`` (the kernel's own types; a BPF program's BTF embedded in the image does
+    not). Unavailable, saying what was scanned, when none does. ``image``: the scan to use
+    instead (an :class:`~.kimage.ImageScan`)."""
+    from .kimage import ImageScan, kernel_image, read_present
+
+    lo, hi = symbols.get("__start_rodata"), symbols.get("__end_rodata")
+    if image is not None:
+        pass  # the caller's (a benchmark's) scan
+    elif lo is not None and hi is not None and lo < hi <= lo + (1 << 30):
+        image = ImageScan(kvirt, lo, hi, hi - 1)  # BTF lies at the end of the read-only data
+    else:
+        image = kernel_image(kvirt, vmcoreinfo)
+    refused: list[str] = []
+    for at in image.find(_HEADER_START):
+        head = read_present(kvirt, at, BTF_HEADER_SIZE)
+        if len(head) < BTF_HEADER_SIZE:
+            continue
+        hdr = BtfHeader(*_HEADER.unpack_from(head, 0))
+        if not BTF_HEADER_SIZE <= hdr.hdr_len <= BTF_MAX_HEADER:
+            continue
+        size = hdr.hdr_len + max(hdr.type_off + hdr.type_len, hdr.str_off + hdr.str_len)
+        if size > BTF_MAX_SIZE:
+            continue
+        data = read_present(kvirt, at, size)
+        try:
+            if len(data) != size:
+                raise BtfError(f"only {len(data)} of its {size} bytes are in the dump")
+            Btf(data).find("task_struct", BTF_KIND_STRUCT)
+        except BtfError as exc:
+            refused.append(f"{at:#x}: {exc}")
+            if len(refused) >= MAX_BTF_CANDIDATES:
+                break
+            continue
+        return at, at + size
+    what = f"BTF: no 0xeB9F header in the kernel's read-only data ({image.scanned_mib} MiB scanned"
+    if refused:
+        what += f"; {len(refused)} header(s) refused, the first at {refused[0]}"
+    raise Unavailable(what + "; the symbol table has no __start_BTF)")
+
+
+def kernel_btf_bounds(kvirt, vmcoreinfo, symbols) -> tuple[int, int]:
+    """Where the kernel's BTF lies: ``__start_BTF``/``__stop_BTF``, else found by its header."""
+    try:
+        return btf_bounds(symbols)
+    except Unavailable:
+        if symbols.get("__start_BTF") is not None or symbols.get("__stop_BTF") is not None:
+            raise  # the symbols are there but wrong: not a case for a search
+        return find_btf(kvirt, vmcoreinfo, symbols)
+
+
+def load_btf(kvirt, symbols, bounds: tuple[int, int] | None = None) -> Btf:
+    """Read and parse the kernel's BTF from memory (at ``bounds``, else at the symbols'
+    ``__start_BTF``/``__stop_BTF``); Unavailable with the reason otherwise."""
+    start, stop = bounds if bounds is not None else btf_bounds(symbols)
     data = kvirt.read(start, stop - start)
     if len(data) != stop - start:
         raise Unavailable(

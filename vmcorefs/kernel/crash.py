@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import FaultError, Unavailable
+from ..errors import NOT_AVAILABLE, FaultError, Unavailable, why
 from .cpus import PANIC_CPU_INVALID
 from .tasks import escape_comm
 
@@ -117,8 +117,8 @@ def _last_report(dump) -> tuple[Report | None, str | None]:
     """The log's last report, or None and why the log could not be read."""
     try:
         log = dump.dmesg()
-    except (Unavailable, FaultError) as exc:
-        return None, f"the kernel log: unavailable: {getattr(exc, 'reason', exc)}"
+    except NOT_AVAILABLE as exc:
+        return None, f"the kernel log: unavailable: {why(exc)}"
     reports = find_reports(log_messages(log))
     return (reports[-1] if reports else None), None
 
@@ -170,37 +170,49 @@ def _stack(dump, task) -> str:
     """``tasks/NAME/stack``'s content for ``task`` (the same text, or the same unavailable)."""
     try:
         return dump.stacks.task_stack(task)
-    except Unavailable as exc:
-        return f"unavailable: {exc.reason}\n"
-    except FaultError as exc:
-        return f"unavailable: {exc}\n"
+    except NOT_AVAILABLE as exc:
+        return f"unavailable: {why(exc)}\n"
+
+
+def find_reason(dump) -> tuple[str, Report | None]:
+    """``crash``'s reason and the report it is the first line of (None: no report); Unavailable
+    when the dump is of a running system. Reads the log and ``panic_cpu`` only, no stack."""
+    report, log_problem = _last_report(dump)
+    if report is not None:
+        return report.first, report
+    panic_cpu = dump.panic_cpu
+    if panic_cpu == PANIC_CPU_INVALID:
+        raise Unavailable(NO_CRASH + (f" ({log_problem})" if log_problem else ""))
+    if log_problem is not None:
+        return f"unknown ({log_problem})", None
+    if panic_cpu is None:
+        raise Unavailable(
+            "no crash: the log has no panic or oops report (panic_cpu is not in the dump)"
+        )
+    return f"unknown (panic_cpu is {panic_cpu}, but the log has no panic or oops report)", None
+
+
+def reason_line(dump) -> str:
+    """``crash``'s reason as one line, without unwinding a stack: its ``reason:`` value, or the
+    ``unavailable: ...`` line that ``crash`` then holds (a dump of a running system), so that a
+    list of dumps (a folder's index) says it in the dump's own ``crash`` file's words."""
+    try:
+        return find_reason(dump)[0]
+    except NOT_AVAILABLE as exc:
+        return f"unavailable: {why(exc)}"
 
 
 def find_crash(dump) -> Crash:
     """What crashed; Unavailable when the dump is of a running system."""
-    report, log_problem = _last_report(dump)
-    panic_cpu = dump.panic_cpu
-    if report is None:
-        if panic_cpu == PANIC_CPU_INVALID:
-            raise Unavailable(NO_CRASH + (f" ({log_problem})" if log_problem else ""))
-        if panic_cpu is None and log_problem is None:
-            raise Unavailable(
-                "no crash: the log has no panic or oops report (panic_cpu is not in the dump)"
-            )
-    if report is not None:
-        reason = report.first
-    elif log_problem is not None:
-        reason = f"unknown ({log_problem})"
-    else:
-        reason = f"unknown (panic_cpu is {panic_cpu}, but the log has no panic or oops report)"
+    reason, report = find_reason(dump)
     cpu = crashing_cpu(dump, report)
     lines = [f"reason: {reason}", f"cpu: {'unknown' if cpu is None else cpu}"]
     stack = "unavailable: the crashing CPU is unknown\n"
     try:
         task = None if cpu is None else dump.tasks.running.get(cpu)
-    except (Unavailable, FaultError) as exc:
+    except NOT_AVAILABLE as exc:
         task = None
-        stack = f"unavailable: the task list: {getattr(exc, 'reason', exc)}\n"
+        stack = f"unavailable: the task list: {why(exc)}\n"
     else:
         if cpu is not None and task is None:
             stack = f"unavailable: no task is known to run on CPU {cpu}\n"
@@ -216,17 +228,3 @@ def find_crash(dump) -> Crash:
 def crash_text(dump) -> str:
     """The content of ``crash``."""
     return find_crash(dump).text
-
-
-def crash_reason(dump) -> str:
-    """``summary``'s ``reason`` line: the crash's reason, or why there is none."""
-    try:
-        report, log_problem = _last_report(dump)
-        if report is not None:
-            return report.first
-        if dump.panic_cpu == PANIC_CPU_INVALID:
-            why = NO_CRASH.removeprefix("no crash: ")
-            return f"none ({why}" + (f"; {log_problem}" if log_problem else "") + ")"
-        return f"unknown ({log_problem or 'the log has no panic or oops report'})"
-    except (Unavailable, FaultError) as exc:
-        return f"unavailable: {getattr(exc, 'reason', exc)}"

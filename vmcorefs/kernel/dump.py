@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..dumpfile.detect import open_source
 from ..dumpfile.source import PhysicalSource
-from ..errors import DumpError, FaultError, Unavailable
+from ..errors import NOT_AVAILABLE, DumpError, FaultError, Unavailable, why
 from ..memory.physical import PhysicalMemory
 from ..memory.x86_64 import KernelVirtualMemory
 from ..vmcoreinfo import VmcoreInfo
@@ -97,10 +97,8 @@ class Dump:
         try:
             modules = self.modules
             return SymbolFiles(table, modules.symbol_files(), modules.symbol_problems())
-        except Unavailable as exc:
-            return SymbolFiles(table, (), [f"unavailable: {exc.reason}"])
-        except FaultError as exc:
-            return SymbolFiles(table, (), [f"unavailable: {exc}"])
+        except NOT_AVAILABLE as exc:
+            return SymbolFiles(table, (), [f"unavailable: {why(exc)}"])
 
     def kallsyms_text(self) -> str:
         """``kallsyms``: the core's symbols, then the modules' as /proc/kallsyms lists them
@@ -116,7 +114,7 @@ class Dump:
         """``init_uts_ns.name``: the six uname strings (:mod:`.uts`)."""
         from .uts import read_utsname
 
-        return read_utsname(self.vmcoreinfo, self.kvirt)
+        return read_utsname(self.vmcoreinfo, self.kvirt, lambda: self.btf)
 
     @lazy
     def mm(self):
@@ -154,33 +152,54 @@ class Dump:
             address = None
         return read_panic_cpu(self.kvirt, address)
 
+    def _symbol_cause(self, exc: Unavailable) -> Unavailable:
+        """``exc`` (a view that misses a symbol) with the cause when the dump's kallsyms
+        tables could not be read: "no init_task" alone would hide why."""
+        try:
+            missing = self.symbols.kallsyms_unavailable
+        except (Unavailable, FaultError):
+            return exc
+        if missing and "symbol" in exc.reason and missing not in exc.reason:
+            return Unavailable(f"{exc.reason} (kallsyms: {missing})")
+        return exc
+
     @lazy
     def btf_bounds(self) -> tuple[int, int]:
-        """``(__start_BTF, __stop_BTF)``: where the kernel's own BTF blob lies."""
-        from .btf import btf_bounds
+        """``(__start_BTF, __stop_BTF)``: where the kernel's own BTF blob lies (found by its
+        header where the symbols do not say)."""
+        from .btf import kernel_btf_bounds
 
-        return btf_bounds(self.symbols)
+        try:
+            return kernel_btf_bounds(self.kvirt, self.vmcoreinfo, self.symbols)
+        except Unavailable as exc:
+            raise self._symbol_cause(exc) from None
 
     @lazy
     def btf(self):
         """The kernel's own types (``kernel/btf.py``), parsed once, on first use."""
         from .btf import load_btf
 
-        return load_btf(self.kvirt, self.symbols)
+        return load_btf(self.kvirt, self.symbols, self.btf_bounds)
 
     @lazy
     def modules(self):
         """The loaded modules (``kernel/modules.py`` ModuleList)."""
         from .modules import ModuleList
 
-        return ModuleList(self.kvirt, self.symbols, self.btf)
+        try:
+            return ModuleList(self.kvirt, self.symbols, self.btf)
+        except Unavailable as exc:
+            raise self._symbol_cause(exc) from None
 
     @lazy
     def tasks(self):
         """Every task, idle tasks included (``kernel/tasks.py`` TaskList)."""
         from .tasks import build_task_list
 
-        return build_task_list(self.kvirt, self.symbols, self.btf)
+        try:
+            return build_task_list(self.kvirt, self.symbols, self.btf)
+        except Unavailable as exc:
+            raise self._symbol_cause(exc) from None
 
     @lazy
     def stacks(self):

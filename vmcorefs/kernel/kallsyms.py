@@ -1,4 +1,5 @@
-"""The kernel's own kallsyms tables, decoded from the dump through VMCOREINFO (Linux 6.0+).
+"""The kernel's own kallsyms tables, decoded from the dump: located by VMCOREINFO (Linux 6.0+)
+or, on older kernels, found in the kernel image (:mod:`.kallsyms_finder`).
 
 Since 6.0 (``kernel/crash_core.c``, commit 5fd8fea935a1) VMCOREINFO gives the addresses of
 ``kallsyms_names``, ``kallsyms_num_syms``, ``kallsyms_token_table``, ``kallsyms_token_index`` and
@@ -21,7 +22,7 @@ and by the addresses of the neighbouring tables.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import FaultError, Unavailable
@@ -71,6 +72,11 @@ class KallsymsTable:
     types: str  #: one type letter per symbol
     addresses: list[int]
     encoding: str  #: one of :data:`ENCODINGS`
+    #: Where the tables were located: "VMCOREINFO" (6.0+) or "the kernel image" (found by
+    #: their structure, :mod:`.kallsyms_finder`).
+    origin: str = "VMCOREINFO"
+    #: The tables' addresses by kernel symbol name (``kallsyms_names`` ...).
+    locations: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -161,17 +167,30 @@ def _address_of(encoding: str, raw: list[int], i: int, base: int | None, place: 
     return _addresses(encoding, raw[i : i + 1], base, place + 4 * i)[0]
 
 
-def read_kallsyms(kvirt: AddressSpace, vmcoreinfo: VmcoreInfo) -> KallsymsTable:
-    """Decode the dump's kallsyms tables; Unavailable (with the reason) when they cannot be."""
-    loc = {k: a for k in TABLE_KEYS if (a := vmcoreinfo.symbol(k)) is not None}
-    for key in ("kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table"):
-        if key not in loc:
-            raise Unavailable(f"VMCOREINFO has no SYMBOL({key}) (kallsyms needs Linux 6.0+)")
-    if "kallsyms_token_index" not in loc:
-        raise Unavailable("VMCOREINFO has no SYMBOL(kallsyms_token_index)")
-    if "kallsyms_offsets" not in loc and "kallsyms_addresses" not in loc:
-        raise Unavailable("VMCOREINFO has neither SYMBOL(kallsyms_offsets) nor kallsyms_addresses")
+#: The keys that locate every table the decoder needs (one of the address arrays besides).
+NEEDED_KEYS = (
+    "kallsyms_names",
+    "kallsyms_num_syms",
+    "kallsyms_token_table",
+    "kallsyms_token_index",
+)
 
+
+def located_tables(vmcoreinfo: VmcoreInfo) -> dict[str, int] | None:
+    """Where VMCOREINFO's keys (Linux 6.0+) put the tables, or None where they do not say
+    enough (an older kernel, or a note without those keys: :mod:`.kallsyms_finder` then
+    finds them in the kernel image)."""
+    loc = {k: a for k in TABLE_KEYS if (a := vmcoreinfo.symbol(k)) is not None}
+    if any(k not in loc for k in NEEDED_KEYS) or (
+        "kallsyms_offsets" not in loc and "kallsyms_addresses" not in loc
+    ):
+        return None
+    return loc
+
+
+def read_located(kvirt: AddressSpace, vmcoreinfo: VmcoreInfo, loc: dict[str, int]) -> KallsymsTable:
+    """Decode the kallsyms tables at ``loc`` (:func:`located_tables`); Unavailable (with the
+    reason) when they cannot be."""
     count = struct.unpack("<I", _read(kvirt, "kallsyms_num_syms", loc["kallsyms_num_syms"], 4))[0]
     if not 0 < count <= MAX_NUM_SYMS:
         raise Unavailable(f"kallsyms_num_syms is {count}: not a plausible symbol count")

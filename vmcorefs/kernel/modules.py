@@ -8,6 +8,9 @@ unwinder, ``kallsyms`` and ``sym/`` need of them: their ORC tables and their own
 on ``source_list`` each followed by ``,`` (``[permanent],`` for a module without an exit
 function), else ``-``. Layouts come from BTF: ``core_layout`` (until Linux 6.3) or ``mem[]``
 (6.4+).
+
+The ``modules`` list and each module's ``source_list`` are walked by :mod:`.lists`: a walk cut
+short keeps what it found, and its reason is one of :attr:`ModuleList.problems`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ..errors import FaultError, Unavailable
 from .btf import Btf, BtfError
+from .lists import list_for_each_entry
 from .modsyms import (
     MAX_ALL_MODULE_SYMBOLS,
     MAX_MODULE_SYMBOLS,
@@ -82,22 +86,19 @@ class ModuleList:
             raise Unavailable(f"BTF lacks the module layout: {exc}") from None
         self.taint_flags = symbols.get("taint_flags")
         self.modules: list[Module] = []
-        seen: set[int] = set()
-        try:
-            node = kvirt.u64(head)
-        except FaultError as exc:
-            raise Unavailable(f"the modules list head is not in the dump ({exc})") from None
-        while node != head:
-            if node in seen or len(seen) >= MAX_MODULES:
-                self.problems.append(f"the modules list does not return to its head ({node:#x})")
-                break
-            seen.add(node)
+        # The list's own problems first (they cut it short), then each module's.
+        entries = list_for_each_entry(kvirt, head, self.off_list, "modules", MAX_MODULES,
+                                      problems=self.problems)  # fmt: skip
+        module_problems: list[str] = []
+        for addr in entries:
+            users_problems: list[str] = []
             try:
-                self.modules.append(self._read(node - self.off_list))
-                node = kvirt.u64(node)
+                self.modules.append(self._read(addr, users_problems))
             except FaultError as exc:
-                self.problems.append(f"the modules list breaks at {node:#x} ({exc})")
-                break
+                module_problems.append(f"module {addr:#x} is not in the dump ({exc})")
+            else:
+                module_problems += users_problems
+        self.problems += module_problems
         self._orc: dict[int, OrcTable | None] = {}
         self._orc_layout: OrcLayout | None = None
         self._lock = threading.Lock()
@@ -160,7 +161,8 @@ class ModuleList:
             self.taint_size = 0
 
     # -- reading -------------------------------------------------------------------------
-    def _read(self, addr: int) -> Module:
+    def _read(self, addr: int, problems: list[str]) -> Module:
+        """The module at ``addr``; where its users list stops short, why, in ``problems``."""
         kv = self.kvirt
         name = kv.read_exact(addr + self.off_name, self.name_len).split(b"\0", 1)[0]
         state = int.from_bytes(kv.read_exact(addr + self.off_state, self.state_size), "little")
@@ -191,15 +193,7 @@ class ModuleList:
             refcount = kv.s32(addr + self.off_refcnt) - MODULE_REF_BASE
         users: list[str] = []
         if self.off_source_list is not None:
-            head = addr + self.off_source_list
-            node, seen = kv.u64(head), set[int]()
-            while node != head and node not in seen and len(seen) < MAX_MODULES:
-                seen.add(node)
-                use = node - self.use_source_list
-                source = kv.u64(use + self.use_source)
-                raw = kv.read_exact(source + self.off_name, self.name_len)
-                users.append(raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
-                node = kv.u64(node)
+            users = self._users(addr, name.decode("utf-8", "replace"), problems)
         permanent = False
         if self.off_exit_fn is not None:
             permanent = bool(kv.u64(addr + self.off_init_fn)) and not kv.u64(
@@ -234,6 +228,29 @@ class ModuleList:
             exports=exports,
             percpu=percpu,
         )
+
+    def _users(self, addr: int, name: str, problems: list[str]) -> list[str]:
+        """The modules on ``source_list`` (each ``struct module_use``'s ``source``)."""
+        what = f"{name}.source_list"
+        users: list[str] = []
+        off_source_list = self.off_source_list
+        assert off_source_list is not None  # called only where the layout has the list
+        try:
+            uses = list_for_each_entry(self.kvirt, addr + off_source_list,
+                                       self.use_source_list, what, MAX_MODULES,
+                                       problems=problems)  # fmt: skip
+        except Unavailable as exc:
+            problems.append(exc.reason)
+            return users
+        for use in uses:
+            try:
+                source = self.kvirt.u64(use + self.use_source)
+                raw = self.kvirt.read_exact(source + self.off_name, self.name_len)
+            except FaultError as exc:
+                problems.append(f"{what}: the user at {use:#x} is not in the dump ({exc})")
+                continue
+            users.append(raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
+        return users
 
     def _taint_chars(self, taints: int) -> str:
         """``module_flags_taint()``: ``c_true`` of each set bit that ``taint_flags[]`` marks as

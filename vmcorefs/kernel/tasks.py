@@ -9,8 +9,9 @@ that CPU's registers, the others' from the frame that ``__switch_to_asm`` left a
 ``thread.sp``.
 
 Fields are read as /proc reports them: ``pid``, ``tgid``, ``ppid`` = ``real_parent->tgid``,
-``comm``, the state letter of ``task_state_to_char()``, ``cpu`` = ``task_cpu()``. Every list
-walk is bounded and stops at a repeated node or at memory the dump lacks.
+``comm``, the state letter of ``task_state_to_char()``, ``cpu`` = ``task_cpu()``. The lists are
+walked by :mod:`.lists`: where a walk stops short, the tasks found stand and the reason is one
+of the list's ``problems``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ..errors import FaultError, Unavailable
 from .btf import Btf, BtfError
+from .lists import list_for_each_entry
 from .unwind import Frame, Symbolizer, Unwinder
 
 # include/linux/sched.h: the task state bits (values unchanged since Linux 4.14; the
@@ -163,30 +165,6 @@ class TaskList:
         return {t.name: t for t in self.tasks}
 
 
-def _walk(kvirt, head: int, limit: int, problems: list[str], what: str) -> Iterator[int]:
-    """The nodes of the circular list at ``head`` (head excluded), bounded, cycle-safe."""
-    seen: set[int] = set()
-    try:
-        node = kvirt.u64(head)
-    except FaultError as exc:
-        problems.append(f"{what}: list head unreadable ({exc})")
-        return
-    while node != head:
-        if node in seen:
-            problems.append(f"{what}: the list loops at {node:#x} without returning to its head")
-            return
-        if len(seen) >= limit:
-            problems.append(f"{what}: stopped after {limit} entries")
-            return
-        seen.add(node)
-        yield node
-        try:
-            node = kvirt.u64(node)
-        except FaultError as exc:
-            problems.append(f"{what}: the list breaks at {node:#x} ({exc})")
-            return
-
-
 def cpus_in_mask(kvirt, symbols, mask: str) -> list[int]:
     """CPUs in the kernel's cpumask ``mask`` (``__cpu_present_mask``...) below ``nr_cpu_ids``."""
     mask_addr = symbols.get(mask)
@@ -290,40 +268,53 @@ def build_task_list(kvirt, symbols, btf: Btf) -> TaskList:
     else:
         problems.append("no runqueues symbol: idle tasks and running tasks unknown")
     if not tasks:  # at least CPU 0's idle task
-        tasks[init_task] = read_task(init_task)
+        try:
+            tasks[init_task] = read_task(init_task)
+        except FaultError as exc:  # no task to start from: no list at all
+            raise Unavailable(f"init_task is not in the dump ({exc})") from None
         tasks[init_task].idle = 0
+
+    def walk(head: int, member: int, what: str, problems: list[str]) -> Iterator[int]:
+        """The tasks on one list; its problems (an unreadable head among them) noted."""
+        try:
+            return list_for_each_entry(kvirt, head, member, what, PID_MAX_LIMIT,
+                                       problems=problems)  # fmt: skip
+        except Unavailable as exc:
+            problems.append(exc.reason)
+            return iter(())
 
     def threads(leader: int) -> Iterator[int]:
         yield leader
+        what = f"threads of {leader:#x}"
         if layout.thread_node is not None:
             try:
                 signal = kvirt.u64(leader + layout.signal.offset)
             except FaultError as exc:
                 problems.append(f"task {leader:#x}: signal unreadable ({exc})")
                 return
-            head = signal + layout.thread_head
-            for node in _walk(kvirt, head, PID_MAX_LIMIT, problems, f"threads of {leader:#x}"):
-                yield node - layout.thread_node.offset
+            yield from walk(signal + layout.thread_head, layout.thread_node.offset, what, problems)
         elif layout.thread_group is not None:
             off = layout.thread_group.offset
-            for node in _walk(kvirt, leader + off, PID_MAX_LIMIT, problems, f"{leader:#x}"):
-                yield node - off
+            yield from walk(leader + off, off, what, problems)
 
     # The main list's own problems come first: they are what cuts the list short.
     list_problems: list[str] = []
-    for node in _walk(kvirt, init_task + layout.tasks.offset, PID_MAX_LIMIT, list_problems,
-                      "init_task.tasks"):  # fmt: skip
-        leader = node - layout.tasks.offset
+    off_tasks = layout.tasks.offset
+    full = False
+    for leader in walk(init_task + off_tasks, off_tasks, "init_task.tasks", list_problems):
         for addr in threads(leader):
             if addr in tasks:
                 continue
             if len(tasks) >= PID_MAX_LIMIT:
-                problems.append(f"more than {PID_MAX_LIMIT} tasks")
+                full = True
                 break
             try:
                 tasks[addr] = read_task(addr)
             except FaultError as exc:
                 problems.append(f"task {addr:#x} is not in the dump ({exc})")
+        if full:
+            problems.append(f"more than {PID_MAX_LIMIT} tasks (the walk stops there)")
+            break
 
     for cpu, curr in curr_of.items():
         task = tasks.get(curr)

@@ -214,16 +214,18 @@ class Unwinder:
         self.kvirt = kvirt
         self.symbols = symbols
         self.btf = btf
-        self.layout = OrcLayout(btf)
         self.module_orc = module_orc or (lambda ip: None)
         start_ip = symbols.get("__start_orc_unwind_ip")
         stop_ip = symbols.get("__stop_orc_unwind_ip")
         start_orc = symbols.get("__start_orc_unwind")
         if None in (start_ip, stop_ip, start_orc):
+            # First: a frame-pointer kernel (Ubuntu 22.04's 5.15) has neither the tables nor
+            # struct orc_entry, and the tables are the cause to name.
             raise Unavailable(
                 "the symbol table has no __start_orc_unwind_ip/__stop_orc_unwind_ip"
                 "/__start_orc_unwind (kernel without CONFIG_UNWINDER_ORC)"
             )
+        self.layout = OrcLayout(btf)
         count, rest = divmod(stop_ip - start_ip, 4)
         if rest or not 0 < count <= 1 << 24:
             raise Unavailable(f"ORC ip table {start_ip:#x}..{stop_ip:#x} is not a table of ints")

@@ -17,6 +17,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..dumpfile.source import merge_runs
 from ..errors import CorruptError, FaultError, Unavailable
 from ..vmcoreinfo import VmcoreInfo
 from .cache import LockedLRU
@@ -41,6 +42,8 @@ PTE_PFN_MASK = 0x000F_FFFF_FFFF_F000
 ADDRESS_SPACE_END = 1 << 64
 #: An address's 64 bits (sums of addresses wrap as the CPU's do).
 MASK64 = ADDRESS_SPACE_END - 1
+#: __PHYSICAL_MASK_SHIFT (page_64_types.h): x86_64 physical addresses have at most 52 bits.
+MAX_PHYS_ADDR = 1 << 52
 
 #: Chunks also kept in a plain dict in front of the LRU: a hit there costs one dict lookup (no
 #: lock, no LRU bookkeeping, which random 4 KiB reads of kvirt felt: DEVELOPERS.md). Emptied
@@ -54,7 +57,7 @@ _TABLE = struct.Struct("<512Q")
 def va_bits(vmcoreinfo: VmcoreInfo) -> int:
     """Bits of virtual address the kernel's paging translates: 57 with 5-level paging
     (``NUMBER(pgtable_l5_enabled)`` is 1), else 48."""
-    return VA_BITS_5LEVEL if vmcoreinfo.number("pgtable_l5_enabled") == 1 else VA_BITS_4LEVEL
+    return VA_BITS_5LEVEL if vmcoreinfo.number("pgtable_l5_enabled", 0, 1) == 1 else VA_BITS_4LEVEL
 
 
 def canonical(vaddr: int, bits: int) -> bool:
@@ -112,12 +115,21 @@ class X86_64Translator:
             raise Unavailable(
                 "VMCOREINFO has neither SYMBOL(init_top_pgt) nor SYMBOL(swapper_pg_dir)"
             )
-        self.phys_base = vmcoreinfo.number("phys_base") or 0
+        # phys_base: where the kernel image was loaded minus where it was linked to load; both
+        # lie in physical memory (below 2**52), so it does too, either sign.
+        self.phys_base = vmcoreinfo.number("phys_base", -MAX_PHYS_ADDR, MAX_PHYS_ADDR) or 0
         self.root = root_sym - START_KERNEL_map + self.phys_base
+        if not 0 <= self.root < MAX_PHYS_ADDR:
+            # Unavailable, as for a key that is missing: the dump names its file (kernel/dump.py).
+            raise Unavailable(
+                f"VMCOREINFO puts the root page table at physical address {self.root:#x} "
+                "(SYMBOL(init_top_pgt) - __START_KERNEL_map + NUMBER(phys_base))"
+            )
         self.va_bits = va_bits(vmcoreinfo)
         self.levels = 5 if self.va_bits == VA_BITS_5LEVEL else 4
-        sme_mask = vmcoreinfo.number("sme_mask") or 0
-        self.entry_mask = PTE_PFN_MASK & ~(sme_mask & MASK64)
+        # sme_me_mask is 1 << the C-bit position (arch/x86/mm/mem_encrypt_identity.c), or 0.
+        sme_mask = vmcoreinfo.single_bit("sme_mask", zero=True) or 0
+        self.entry_mask = PTE_PFN_MASK & ~sme_mask
         # Budget: a quarter of the cache for table pages, the rest for chunk translations
         # (a _Table chunk holds 512 ints: about 20 KiB of Python objects).
         budget = max(1, cache_size_mib) << 20
@@ -230,6 +242,11 @@ class X86_64Translator:
         """The physical address of ``vaddr``, or FaultError."""
         return self.translate_run(vaddr, 1)[0]
 
+    def chunk_mapped(self, vaddr: int) -> bool:
+        """Whether an entry above the last level maps the 2 MiB chunk holding ``vaddr`` (its
+        pages may still be absent one by one): a scan skips an unmapped chunk in one step."""
+        return not isinstance(self.chunk(vaddr), _Unmapped)
+
 
 class KernelVirtualMemory(AddressSpace):
     """The kernel's virtual address space (addresses as the kernel sees them)."""
@@ -255,6 +272,33 @@ class KernelVirtualMemory(AddressSpace):
         except FaultError as exc:
             return exc
         return self.phys.fault(paddr).at(self.name, addr)
+
+    def chunk_mapped(self, vaddr: int) -> bool:
+        """See :meth:`X86_64Translator.chunk_mapped`."""
+        return self.translator.chunk_mapped(vaddr)
+
+    def present_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The runs of ``[start, end)`` whose bytes the dump holds (mapped, and held in
+        ``phys``), in order, touching runs merged: a scan reads only those. Lazy and bounded:
+        each step advances by a translated run, an unmapped 2 MiB chunk or an unmapped page
+        (meant for ranges of a few chunks, such as the kernel image's)."""
+        lo, hi = max(0, start), min(end, ADDRESS_SPACE_END)
+        return merge_runs(self._present_pieces(lo, hi), lo, hi)
+
+    def _present_pieces(self, pos: int, end: int) -> Iterator[tuple[int, int]]:
+        translator = self.translator
+        while pos < end:
+            if not translator.chunk_mapped(pos):
+                pos = (pos | (PMD_SIZE - 1)) + 1
+                continue
+            try:
+                paddr, n = translator.translate_run(pos, end - pos)
+            except FaultError:
+                pos = (pos | (PAGE_SIZE - 1)) + 1
+                continue
+            for a, b in self.phys.present_runs(paddr, paddr + n):
+                yield pos + (a - paddr), pos + (b - paddr)
+            pos += n
 
     def _runs(self, addr: int, end: int) -> Iterator[tuple[int, int]]:
         """``(paddr, n)``: the mapped prefix of ``[addr, end)`` as physically contiguous runs
