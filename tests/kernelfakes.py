@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import struct
 
+from vmcorefs.errors import FaultError
 from vmcorefs.kernel.symbols import SymbolTable
 from vmcorefs.memory.space import AddressSpace
 
 PAGE = 4096
+
+
+def absent(addr: int) -> str:
+    """What a read of ``addr`` that :class:`SparseMemory` lacks says (the error model's words)."""
+    return str(FaultError(SparseMemory.name, addr))
 
 
 class SparseMemory(AddressSpace):

@@ -10,11 +10,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vmcorefs"
 #: Layer of each module or package, bottom to top. Modules not named take their package's.
 LAYERS = {
     "vmcorefs.errors": 0,
+    "vmcorefs.heap": 0,  # the daemon's malloc settings (glibc), for folder/ and fuse
     "vmcorefs.dumpfile": 1,
     "vmcorefs.vmcoreinfo": 2,
     "vmcorefs.memory": 3,
     "vmcorefs.kernel": 4,
     "vmcorefs.tree": 5,
+    "vmcorefs.folder": 5,  # a folder of dumps: trees of trees
     "vmcorefs.fuse": 6,
     "vmcorefs.cli": 7,
     "vmcorefs.__main__": 7,

@@ -51,15 +51,16 @@ def test_renders_without_warnings(rendered):
 
 
 def test_help_usage_is_the_synopsis(rendered, capsys):
-    """``vmcorefs --help`` shows the same two usage lines as the page (words, not layout)."""
+    """``vmcorefs --help`` shows the same usage lines as the page (words, not layout)."""
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     usage = capsys.readouterr().out.split("\n\n", 1)[0].removeprefix("usage: ")
     synopsis = rendered.split("\nSYNOPSIS\n", 1)[1].split("\nDESCRIPTION\n", 1)[0]
     forms = [" ".join(form.split()) for form in synopsis.strip().split("\n\n")]
+    assert len(forms) == 3  # a dump, a folder of dumps, --version | --help
     assert [" ".join(form.split()) for form in usage.split("\n       vmcorefs ")] == [
         forms[0],
-        forms[1].removeprefix("vmcorefs "),
+        *(form.removeprefix("vmcorefs ") for form in forms[1:]),
     ]
 
 

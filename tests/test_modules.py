@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from tests.kernelfakes import symbol_table
+from tests.kernelfakes import absent, symbol_table
 from tests.modbuilder import MOD_SIZE, MODULES, M, Mods
 from tests.test_unwind import orc_bytes
 from vmcorefs.errors import Unavailable
@@ -155,8 +155,7 @@ def test_a_user_whose_module_is_absent_is_left_out_with_a_reason():
     ml = s.listing([a, b, c])
     assert ml.modules[2].users == ["a", "b"]
     assert ml.problems == [
-        f"c.source_list: the user at {uses[1]:#x} is not in the dump (kvirt "
-        f"{ghost + M['name']:#x}: absent: not in the dump)"
+        f"c.source_list: the user at {uses[1]:#x} is not in the dump ({absent(ghost + M['name'])})"
     ]
 
 
@@ -180,10 +179,7 @@ def test_an_absent_module_is_skipped_and_the_walk_goes_on():
     s.mem.drop(moved + M["name"])
     ml = ModuleList(s.mem, symbol_table(s.syms), s.btf)
     assert [m.name for m in ml.modules] == ["a", "c"]
-    assert ml.problems == [
-        f"module {moved:#x} is not in the dump (kvirt {moved + M['name']:#x}: "
-        "absent: not in the dump)"
-    ]
+    assert ml.problems == [f"module {moved:#x} is not in the dump ({absent(moved + M['name'])})"]
 
 
 def test_modules_list_head_absent_is_unavailable():

@@ -3,6 +3,7 @@ table for sizes, naming and partly absent memory."""
 
 from __future__ import annotations
 
+import os
 import random
 from types import SimpleNamespace
 
@@ -147,6 +148,58 @@ def test_partly_absent_symbol_uses_direct_io_and_stops_at_the_gap():
         part.read(0x40, 0x10)
     assert part.read(0x80, 0x100) == image[0xC0:0x100]  # after the gap, up to the size
     assert part.read(0xC0, 10) == b""  # end of file
+
+
+class CountingSpace(FakeKvirt):
+    """FakeKvirt that counts its reads."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.reads = 0
+
+    def read(self, addr: int, size: int) -> bytes:
+        self.reads += 1
+        return super().read(addr, size)
+
+
+def counting_sym():
+    table = SymbolTable(["a", "b", "c"], [STEXT, STEXT + 0x10, STEXT + 0x30], "ttt", [None] * 3)
+    space = CountingSpace(STEXT, bytes(range(0x40)))
+    return space, _section_sym(SimpleNamespace(symbol_files=SymbolFiles(table), kvirt=space))
+
+
+def test_sym_nodes_are_not_kept_but_what_they_learn_is():
+    space, sym = counting_sym()
+    entries = sym.entries()
+    first, again = entries["b"], entries.get("b")
+    assert first is not again  # a node per lookup: none stays after a grep -r
+    assert entries.get("zz") is None and "zz" not in entries and len(entries) == 3
+    assert not first.open_direct_io()
+    reads = space.reads
+    assert reads > 0
+    assert not again.open_direct_io()  # whole: learned by the first node, not read again
+    assert space.reads == reads
+    assert again.read(4, 8) == bytes(range(0x14, 0x1C))  # the bytes the open read
+    assert space.reads == reads
+    first.release()  # the open is closed: its bytes go
+    assert again.read(4, 8) == bytes(range(0x14, 0x1C))  # now from the space
+    assert space.reads > reads
+
+
+def test_fuse_release_lets_the_open_s_bytes_go():
+    from vmcorefs.fuse import VmcoreOperations
+    from vmcorefs.tree import Directory, Tree
+
+    space, sym = counting_sym()
+    ops = VmcoreOperations(Tree(Directory({"sym": sym})))
+    fi = SimpleNamespace(flags=os.O_RDONLY, fh=0, direct_io=0, keep_cache=0)
+    assert ops.open("/sym/b", fi) == 0
+    assert (fi.direct_io, fi.keep_cache) == (0, 1)
+    shared = sym.entries()["b"].shared
+    assert len(shared.recent) == 1
+    assert ops.read(None, 0x100, 0, fi) == bytes(range(0x10, 0x30))
+    ops.release(None, fi)
+    assert len(shared.recent) == 0
 
 
 def test_naming_sizes_and_caps():

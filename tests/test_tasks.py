@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.btfbuilder import BtfBuilder
-from tests.kernelfakes import SparseMemory, symbol_table
+from tests.kernelfakes import SparseMemory, absent, symbol_table
 from vmcorefs.errors import FaultError, Unavailable
 from vmcorefs.kernel.btf import Btf
 from vmcorefs.kernel.tasks import build_task_list, escape_comm, ps_text, task_state_char
@@ -270,8 +270,7 @@ def test_a_thread_list_whose_head_is_absent(system):
     assert sorted(t.pid for t in tl.tasks) == [0, 0, 1, 2, 100, 101, 102]  # the leader stays
     head = ghost + SIG_THREAD_HEAD
     assert tl.problems == [
-        f"threads of {system.t2:#x}: the list head is unreadable "
-        f"(kvirt {head:#x}: absent: not in the dump)"
+        f"threads of {system.t2:#x}: the list head is unreadable ({absent(head)})"
     ]
 
 
@@ -280,9 +279,7 @@ def test_an_absent_init_task_list_head_leaves_the_idle_tasks(system):
     tl = system.build()
     assert [t.address for t in tl.tasks] == [system.idle1]
     head = INIT_TASK + OFF["tasks"]
-    assert tl.problems[0] == (
-        f"init_task.tasks: the list head is unreadable (kvirt {head:#x}: absent: not in the dump)"
-    )
+    assert tl.problems[0] == (f"init_task.tasks: the list head is unreadable ({absent(head)})")
     assert tl.problems[1].startswith("CPU 0: runqueue unreadable")
 
 

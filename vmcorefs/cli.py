@@ -1,4 +1,5 @@
-"""``vmcorefs [options] DUMP [DUMP-PART...] MOUNTPOINT``: check everything, then mount.
+"""``vmcorefs [options] DUMP [DUMP-PART...] MOUNTPOINT`` (or ``DIR MOUNTPOINT``): check
+everything, then mount.
 
 Every input error is found before mounting and reported as one line ``vmcorefs: PATH: reason``
 with exit status 1 (usage errors: 2). No traceback reaches the user unless ``--debug``.
@@ -13,21 +14,40 @@ import os
 import sys
 
 from . import __version__
-from .errors import MountPointError, OptionError, PathError, VmcorefsError
+from .errors import DumpError, MountPointError, OptionError, PathError, VmcorefsError
 
 PROG = "vmcorefs"
 #: The usage lines of the manual page's SYNOPSIS (``--help`` prints the same).
 USAGE = """\
 vmcorefs [-f] [-o OPT[,OPT...]] [--zero-fill] [--cache-size MIB] [--vmlinux FILE]
                 [--system-map FILE] [--debug] DUMP [DUMP-PART...] MOUNTPOINT
+       vmcorefs [options] [--max-open N] DIR MOUNTPOINT
        vmcorefs --version | --help"""
 #: ``-o`` options that would make the mount writable: refused, it is always read-only.
 WRITABLE_OPTIONS = frozenset({"rw"})
 
 
+#: Control characters (C0, DEL, C1), and the surrogates that stand for a path's bytes that are
+#: not UTF-8 (``os.fsdecode``): written ``\xNN`` in a message, which then stays one line that a
+#: terminal shows as it is (a path may hold a newline or an escape sequence).
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)
+}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters and undecodable bytes written ``\\xNN``."""
+    return text.translate(_UNPRINTABLE)
+
+
+def say(text: str) -> None:
+    """One line on stderr: ``vmcorefs: TEXT``, escaped (:func:`one_line`)."""
+    print(f"{PROG}: {one_line(text)}", file=sys.stderr)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # usage errors: one line, exit 2
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: {one_line(message)} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         "paths",
         nargs="+",
         metavar="DUMP [DUMP-PART...] MOUNTPOINT",
-        help="the dump (every part of a split dump, in any order), then the mount point (an "
+        help="the dump (every part of a split dump, in any order), or a folder of dumps "
+        "(such as /var/crash: every dump under it, and an index), then the mount point (an "
         "existing directory)",
     )
     p.add_argument(
@@ -80,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--system-map",
         metavar="FILE",
         help="take symbols from this System.map; must match the dump",
+    )
+    p.add_argument(
+        "--max-open",
+        type=int,
+        default=8,
+        metavar="N",
+        help="with a folder of dumps: keep at most N dumps open at once (default 8)",
     )
     p.add_argument(
         "--debug",
@@ -139,10 +167,15 @@ def check_mountpoint(path: str) -> None:
 
 
 def check_fuse_options(options: dict[str, str | bool]) -> None:
-    """Refuse, before anything is opened, what would make the mount writable."""
+    """Refuse, before anything is opened, what would make the mount writable, and a
+    ``max_read`` that the FUSE adapter cannot honour."""
     for key in options:
         if key in WRITABLE_OPTIONS:
             raise OptionError(key, "the mount is always read-only")
+    if "max_read" in options:
+        from .fuse import read_size  # loads libfuse: only when the option is given
+
+        read_size(options)
 
 
 def run(argv: list[str]) -> int:
@@ -163,6 +196,8 @@ def run(argv: list[str]) -> int:
     logging.getLogger("fuse").setLevel(logging.WARNING)
 
     check_mountpoint(mountpoint)
+    if len(dumps) == 1 and os.path.isdir(dumps[0]):
+        return run_folder(parser, args, dumps[0], mountpoint, options)
     # Missing, unreadable or directory dumps are reported before anything heavy is imported.
     from .dumpfile.source import DumpFile
 
@@ -180,7 +215,7 @@ def run(argv: list[str]) -> int:
     )
     # A file shorter than its headers say still mounts (what it holds is exact), with a word.
     for cut in dump.source.truncations():
-        print(f"{PROG}: {cut.path}: warning: {cut.warning()}", file=sys.stderr)
+        say(f"{cut.path}: warning: {cut.warning()}")
     from .fuse import mount
     from .tree import build_tree
 
@@ -199,40 +234,98 @@ def run(argv: list[str]) -> int:
     return 0
 
 
+#: How long the kernel may remember a name a folder mount does not have: dumps come and go.
+FOLDER_NEGATIVE_TIMEOUT = 1.0
+
+
+def run_folder(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    folder: str,
+    mountpoint: str,
+    options: dict[str, str | bool],
+) -> int:
+    """``vmcorefs DIR MOUNTPOINT``: every dump under DIR, each as ``MOUNTPOINT/NAME/``, and
+    ``MOUNTPOINT/index`` (``vmcorefs/folder/``). Files are probed (headers only) before
+    mounting; no dump is opened."""
+    if args.vmlinux or args.system_map:
+        parser.error("--vmlinux and --system-map apply to one dump, not to a folder of dumps")
+    if args.max_open < 1:
+        parser.error("--max-open must be at least 1")
+    real_folder = os.path.realpath(folder)
+    real_mountpoint = os.path.realpath(mountpoint)
+    if real_mountpoint == real_folder:
+        raise MountPointError(
+            mountpoint, "the mount point is the folder of dumps itself: mount elsewhere"
+        )
+    try:
+        with os.scandir(folder):
+            pass
+        mtime: int | None = int(os.stat(folder).st_mtime_ns)
+    except OSError as exc:
+        raise DumpError(folder, f"cannot read the folder: {exc.strerror}") from None
+    from .folder import build_folder_tree
+    from .fuse import mount
+
+    tree = build_folder_tree(
+        real_folder,
+        max_open=args.max_open,
+        skip=(real_mountpoint,),
+        dump_options={"zero_fill": args.zero_fill, "cache_size_mib": args.cache_size},
+    )
+    # Found now, headers only (no dump is opened): a folder without a dump is an input error
+    # like any other, and the daemon starts with the names of this scan.
+    tree.refresh()
+    if not tree.slots():
+        raise DumpError(folder, "no crash dump in this folder or its subfolders")
+    try:
+        mount(
+            tree,
+            mountpoint,
+            foreground=args.foreground,
+            debug=args.debug,
+            options=options,
+            mtime_ns=mtime,
+            negative_timeout=FOLDER_NEGATIVE_TIMEOUT,
+        )
+    finally:
+        tree.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
         return run(argv)
     except OptionError as exc:  # a wrong option: a usage error
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        say(str(exc))
         return 2
     except PathError as exc:
         if debug:
             raise
-        print(f"{PROG}: {exc.path}: {exc.reason}", file=sys.stderr)
+        say(f"{exc.path}: {exc.reason}")
         return 1
     except VmcorefsError as exc:
         if debug:
             raise
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        say(str(exc))
         return 1
     except KeyboardInterrupt:
         return 130
     except ImportError as exc:
         if debug:
             raise
-        print(
-            f"{PROG}: cannot load {exc.name or 'a module'}: {exc} "
-            "(is vmcorefs installed with its dependencies?)",
-            file=sys.stderr,
+        say(
+            f"cannot load {exc.name or 'a module'}: {exc} "
+            "(is vmcorefs installed with its dependencies?)"
         )
         return 1
     except OSError as exc:
         if debug:
             raise
         where = exc.filename or "error"
-        print(f"{PROG}: {where}: {exc.strerror or exc}", file=sys.stderr)
+        say(f"{where}: {exc.strerror or exc}")
         return 1
 
 

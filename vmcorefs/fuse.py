@@ -19,8 +19,18 @@ import threading
 import time
 from collections.abc import Callable
 
+from . import heap
 from .dumpfile.source import Piece
-from .errors import DumpError, FaultError, MountPointError, OptionError, VmcorefsError, kind_of
+from .errors import (
+    DumpError,
+    FaultError,
+    MountPointError,
+    OptionError,
+    Stopping,
+    VmcorefsError,
+    kind_of,
+    set_stop_check,
+)
 from .tree import Directory, File, NotFound, Tree, WindowFile
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
@@ -52,7 +62,7 @@ def errno_of(exc: BaseException, what: str) -> int:
         return exc.errno
     if isinstance(exc, NotFound):
         return errno.ENOENT
-    if isinstance(exc, FaultError):
+    if isinstance(exc, (FaultError, Stopping)):  # Stopping: the user asked the daemon to end
         log.debug("%s: %s", what, exc)
     elif isinstance(exc, DumpError):
         log.error("%s", exc)
@@ -78,6 +88,73 @@ def _answers(op):
     return run
 
 
+#: The daemon's heaps (glibc arenas; by default one per thread that allocates, up to 8 per
+#: CPU): libfuse's workers and the decompression pool share two (vmcorefs/heap.py).
+ARENA_MAX = 2
+
+
+class IdleTrim:
+    """Hand the heap's free pages back to the system once the daemon is idle after work.
+
+    glibc returns freed memory only from the top of a heap: what a big listing or a
+    ``grep -r`` over ``sym/`` allocated and freed between longer-lived objects (cached pages,
+    libfuse's nodes) stays resident. Measured on the sample after ``grep -r`` over ``sym/``:
+    ~30 MiB of free heap pages, about a third of the daemon's RSS. ``malloc_trim(0)`` releases
+    them (the pages, not the allocations). Called from its own thread, once per pause that
+    follows at least :data:`WORK` CPU seconds of work (the process's, every thread), never on a
+    request's path.
+    """
+
+    #: how often the thread looks (seconds)
+    INTERVAL = 1.0
+    #: CPU seconds in an interval below which the daemon counts as idle
+    IDLE = 0.02
+    #: CPU seconds of work since the last trim that make the next pause worth a trim
+    WORK = 0.2
+
+    def __init__(self, trim: Callable[[int], int], clock: Callable[[], float]) -> None:
+        self._trim, self._clock = trim, clock
+        self._last = self._trimmed_at = clock()
+
+    def step(self) -> bool:
+        """One look (every :data:`INTERVAL`): trim if idle after work; whether it did."""
+        now = self._clock()
+        idle = now - self._last < self.IDLE
+        self._last = now
+        if not idle or now - self._trimmed_at < self.WORK:
+            return False
+        self._trim(0)
+        self._last = self._trimmed_at = self._clock()
+        return True
+
+    _running: dict[int, threading.Thread] = {}  # pid -> its thread: one a process
+    _lock = threading.Lock()
+
+    @classmethod
+    def start(cls) -> threading.Thread | None:
+        """Run in a daemon thread of this process, once (None without glibc)."""
+        with cls._lock:
+            thread = cls._running.get(os.getpid())
+            if thread is None:
+                thread = cls._running[os.getpid()] = cls._thread()
+        return thread
+
+    @classmethod
+    def _thread(cls) -> threading.Thread | None:
+        if not heap.can_trim():
+            return None
+        idle = cls(lambda _pad: heap.trim(), time.process_time)
+
+        def run() -> None:
+            while True:  # ends with the process (a daemon thread)
+                time.sleep(cls.INTERVAL)
+                idle.step()
+
+        thread = threading.Thread(target=run, name="vmcorefs-idle-trim", daemon=True)
+        thread.start()
+        return thread
+
+
 class VmcoreOperations(mfusepy.Operations):
     """FUSE operations over a :class:`~vmcorefs.tree.Tree`."""
 
@@ -93,9 +170,15 @@ class VmcoreOperations(mfusepy.Operations):
         *,
         mtime_ns: int | None = None,
         on_mounted: Callable[[], object] | None = None,
+        negative_timeout: float = TIMEOUT,
+        max_read: int = MAX_READ,
     ) -> None:
         self.tree = tree
+        #: The largest read request: what ``-o max_read`` asked libfuse for (init must say the
+        #: same, or libfuse ends the session at once).
+        self.max_read = max_read
         self._on_mounted = on_mounted
+        self.negative_timeout = negative_timeout
         self.uid = os.getuid()
         self.gid = os.getgid()
         self.time_ns = mtime_ns if mtime_ns is not None else time.time_ns()
@@ -114,15 +197,21 @@ class VmcoreOperations(mfusepy.Operations):
 
     def init_with_config(self, conn_info, config_3) -> None:
         self.mounted = True
+        # Here, in the daemon (libfuse has forked by now): a thread started before would not be.
+        IdleTrim.start()
+        # Long work polls this (errors.check_stop): a SIGTERM or SIGINT, which libfuse's
+        # handler turns into an exited session, then ends the request that waits on it at
+        # once, and libfuse's loop (which waits for every busy worker) can unmount.
+        set_stop_check(_session_exited())
         if self._on_mounted is not None:
             self._on_mounted()
         if conn_info is not None:
-            conn_info.max_read = MAX_READ
+            conn_info.max_read = self.max_read
             conn_info.max_readahead = MAX_READ
         if config_3 is not None:
             config_3.entry_timeout = TIMEOUT
             config_3.attr_timeout = TIMEOUT
-            config_3.negative_timeout = TIMEOUT
+            config_3.negative_timeout = self.negative_timeout
 
     @_answers
     def getattr(self, path: str, fh=None) -> dict:
@@ -155,8 +244,10 @@ class VmcoreOperations(mfusepy.Operations):
 
     def _forget(self, fh: int) -> None:
         with self._lock:
-            self._handles.pop(fh, None)
+            node = self._handles.pop(fh, None)
             self._paths.pop(fh, None)
+        if isinstance(node, File):
+            node.release()
 
     def _handle(self, path: str | None, fh: int):
         """The node opened as ``fh`` (libfuse gives no path to read, readdir, release...)."""
@@ -201,6 +292,10 @@ class VmcoreOperations(mfusepy.Operations):
     @_answers
     def open(self, path: str, fi) -> int:
         node = self._node(path)
+        # A dump that changed under us opens nothing: the kernel drops what it cached of a file
+        # only when an open asks it to, and a file served through its cache would go on reading
+        # the old dump's bytes beside the new ones.
+        self.tree.check()
         if fi.flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise _fail(errno.EROFS)
         if isinstance(node, Directory):
@@ -219,13 +314,15 @@ class VmcoreOperations(mfusepy.Operations):
         :class:`_ReplyFUSE`) they are copied there instead and the count is returned."""
         try:
             node = self._handle(path, fi.fh)
-            if not isinstance(node, WindowFile):
-                # A dump changed under us: EIO, even for what caches hold. Windows need not ask
-                # here: their reads are checked in memory/ and verified after each pread.
+            if type(node) is not WindowFile:
+                # A dump changed under us: EIO, even for what caches hold (computed files, the
+                # bytes a sym/ file's open read). Plain windows (phys, kvirt) need not ask here:
+                # their reads are checked in memory/ and verified after each pread.
                 self.tree.check()
-            if buf is None:
-                return node.read(offset, size)
-            return _fill(buf, node.extents(offset, size))
+            with node.pinned():  # a folder mount's dump stays open until the copy is done
+                if buf is None:
+                    return node.read(offset, size)
+                return _fill(buf, node.extents(offset, size))
         except FuseOSError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the daemon: report and EIO
@@ -341,6 +438,21 @@ class _ReplyFUSE(mfusepy.FUSE):
         return self.operations.read(name, size, offset, fi, buf=address)
 
 
+def read_size(options: dict[str, str | bool]) -> int:
+    """The ``-o max_read=N`` asked for (bytes, 1 to :data:`MAX_READ`), else :data:`MAX_READ`;
+    OptionError for another value (the kernel's requests never exceed MAX_READ)."""
+    value = options.get("max_read")
+    if value is None:
+        return MAX_READ
+    text = value if isinstance(value, str) else ""
+    if not (text.isascii() and text.isdigit() and 0 < int(text) <= MAX_READ):
+        raise OptionError(
+            f"max_read={text}" if text else "max_read",
+            f"a number of bytes from 1 to {MAX_READ} is needed",
+        )
+    return int(text)
+
+
 def workers_never_exit(options: dict[str, str | bool]) -> bool:
     """True when libfuse never ends a worker thread: ``max_idle_threads`` is -1 (its "never")
     or at least ``max_threads`` (default 10). A user's ``-o`` may say otherwise; then the
@@ -361,13 +473,24 @@ def mount(
     debug: bool,
     options: dict[str, str | bool],
     mtime_ns: int | None = None,
+    negative_timeout: float = TIMEOUT,
 ) -> None:
     """Mount ``tree`` at ``mountpoint``; returns when it is unmounted (or, in the background
-    case, in the parent once mounted: libfuse daemonises after the mount succeeded)."""
+    case, in the parent once mounted: libfuse daemonises after the mount succeeded).
+    ``negative_timeout``: how long the kernel may remember that a name does not exist (short
+    for a folder mount, whose dumps come and go)."""
     # libfuse and fusermount3 write their complaints to fd 2 themselves: captured until the
     # kernel talks to us, so that a refusal is one vmcorefs line naming what was refused.
+    max_read = read_size(options)
     capture = None if debug else _LibfuseMessages(restore=foreground)
-    ops = VmcoreOperations(tree, mtime_ns=mtime_ns, on_mounted=capture and capture.release)
+    heap.limit_arenas(ARENA_MAX)
+    ops = VmcoreOperations(
+        tree,
+        mtime_ns=mtime_ns,
+        on_mounted=capture and capture.release,
+        negative_timeout=negative_timeout,
+        max_read=max_read,
+    )
     kwargs: dict[str, str | bool] = {
         "fsname": "vmcorefs",
         "subtype": "vmcorefs",
@@ -380,6 +503,7 @@ def mount(
         "max_idle_threads": "10",
     }
     kwargs.update(options)
+    kwargs["max_read"] = str(max_read)
     try:
         _ReplyFUSE(
             ops,
@@ -397,8 +521,29 @@ def mount(
             said = capture.release() if capture is not None else ""
             raise mount_failure(mountpoint, said, exc) from None
     finally:
+        set_stop_check(None)
         if capture is not None:
             capture.release()
+
+
+def _session_exited() -> Callable[[], bool] | None:
+    """Whether the session of the FUSE call being served has exited (libfuse's handler of
+    SIGTERM, SIGINT and SIGHUP makes it so; ``fusermount3 -u`` too): asked in ``init``, whose
+    context names the session. None where this libfuse cannot tell."""
+    lib = mfusepy._libfuse
+    try:
+        get_session, exited = lib.fuse_get_session, lib.fuse_session_exited
+    except AttributeError:  # libfuse 2 (mfusepy's fallback): no such calls
+        return None
+    get_session.restype, get_session.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    exited.restype, exited.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    context = lib.fuse_get_context()
+    if not context or not context.contents.fuse:
+        return None
+    session = get_session(context.contents.fuse)
+    if not session:
+        return None
+    return lambda: exited(session) != 0
 
 
 _UNKNOWN_OPTION = re.compile(r"unknown option\(s\): `(?:-o ?)?([^']*)'")

@@ -8,6 +8,7 @@ file's content on first ``getattr``/``read``. Each section of the tree (``info/`
 
 from __future__ import annotations
 
+import contextlib
 import stat
 import threading
 from collections.abc import Callable, Mapping
@@ -24,6 +25,9 @@ KVIRT_BASE = 1 << 63
 #: read them to decide on ``direct_io``): a few typical symbols' worth, counted in bytes so
 #: that a burst of 1 MiB symbols cannot hold more than this.
 SYM_RECENT_BYTES = 4 << 20
+
+
+_MISSING = object()
 
 
 class NotFound(VmcorefsError):
@@ -60,6 +64,14 @@ class File(Node):
     def open_direct_io(self) -> bool:
         """Whether this open should use ``direct_io`` (decided per open; see ``SymbolFile``)."""
         return self.direct_io
+
+    def release(self) -> None:
+        """An open of this file is closed (what was kept for its reads may go)."""
+
+    def pinned(self) -> contextlib.AbstractContextManager:
+        """Keep what this file reads from open for one whole request (extents are copied after
+        they are found): a dump of a folder mount may be closed between two requests."""
+        return contextlib.nullcontext()
 
 
 class BytesFile(File):
@@ -169,67 +181,78 @@ class WindowFile(File):
         return pieces
 
 
+class SymbolWindows:
+    """What the ``sym/`` files of a dump share, so that no node need be kept per file (100k
+    nodes held ~15 MiB after a ``grep -r``): one byte per file, whether its range is whole
+    (learned at its first open), and the bytes an open read, kept for that open's reads until
+    it is released (``recent``: an LRU bounded in bytes, for opens never released)."""
+
+    UNKNOWN, WHOLE, PARTLY_ABSENT = 0, 1, 2
+
+    def __init__(self, count: int) -> None:
+        self.presence = bytearray(count)  #: per file key: UNKNOWN, WHOLE or PARTLY_ABSENT
+        self.recent: LockedLRU[int, bytes] = LockedLRU(SYM_RECENT_BYTES, getsizeof=len)
+
+
 class SymbolFile(WindowFile):
     """``sym/NAME``: a window onto ``kvirt`` at a symbol (see kernel/symbols.py for extents).
 
     Served through the page cache when its whole range is present (the dump never changes);
     opened with ``direct_io`` when part of it is absent, so that a read stops at the gap and
     the next one fails with EIO, as for ``kvirt``. The first open reads the range to decide;
-    those bytes wait in ``recent`` (a small shared LRU) for the reads that follow the open.
+    those bytes wait in ``shared.recent`` for the reads that follow the open. A node is made
+    for each lookup: what it learns is kept by key in ``shared`` (:class:`SymbolWindows`).
     """
 
     direct_io = False
 
     def __init__(
-        self, space: AddressSpace, base: int, length: int, recent: LockedLRU | None = None
+        self, space: AddressSpace, base: int, length: int, key: int, shared: SymbolWindows
     ) -> None:
         super().__init__(space, base, length)
-        self._partly_absent: bool | None = None
-        self._recent = recent
+        self.key = key
+        self.shared = shared
 
     def open_direct_io(self) -> bool:
-        if self._partly_absent is None:  # computed once: a benign race computes it twice
+        shared, key = self.shared, self.key
+        state = shared.presence[key]
+        if state == SymbolWindows.UNKNOWN:  # a benign race learns it twice
             try:
                 data = self.space.read_exact(self.base, self.length)
             except FaultError:
-                self._partly_absent = True
+                state = SymbolWindows.PARTLY_ABSENT
             else:
-                if self._recent is not None:
-                    self._recent.put(self, data)
-                self._partly_absent = False
-        return self._partly_absent
+                shared.recent.put(key, data)
+                state = SymbolWindows.WHOLE
+            shared.presence[key] = state
+        return state == SymbolWindows.PARTLY_ABSENT
 
     def read(self, offset: int, size: int) -> bytes:
-        if self._recent is not None:
-            data = self._recent.get(self)
-            if data is not None:
-                return data[offset : offset + max(0, size)]
+        data = self.shared.recent.get(self.key)
+        if data is not None:
+            return data[offset : offset + max(0, size)]
         return super().read(offset, size)
+
+    def release(self) -> None:
+        self.shared.recent.discard(self.key)
 
 
 class LazyEntries(Mapping[str, Node]):
-    """Directory entries whose nodes are made on first lookup: ``keys`` maps each name to what
-    ``make`` needs. Listing a 100k-entry directory then costs no node and no I/O."""
+    """Directory entries whose nodes are made at each lookup: ``keys`` maps each name to what
+    ``make`` needs. Listing a 100k-entry directory then costs no node and no I/O, and reading
+    every file leaves none behind."""
 
     def __init__(self, keys: Mapping[str, object], make: Callable[[object], Node]) -> None:
         self._keys = keys
         self._make = make
-        self._nodes: dict[str, Node] = {}
 
     def __getitem__(self, name: str) -> Node:
-        node = self._nodes.get(name)
-        if node is None:
-            node = self._nodes.setdefault(name, self._make(self._keys[name]))
-        return node
+        return self._make(self._keys[name])
 
     def get(self, name: str, default=None):
         """As ``Mapping.get``, without an exception per miss (FUSE looks names up a lot)."""
-        node = self._nodes.get(name)
-        if node is None:
-            if name not in self._keys:
-                return default
-            node = self[name]
-        return node
+        key = self._keys.get(name, _MISSING)
+        return default if key is _MISSING else self._make(key)
 
     def __contains__(self, name: object) -> bool:
         return name in self._keys
@@ -288,8 +311,11 @@ class Tree:
 
 
 def info_key_filename(key: str) -> str:
-    """``info/`` file name for a VMCOREINFO key: verbatim, ``/`` written ``%2F``."""
-    return key.replace("%", "%25").replace("/", "%2F") if "/" in key else key
+    """``info/`` file name for a VMCOREINFO key: verbatim where it can be a file name, else
+    escaped by the rule of ``sym/`` (``kernel.symbols.escape_file_name``)."""
+    from .kernel.symbols import escape_file_name
+
+    return escape_file_name(key)
 
 
 def _section_info(dump) -> Directory:
@@ -311,10 +337,10 @@ def _section_sym(dump) -> Directory:
 
     def entries() -> Mapping[str, Node]:
         files = dump.symbol_files
-        recent: LockedLRU = LockedLRU(SYM_RECENT_BYTES, getsizeof=len)
+        shared = SymbolWindows(files.key_count)
 
         def make(key) -> Node:
-            return SymbolFile(dump.kvirt, *files.extent(key), recent)
+            return SymbolFile(dump.kvirt, *files.extent(key), key, shared)
 
         return LazyEntries(files.entries, make)
 
@@ -341,8 +367,10 @@ def _section_mm(dump) -> Directory:
 README_ENTRIES = """\
 README       this text
 vmcoreinfo   the VMCOREINFO note, exactly as in the dump
-info/KEY     one file per VMCOREINFO key, named verbatim (a '/' is written %2F): its value;
-             info/PAGE_SIZE is PAGESIZE under the name users type
+info/KEY     one file per VMCOREINFO key, named verbatim: its value, byte for byte;
+             info/PAGE_SIZE is PAGESIZE under the name users type. A key that cannot be
+             a file name is escaped: '%' '/' NUL as %25 %2F %00, '.' '..' as %2E %2E%2E,
+             the empty key as % (sym/ names too)
 summary      release, crash time, reason, CPUs, RAM, format, compression, dump level, paging,
              KASLR; how many tasks, modules and module symbols were listed, and why a list
              may be incomplete; truncated: and damage: when the dump file is cut short or

@@ -19,7 +19,8 @@ key                        macro                        value
 =========================  ===========================  =============================
 
 A key that occurs twice keeps its last value, as the kernel's own readers (makedumpfile,
-crash) do.
+crash) do. Keys and values are ``str`` that keep the note's bytes: a byte that is not UTF-8 is
+a surrogate (``surrogateescape``), encoded back the same way.
 """
 
 from __future__ import annotations
@@ -73,9 +74,11 @@ class VmcoreInfo(Mapping[str, str]):
     def __init__(self, raw: bytes) -> None:
         self.raw = raw.rstrip(b"\0")
         self._values: dict[str, str] = {}
-        for line in self.raw.decode("utf-8", "replace").split("\n"):
+        # surrogateescape: bytes that are not UTF-8 stay in the text as surrogates and are
+        # written back as those bytes (info/, summary, README hold the note's own bytes).
+        for line in self.raw.decode("utf-8", "surrogateescape").split("\n"):
             key, sep, value = line.partition("=")
-            if sep and key:
+            if sep:  # an empty key too: info/ names it by the escape rule
                 self._values.pop(key, None)  # a repeated key moves to its last position
                 self._values[key] = value
 

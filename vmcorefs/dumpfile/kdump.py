@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..errors import CorruptError, DumpError, FaultError, Unavailable
+from ..errors import CorruptError, DumpError, FaultError, Unavailable, check_stop
 from . import compression
-from .bitmap import Bitmap
+from .bitmap import Bitmap, ScanLimit
 from .compression import (
     DUMP_DH_COMPRESSED,
     DUMP_DH_COMPRESSED_INCOMPLETE,
@@ -75,6 +75,9 @@ MAX_SPAN = 1 << 20
 SPAN_GAP = 16 << 10
 #: RAM ranges (runs of the 1st bitmap) beyond which the bitmap is taken as corrupt.
 MAX_RAM_RANGES = 1 << 16
+#: Bytes of stored 1st bitmap (holes of a sparse file not counted) read at most to find the RAM
+#: ranges: 1 GiB describes 32 TiB of RAM at 4 KiB pages, and takes about a second to read.
+MAX_RAM_SCAN = 1 << 30
 #: Offsets of stored pages found to be all zeros (the shared zero page), remembered up to this.
 MAX_ZERO_OFFSETS = 64
 #: Descriptors at the end of the table read at open to find where the page data end (the
@@ -110,7 +113,7 @@ class DiskDumpHeader:
         uts = tuple(
             f[2][i * (NEW_UTS_LEN + 1) : (i + 1) * (NEW_UTS_LEN + 1)]
             .split(b"\0", 1)[0]
-            .decode("utf-8", "replace")
+            .decode("utf-8", "surrogateescape")  # summary keeps the bytes
             for i in range(6)
         )
         return cls(f[0], f[1], uts, *f[3:])
@@ -145,6 +148,55 @@ class KdumpSubHeader:
         return cls(*_SUB_HEADER.unpack_from(data))
 
 
+def read_headers(file: ReadableFile) -> tuple[DiskDumpHeader, KdumpSubHeader]:
+    """Block 0 and the sub-header, checked: what recognising a kdump file takes (a folder scan
+    reads no more to group the parts of a split dump), before its notes and bitmaps."""
+    path = file.path
+    if file.size < HEADER_SIZE:
+        raise DumpError(path, f"truncated kdump header ({file.size} bytes, {HEADER_SIZE} needed)")
+    raw = file.pread_exact(0, HEADER_SIZE, "the kdump header")
+    if raw[:SIG_LEN] not in (KDUMP_SIGNATURE, DISK_DUMP_SIGNATURE):
+        raise DumpError(path, "not a kdump-compressed file (no KDUMP or DISKDUMP signature)")
+    h = DiskDumpHeader.parse(raw)
+    _check_header(path, h)
+    sub = KdumpSubHeader.parse(b"", 0)
+    if h.header_version >= 1:
+        need = KdumpSubHeader.SIZES.get(h.header_version, SUB_HEADER_SIZE)
+        data = file.pread_exact(h.block_size, need, "the kdump sub-header")
+        sub = KdumpSubHeader.parse(data, h.header_version)
+    return h, sub
+
+
+def split_range(h: DiskDumpHeader, sub: KdumpSubHeader) -> tuple[int, int] | None:
+    """The page frames ``[start, end)`` of one part of a split dump, as its sub-header names
+    them (64-bit fields from header version 6); None for a whole dump. Not checked here."""
+    if h.header_version < 2 or not sub.split:
+        return None
+    if h.header_version >= 6:
+        return sub.start_pfn_64, sub.end_pfn_64
+    return sub.start_pfn, sub.end_pfn
+
+
+def _check_header(path: str, h: DiskDumpHeader) -> None:
+    bs = h.block_size
+    if not (MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE and bs & (bs - 1) == 0):
+        swapped = int.from_bytes(bs.to_bytes(4, "little", signed=True), "big", signed=True)
+        if MIN_BLOCK_SIZE <= swapped <= MAX_BLOCK_SIZE and swapped & (swapped - 1) == 0:
+            raise DumpError(
+                path, "big-endian kdump: only x86_64 (little-endian) dumps are supported"
+            )
+        raise DumpError(path, f"corrupt kdump header: block size {bs}")
+    machine = h.utsname[4]
+    if machine and machine != "x86_64":
+        raise DumpError(path, f"dump of another architecture ({machine}): only x86_64 is supported")
+    if h.header_version < 0:
+        raise DumpError(path, f"corrupt kdump header: header version {h.header_version}")
+    if not 0 <= h.sub_hdr_size <= MAX_SUB_HDR_BLOCKS:
+        raise DumpError(path, f"corrupt kdump header: sub-header of {h.sub_hdr_size} blocks")
+    if h.bitmap_blocks <= 0:
+        raise DumpError(path, "corrupt kdump header: no page bitmap")
+
+
 class KdumpSource(PhysicalSource, PagedSource):
     """Physical memory of a kdump-compressed file (or of one part of a split dump).
 
@@ -161,25 +213,10 @@ class KdumpSource(PhysicalSource, PagedSource):
         self.file = file
         self.paths = [file.path]
         path = file.path
-        if file.size < HEADER_SIZE:
-            raise DumpError(
-                path, f"truncated kdump header ({file.size} bytes, {HEADER_SIZE} needed)"
-            )
-        raw = file.pread_exact(0, HEADER_SIZE, "the kdump header")
-        if raw[:SIG_LEN] not in (KDUMP_SIGNATURE, DISK_DUMP_SIGNATURE):
-            raise DumpError(path, "not a kdump-compressed file (no KDUMP or DISKDUMP signature)")
-        h = DiskDumpHeader.parse(raw)
+        h, sub = read_headers(file)
         self.header = h
-        self._check_header(h)
         bs = h.block_size
         self.page_size = bs
-
-        # Sub-header (header_version >= 1), notes and VMCOREINFO.
-        sub = KdumpSubHeader.parse(b"", 0)
-        if h.header_version >= 1:
-            need = KdumpSubHeader.SIZES.get(h.header_version, SUB_HEADER_SIZE)
-            data = file.pread_exact(bs, need, "the kdump sub-header")
-            sub = KdumpSubHeader.parse(data, h.header_version)
         self.sub = sub
         self.max_mapnr = h.max_mapnr
         if h.header_version >= 6 and sub.max_mapnr_64:
@@ -216,18 +253,16 @@ class KdumpSource(PhysicalSource, PagedSource):
 
         # The frames this file holds: all of them, or one part's range of a split dump.
         self.start_pfn, self.end_pfn = 0, self.max_mapnr
-        if h.header_version >= 2 and sub.split:
-            if h.header_version >= 6:
-                self.start_pfn, self.end_pfn = sub.start_pfn_64, sub.end_pfn_64
-            else:
-                self.start_pfn, self.end_pfn = sub.start_pfn, sub.end_pfn
+        split = split_range(h, sub)
+        if split is not None:
+            self.start_pfn, self.end_pfn = split
             if not 0 <= self.start_pfn < self.end_pfn <= self.max_mapnr:
                 raise DumpError(
                     path,
                     f"corrupt split dump header: pfn range {self.start_pfn:#x}-{self.end_pfn:#x} "
                     f"outside 0-{self.max_mapnr:#x}",
                 )
-        self.is_split = bool(h.header_version >= 2 and sub.split)
+        self.is_split = split is not None
         if (
             self.is_split
             and not split_part
@@ -252,34 +287,13 @@ class KdumpSource(PhysicalSource, PagedSource):
         self._zero_offsets: set[int] = set()
         self._decoders: dict[int, Callable[[bytes], bytes | None]] = {}
         self._zero_lock = threading.Lock()
-        self._ranges: list[tuple[int, int]] | None = None
+        self._ranges: list[tuple[int, int]] | str | None = None  # or why they are unavailable
+        self._ranges_lock = threading.Lock()
         self._held: int | None = None
         self._truncation = self._find_truncation(descs_end)
         self.info = self._make_info(descs_end)
 
     # -- opening -----------------------------------------------------------------------------
-    def _check_header(self, h: DiskDumpHeader) -> None:
-        path = self.file.path
-        bs = h.block_size
-        if not (MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE and bs & (bs - 1) == 0):
-            swapped = int.from_bytes(bs.to_bytes(4, "little", signed=True), "big", signed=True)
-            if MIN_BLOCK_SIZE <= swapped <= MAX_BLOCK_SIZE and swapped & (swapped - 1) == 0:
-                raise DumpError(
-                    path, "big-endian kdump: only x86_64 (little-endian) dumps are supported"
-                )
-            raise DumpError(path, f"corrupt kdump header: block size {bs}")
-        machine = h.utsname[4]
-        if machine and machine != "x86_64":
-            raise DumpError(
-                path, f"dump of another architecture ({machine}): only x86_64 is supported"
-            )
-        if h.header_version < 0:
-            raise DumpError(path, f"corrupt kdump header: header version {h.header_version}")
-        if not 0 <= h.sub_hdr_size <= MAX_SUB_HDR_BLOCKS:
-            raise DumpError(path, f"corrupt kdump header: sub-header of {h.sub_hdr_size} blocks")
-        if h.bitmap_blocks <= 0:
-            raise DumpError(path, "corrupt kdump header: no page bitmap")
-
     def _check_codec(self, status: int) -> None:
         """Fail at open, not at the first read, when a codec of the dump is not installed."""
         for bit in compression.NAMES:
@@ -322,6 +336,7 @@ class KdumpSource(PhysicalSource, PagedSource):
             crashed_cpu=h.current_cpu,
             nr_cpus=h.nr_cpus,
             page_size=h.block_size,
+            dump_time=h.timestamp_sec if h.timestamp_sec or h.timestamp_usec else None,
         )
         extra = info.extra
         extra["kdump header version"] = str(h.header_version)
@@ -378,17 +393,30 @@ class KdumpSource(PhysicalSource, PagedSource):
         return self._notes
 
     def ranges(self) -> Sequence[tuple[int, int]]:
-        if self._ranges is None:
-            ps = self.page_size
-            runs = list(self.ram.runs(MAX_RAM_RANGES + 1))
-            if len(runs) > MAX_RAM_RANGES:
-                # A RAM map is tens of ranges: a bitmap of alternating bits is corrupt, and its
-                # millions of runs would cost seconds and hundreds of MiB per use.
-                raise Unavailable(
-                    f"the kdump's RAM bitmap has more than {MAX_RAM_RANGES} ranges: corrupt"
-                )
-            self._ranges = [(s * ps, e * ps) for s, e in runs]
-        return self._ranges
+        """The runs of the 1st bitmap, found once (their reason once, when they cannot be)."""
+        found = self._ranges
+        if found is None:
+            with self._ranges_lock:
+                found = self._ranges
+                if found is None:
+                    found = self._ranges = self._find_ranges()
+        if isinstance(found, str):
+            raise Unavailable(found)
+        return found
+
+    def _find_ranges(self) -> list[tuple[int, int]] | str:
+        """The RAM ranges, or why they are unavailable (a :class:`~vmcorefs.errors.Stopping`
+        or DumpError is raised, not kept: it says nothing about the dump)."""
+        try:
+            runs = list(self.ram.runs(MAX_RAM_RANGES + 1, MAX_RAM_SCAN))
+        except ScanLimit as exc:
+            return f"the kdump's RAM bitmap is too large to scan: {exc.reason}"
+        if len(runs) > MAX_RAM_RANGES:
+            # A RAM map is tens of ranges: a bitmap of alternating bits is corrupt, and its
+            # millions of runs would cost seconds and hundreds of MiB per use.
+            return f"the kdump's RAM bitmap has more than {MAX_RAM_RANGES} ranges: corrupt"
+        ps = self.page_size
+        return [(s * ps, e * ps) for s, e in runs]
 
     def read(self, paddr: int, size: int) -> bytes:
         return read_pages(self, paddr, size, self.phys_end)
@@ -415,6 +443,7 @@ class KdumpSource(PhysicalSource, PagedSource):
         end = min(end, pos + MAX_HELD_SCAN)
         held = 0
         while pos + PAGE_DESC_SIZE <= end:  # bounded: advances by each chunk read
+            check_stop()
             want = min(end - pos, 1 << 20)
             raw = self.file.pread(pos, want - want % PAGE_DESC_SIZE)
             if len(raw) < PAGE_DESC_SIZE:

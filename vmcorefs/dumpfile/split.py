@@ -39,6 +39,7 @@ class SplitSource(PhysicalSource, PagedSource):
             crashed_cpu=first.info.crashed_cpu,
             nr_cpus=first.info.nr_cpus,
             page_size=first.info.page_size,
+            dump_time=first.info.dump_time,
             extra=dict(first.info.extra),
         )
         info.extra.pop("kdump split part", None)

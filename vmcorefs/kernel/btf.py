@@ -283,8 +283,9 @@ class Btf:
         if strings[:1] != b"\0" or strings[-1:] != b"\0":
             raise BtfError("string section must start and end with a NUL")
         self._strings = strings
-        #: type id -> offset of its record in ``data``; id 0 is void and has none.
-        self._offsets: list[int] = [0]
+        #: type id -> offset of its record in ``data``; id 0 is void and has none. An array:
+        #: a list of ~100k ints held ~4 MiB for as long as the dump is mounted.
+        self._offsets = array.array("I" if len(self.data) < 1 << 32 else "Q", [0])
         self._name_offs = array.array("I", [0])
         self._index()
         self._types: dict[int, BtfType] = {}

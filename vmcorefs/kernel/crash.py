@@ -174,23 +174,37 @@ def _stack(dump, task) -> str:
         return f"unavailable: {why(exc)}\n"
 
 
+def find_reason(dump) -> tuple[str, Report | None]:
+    """``crash``'s reason and the report it is the first line of (None: no report); Unavailable
+    when the dump is of a running system. Reads the log and ``panic_cpu`` only, no stack."""
+    report, log_problem = _last_report(dump)
+    if report is not None:
+        return report.first, report
+    panic_cpu = dump.panic_cpu
+    if panic_cpu == PANIC_CPU_INVALID:
+        raise Unavailable(NO_CRASH + (f" ({log_problem})" if log_problem else ""))
+    if log_problem is not None:
+        return f"unknown ({log_problem})", None
+    if panic_cpu is None:
+        raise Unavailable(
+            "no crash: the log has no panic or oops report (panic_cpu is not in the dump)"
+        )
+    return f"unknown (panic_cpu is {panic_cpu}, but the log has no panic or oops report)", None
+
+
+def reason_line(dump) -> str:
+    """``crash``'s reason as one line, without unwinding a stack: its ``reason:`` value, or the
+    ``unavailable: ...`` line that ``crash`` then holds (a dump of a running system), so that a
+    list of dumps (a folder's index) says it in the dump's own ``crash`` file's words."""
+    try:
+        return find_reason(dump)[0]
+    except NOT_AVAILABLE as exc:
+        return f"unavailable: {why(exc)}"
+
+
 def find_crash(dump) -> Crash:
     """What crashed; Unavailable when the dump is of a running system."""
-    report, log_problem = _last_report(dump)
-    panic_cpu = dump.panic_cpu
-    if report is None:
-        if panic_cpu == PANIC_CPU_INVALID:
-            raise Unavailable(NO_CRASH + (f" ({log_problem})" if log_problem else ""))
-        if panic_cpu is None and log_problem is None:
-            raise Unavailable(
-                "no crash: the log has no panic or oops report (panic_cpu is not in the dump)"
-            )
-    if report is not None:
-        reason = report.first
-    elif log_problem is not None:
-        reason = f"unknown ({log_problem})"
-    else:
-        reason = f"unknown (panic_cpu is {panic_cpu}, but the log has no panic or oops report)"
+    reason, report = find_reason(dump)
     cpu = crashing_cpu(dump, report)
     lines = [f"reason: {reason}", f"cpu: {'unknown' if cpu is None else cpu}"]
     stack = "unavailable: the crashing CPU is unknown\n"
@@ -219,17 +233,3 @@ def find_crash(dump) -> Crash:
 def crash_text(dump) -> str:
     """The content of ``crash``."""
     return find_crash(dump).text
-
-
-def crash_reason(dump) -> str:
-    """``summary``'s ``reason`` line: the crash's reason, or why there is none."""
-    try:
-        report, log_problem = _last_report(dump)
-        if report is not None:
-            return report.first
-        if dump.panic_cpu == PANIC_CPU_INVALID:
-            said = NO_CRASH.removeprefix("no crash: ")
-            return f"none ({said}" + (f"; {log_problem}" if log_problem else "") + ")"
-        return f"unknown ({log_problem or 'the log has no panic or oops report'})"
-    except NOT_AVAILABLE as exc:
-        return f"unavailable: {why(exc)}"

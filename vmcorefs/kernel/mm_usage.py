@@ -53,7 +53,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import FaultError, Unavailable
+from ..errors import FaultError, Unavailable, check_stop
 from ..memory.physical import PhysicalMemory
 from ..memory.space import AddressSpace
 from ..vmcoreinfo import MAX_STRUCT_SIZE, VmcoreInfo
@@ -431,6 +431,7 @@ class _Classifier:
         self.carry = list(excluded)
         last_chunk = None
         for start, end, chunk in self._windows(chunks):
+            check_stop()  # a window is bounded work; every frame of a large dump is not
             if chunk is not last_chunk:
                 # Each mem_map is walked from its start: makedumpfile calls
                 # __exclude_unnecessary_pages once per mem_map.

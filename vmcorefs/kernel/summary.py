@@ -13,7 +13,7 @@ from functools import partial
 from ..errors import NOT_AVAILABLE, Unavailable, why
 from ..memory.x86_64 import MAX_PHYS_ADDR
 from .cpus import PANIC_CPU_INVALID
-from .crash import crash_reason
+from .crash import reason_line
 
 UNKNOWN = "unknown"
 
@@ -60,7 +60,7 @@ def summary_text(dump) -> str:
     lines: list[tuple[str, str]] = []
     lines.append(("release", vi.osrelease or UNKNOWN))
     lines.append(("crash time", _number(lambda: vi.crashtime, crash_time)))
-    lines.append(("reason", crash_reason(dump)))
+    lines.append(("reason", reason_line(dump)))
 
     try:
         ncpus: int | None = len(dump.cpus)

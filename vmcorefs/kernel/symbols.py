@@ -28,22 +28,26 @@ Merging rules:
 * Per-CPU symbols (``[__per_cpu_start, __per_cpu_end)``: small offsets on x86_64 before 6.15)
   read CPU 0's copy, at ``__per_cpu_offset[0]`` + the value; when ``__per_cpu_offset[0]`` is
   not in the dump they are left out (the reason is in ``notes``).
-* A ``/`` in a name would be written ``%2F`` (and ``%`` then ``%25``), as in ``info/``; names
-  longer than NAME_MAX (255 bytes), which no path can reach, are left out (noted).
+* A name that cannot be a file name is escaped as in ``info/`` (:func:`escape_file_name`:
+  ``/`` is ``%2F``, ``%`` then ``%25``); names longer than NAME_MAX (255 bytes), which no
+  path can reach, are left out (noted).
 * Modules' symbols (:mod:`.modsyms`) join under the same rule (:class:`SymbolFiles`): a name
   in two modules, or in a module and the core, is ``NAME@%016x`` for every address it has.
 """
 
 from __future__ import annotations
 
+import array
 import bisect
 import itertools
 import logging
+import operator
 import os
+import sys
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate, compress, islice, pairwise, repeat
 
 from ..errors import FaultError, Unavailable
 from .kallsyms import read_kallsyms
@@ -58,6 +62,12 @@ SYM_FILE_CAP = 1 << 20
 #: include/uapi/linux/limits.h: the longest file name a path can reach.
 NAME_MAX = 255
 _MASK64 = (1 << 64) - 1
+#: A size no source records (an ``st_size`` of 2**64 - 1, which would wrap the address space
+#: from any symbol but one at 0, is taken for it too).
+NO_SIZE = (1 << 64) - 1
+#: ``hash()`` is ``_HASH_BITS`` bits wide, signed: adding ``_HASH_HALF`` orders it unsigned.
+_HASH_BITS = sys.hash_info.width
+_HASH_HALF = 1 << (_HASH_BITS - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +88,124 @@ class SymbolSource:
     entries: Sequence[tuple[str, int, str, int | None]]
 
 
+class SymbolNames(Sequence[str]):
+    """The table's names as one bytes blob and an offset per name, decoded on demand.
+
+    A ``str`` per symbol costs ~70 bytes, a list slot 8 more: ~7 MiB for 100k names that
+    ``sym/`` and ``%pS`` look at a few at a time. Names are stored as their bytes
+    (``surrogateescape``, as every source decodes them): each decodes back to the same ``str``.
+    """
+
+    __slots__ = ("_blob", "_offsets")
+
+    def __init__(self, blob: bytes, offsets: array.array) -> None:
+        self._blob = blob
+        self._offsets = offsets  #: name i is ``blob[offsets[i]:offsets[i + 1]]``
+
+    @classmethod
+    def from_names(cls, names: Sequence[str]) -> SymbolNames:
+        """Pack ``names``; ValueError when one would not decode back to itself."""
+        joined = "".join(names)
+        if joined.isascii():  # the usual table: one encode, lengths at C speed
+            blob = joined.encode("ascii")
+            lengths: Iterable[int] = map(len, names)
+        else:
+            encoded = [name.encode("utf-8", "surrogateescape") for name in names]
+            for i, raw in enumerate(encoded):  # only a non-ASCII name can come back otherwise
+                if not raw.isascii() and raw.decode("utf-8", "surrogateescape") != names[i]:
+                    raise ValueError(f"symbol name {names[i]!r} does not round-trip as bytes")
+            blob = b"".join(encoded)
+            lengths = map(len, encoded)
+        typecode = "I" if len(blob) < 1 << 32 else "Q"
+        return cls(blob, array.array(typecode, accumulate(lengths, initial=0)))
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self._offsets) - 1
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("symbol index out of range")
+        o = self._offsets
+        return self._blob[o[i] : o[i + 1]].decode("utf-8", "surrogateescape")
+
+    def __iter__(self) -> Iterator[str]:
+        blob = self._blob
+        return (blob[a:b].decode("utf-8", "surrogateescape") for a, b in pairwise(self._offsets))
+
+    def raw(self, i: int) -> bytes:
+        """Name ``i`` as bytes (``0 <= i < len``)."""
+        return self._blob[self._offsets[i] : self._offsets[i + 1]]
+
+    def select(self, flags: bytes | bytearray) -> Iterator[str]:
+        """The names whose flag is set, in table order."""
+        blob, o = self._blob, self._offsets
+        return (
+            blob[o[i] : o[i + 1]].decode("utf-8", "surrogateescape")
+            for i in compress(range(len(o) - 1), flags)
+        )
+
+    def find_bytes(self, needle: bytes) -> list[int]:
+        """Indices of the names that contain ``needle`` (one search of the blob)."""
+        blob, o = self._blob, self._offsets
+        found: list[int] = []
+        pos = blob.find(needle)
+        while pos >= 0:  # bounded: each step moves past a name that holds the needle
+            i = bisect.bisect_right(o, pos) - 1
+            if pos + len(needle) <= o[i + 1]:
+                found.append(i)
+                pos = blob.find(needle, o[i + 1])
+            else:  # across two names: not in either
+                pos = blob.find(needle, pos + 1)
+        return found
+
+    def longer_than(self, size: int) -> list[int]:
+        """Indices of the names of more than ``size`` bytes."""
+        o = self._offsets
+        lengths = list(map(operator.sub, islice(o, 1, None), o))
+        if not lengths or max(lengths) <= size:  # the usual answer, at C speed
+            return []
+        return [i for i, length in enumerate(lengths) if length > size]
+
+
+def _name_index(
+    names: Sequence[str],
+) -> tuple[array.array, array.array, array.array, int]:
+    """``(hashes, by_hash, buckets, shift)``: the table's name lookup without a dict.
+
+    ``hashes`` holds ``hash(name)`` of every symbol, sorted (ties in table order: ``sorted()`` is
+    stable), ``by_hash`` the table index of each. The top bits of a hash, ``(hash +
+    _HASH_HALF) >> shift``, name its bucket ``b``: its entries are ``buckets[b]`` to
+    ``buckets[b + 1]``, about one for each (as many buckets as the next power of two).
+    """
+    n = len(names)
+    hashes = list(map(hash, names))
+    order = sorted(range(n), key=hashes.__getitem__)
+    by_hash = array.array("I" if n < 1 << 32 else "Q", order)
+    sorted_hashes = array.array("q", [hashes[i] for i in order])
+    del hashes, order
+    bits = max(1, n.bit_length())
+    shift = _HASH_BITS - bits
+    counts = [0] * ((1 << bits) + 1)
+    for h in sorted_hashes:
+        counts[((h + _HASH_HALF) >> shift) + 1] += 1
+    buckets = array.array(by_hash.typecode, accumulate(counts))
+    return sorted_hashes, by_hash, buckets, shift
+
+
 class SymbolTable:
     """Symbols sorted by address; lookups by name and by address (as ``%pS`` does).
 
-    Kept as parallel lists (names, addresses, types, sizes): 100k ``Symbol`` objects would cost
-    more to build than decoding kallsyms does, so they are made on demand.
+    Kept compact, ~30 bytes a symbol instead of ~430 in Python objects (issue 17: the daemon's
+    memory): names in :class:`SymbolNames`, addresses an ``array('Q')``, type letters one
+    ``str``, sizes an ``array('Q')`` (:data:`NO_SIZE` where unknown; none at all when no source
+    has sizes). The name lookup is by ``hash()``: the hashes sorted in an ``array('q')`` with
+    the table index of each, so that all symbols of one name are found by one ``bisect``, in
+    table order; ``Symbol`` objects are made on demand.
     """
 
     #: Why the dump's own kallsyms could not be decoded (None when it was): then a name is
@@ -109,28 +232,25 @@ class SymbolTable:
         n = len(names)
         if not len(addresses) == len(types) == len(sizes) == n:
             raise ValueError("names, addresses, types and sizes differ in length")
-        addresses = list(addresses)
-        if any(a > b for a, b in zip(addresses, addresses[1:], strict=False)):
+        letters = types if isinstance(types, str) else "".join(types)
+        if len(letters) != n:
+            raise ValueError("a symbol's type is one letter")
+        addrs = array.array("Q", addresses)
+        if not all(map(operator.le, addrs, islice(addrs, 1, None))):
             # Sort by address; sorted() is stable, so ties keep the order given.
-            order = sorted(range(n), key=addresses.__getitem__)
+            order = sorted(range(n), key=addrs.__getitem__)
             names = [names[i] for i in order]
-            addresses = [addresses[i] for i in order]
-            types = [types[i] for i in order]
+            addrs = array.array("Q", [addrs[i] for i in order])
+            letters = "".join([letters[i] for i in order])
             sizes = [sizes[i] for i in order]
-        self.names: list[str] = list(names)
-        self.addresses: list[int] = addresses
-        self.types: list[str] = list(types)
-        self.sizes: list[int | None] = list(sizes)
-        # name -> the table index of its first symbol; names that occur more than once -> all.
-        self._first: dict[str, int] = dict(
-            zip(reversed(self.names), range(n - 1, -1, -1), strict=True)
-        )
-        self._all: dict[str, list[int]] = {}
-        if len(self._first) != n:
-            dups = {k for k, c in Counter(self.names).items() if c > 1}
-            for i, name in enumerate(self.names):
-                if name in dups:
-                    self._all.setdefault(name, []).append(i)
+        self.names = SymbolNames.from_names(names)
+        self.addresses = addrs
+        #: one type letter per symbol, in table order
+        self.types: str = letters
+        self._sizes: array.array | None = None
+        if list(sizes).count(None) != n:
+            self._sizes = array.array("Q", [NO_SIZE if s is None else s for s in sizes])
+        self._hashes, self._by_hash, self._buckets, self._shift = _name_index(names)
         #: One line per source used, e.g. "kallsyms (absolute-percpu): 94266 symbols".
         self.sources = list(sources)
         #: Why a source is missing or what was left out (logged; for README/summary).
@@ -139,30 +259,79 @@ class SymbolTable:
         self.percpu_offset0: int | None = None
         self._ranges = self._image_ranges()
         self._percpu = self._percpu_range()
-        self._files: dict[str, int] | None = None
+        self._files: Mapping[str, int] | None = None
         self._files_lock = threading.Lock()
+
+    def size(self, i: int) -> int | None:
+        """The own size of symbol ``i`` where a source records it, else None."""
+        sizes = self._sizes
+        if sizes is None:
+            return None
+        size = sizes[i]
+        return None if size == NO_SIZE else size
+
+    def _matches(self, name: str, first: bool) -> list[int]:
+        """Table indices of the symbols named ``name`` (only the first when ``first``)."""
+        h = hash(name)
+        hashes, by_hash = self._hashes, self._by_hash
+        b = (h + _HASH_HALF) >> self._shift
+        j, end = self._buckets[b], self._buckets[b + 1]
+        found: list[int] = []
+        blob, o = self.names._blob, self.names._offsets
+        while j < end:  # bounded by the bucket: about one entry
+            if hashes[j] == h:
+                i = by_hash[j]
+                if blob[o[i] : o[i + 1]].decode("utf-8", "surrogateescape") == name:
+                    found.append(i)
+                    if first:
+                        break
+            j += 1
+        return found
+
+    def first_index(self, name: str) -> int | None:
+        """The table index of the first symbol named ``name``, or None."""
+        found = self._matches(name, True)
+        return found[0] if found else None
 
     def symbol(self, i: int) -> Symbol:
         """The symbol at table index ``i``."""
-        return Symbol(self.names[i], self.addresses[i], self.types[i], self.sizes[i])
+        return Symbol(self.names[i], self.addresses[i], self.types[i], self.size(i))
 
     def has_name(self, name: str) -> bool:
-        return name in self._first
+        return bool(self._matches(name, True))
 
     def indices(self, name: str) -> list[int]:
         """Table indices of every symbol named ``name``, in table order."""
-        many = self._all.get(name)
-        if many is not None:
-            return list(many)
-        i = self._first.get(name)
-        return [] if i is None else [i]
+        return self._matches(name, False)
+
+    def duplicates(self) -> Iterator[tuple[str, list[int]]]:
+        """Each name that more than one symbol has, with their indices (in table order)."""
+        hashes, by_hash, names = self._hashes, self._by_hash, self.names
+        # positions whose hash equals the next one's: a few, found at C speed
+        same = [j for j, (a, b) in enumerate(pairwise(hashes)) if a == b]
+        k = 0
+        while k < len(same):  # each pass consumes one run of equal hashes
+            start = same[k]
+            while k + 1 < len(same) and same[k + 1] == same[k] + 1:
+                k += 1
+            stop = same[k] + 2
+            k += 1
+            by_name: dict[str, list[int]] = {}
+            for j in range(start, stop):
+                i = by_hash[j]
+                by_name.setdefault(names[i], []).append(i)
+            for name, many in by_name.items():
+                if len(many) > 1:
+                    yield name, many
 
     # -- the API others use ----------------------------------------------------------------
     def __iter__(self) -> Iterator[Symbol]:
-        return map(Symbol, self.names, self.addresses, self.types, self.sizes)
+        sizes = self._sizes
+        own = repeat(None) if sizes is None else (None if s == NO_SIZE else s for s in sizes)
+        return map(Symbol, self.names, self.addresses, self.types, own)
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.addresses)
 
     def lookup(self, name: str) -> list[Symbol]:
         """Every symbol of that name (several for static symbols of the same name)."""
@@ -249,45 +418,53 @@ class SymbolTable:
         return r is not None and r[0] <= sym.address < r[1]
 
     # -- sym/ and kallsyms -----------------------------------------------------------------
-    def file_entries(self) -> dict[str, int]:
+    def file_entries(self) -> Mapping[str, int]:
         """``sym/`` file name -> table index (module docstring). Built once, without I/O."""
         with self._files_lock:
             if self._files is None:
                 self._files = self._make_file_entries()
             return self._files
 
-    def _make_file_entries(self) -> dict[str, int]:
-        files = dict(self._first)  # names that occur once: NAME -> their index
-        for name, many in self._all.items():
+    def _make_file_entries(self) -> Mapping[str, int]:
+        names, addresses = self.names, self.addresses
+        plain = bytearray(b"\x01") * len(self)  # 1: the file of symbol i is its plain NAME
+        extra: dict[str, int] = {}  # the other files: NAME@ADDRESS, escaped names
+        for name, many in self.duplicates():
+            for i in many[1:]:
+                plain[i] = 0
             at: dict[int, int] = {}
             for i in many:
-                at.setdefault(self.addresses[i], i)
-            if len(at) == 1:
-                continue  # the same pair repeated: one plain NAME (already in files)
-            del files[name]
-            for address, i in at.items():
-                files[f"{name}@{address:016x}"] = i
+                at.setdefault(addresses[i], i)
+            if len(at) > 1:  # else the same pair repeated: one plain NAME, the first
+                plain[many[0]] = 0
+                for address, i in at.items():
+                    extra[f"{name}@{address:016x}"] = i
         percpu = self.percpu_range()
         if percpu is not None and self.percpu_offset0 is None:
-            lo = bisect.bisect_left(self.addresses, percpu[0])
-            hi = bisect.bisect_left(self.addresses, percpu[1])
-            dropped = {f for f, i in files.items() if lo <= i < hi}
-            for f in dropped:
-                del files[f]
-        odd = [f for f in files if "/" in f or len(f) > NAME_MAX // 4]
-        for f in odd:
-            i = files.pop(f)
+            lo = bisect.bisect_left(addresses, percpu[0])
+            hi = bisect.bisect_left(addresses, percpu[1])
+            plain[lo:hi] = bytes(hi - lo)
+            extra = {f: i for f, i in extra.items() if not lo <= i < hi}
+        # Names that no path holds as they are: a "/" (escaped), longer than NAME_MAX.
+        odd = [*names.find_bytes(b"/"), *names.longer_than(NAME_MAX)]
+        renamed = [(names[i], i) for i in sorted(set(odd)) if plain[i]]
+        renamed += [(f, i) for f, i in extra.items() if "/" in f or len(f) > NAME_MAX // 4]
+        for f, i in renamed:
+            if extra.pop(f, None) is None:
+                plain[i] = 0
             escaped = escape_file_name(f)
             if len(os.fsencode(escaped)) > NAME_MAX:
                 self.notes.append(f"sym/: {f[:40]}... is longer than NAME_MAX: left out")
                 continue
-            files.setdefault(escaped, i)
-        return files
+            j = self.first_index(escaped)
+            if escaped not in extra and (j is None or not plain[j]):
+                extra[escaped] = i
+        return _CoreFiles(self, plain, extra)
 
     def file_extent(self, i: int) -> tuple[int, int]:
         """``(kvirt address, size)`` that ``sym/`` shows for table index ``i``."""
         address = self.addresses[i]
-        size = self.sizes[i]
+        size = self.size(i)
         if size is None:
             nxt = self.next_address(address)
             size = 0 if nxt is None else nxt - address
@@ -309,9 +486,61 @@ class SymbolTable:
         )
 
 
+class _CoreFiles(Mapping[str, int]):
+    """The core table's ``sym/`` names -> table index, without a ``str`` per name: a flag per
+    symbol whose file is its plain NAME (looked up by the table's name index, listed by
+    decoding the names), and a dict of the few others (NAME@ADDRESS, escaped names)."""
+
+    def __init__(self, table: SymbolTable, plain: bytearray, extra: dict[str, int]) -> None:
+        # A NAME@ADDRESS made here wins over a symbol named that very string (if any has "@").
+        for i in table.names.find_bytes(b"@"):
+            if table.names[i] in extra:
+                plain[i] = 0
+        self._table, self._plain, self._extra = table, plain, extra
+        self._len = plain.count(1) + len(extra)
+
+    def get(self, name: str, default=None):
+        i = self._extra.get(name)
+        if i is None:
+            i = self._table.first_index(name)
+            if i is None or not self._plain[i]:
+                return default
+        return i
+
+    def __getitem__(self, name: str) -> int:
+        i = self.get(name)
+        if i is None:
+            raise KeyError(name)
+        return i
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return itertools.chain(self._table.names.select(self._plain), self._extra)
+
+    def __len__(self) -> int:
+        return self._len
+
+
+#: Characters a file name cannot hold, and ``%``, which the escape rule itself uses.
+_ESCAPED = {ord("%"): "%25", ord("/"): "%2F", 0: "%00"}
+#: Names that are not file names whatever they hold.
+_SPECIAL_NAMES = {"": "%", ".": "%2E", "..": "%2E%2E"}
+
+
 def escape_file_name(name: str) -> str:
-    """A symbol's name as a file name: ``/`` written ``%2F`` (and then ``%`` as ``%25``)."""
-    return name.replace("%", "%25").replace("/", "%2F") if "/" in name else name
+    """A name from the dump (a symbol, a VMCOREINFO key) as a file name, by one rule: verbatim
+    when it can be one; else ``%``, ``/`` and NUL are written ``%25``, ``%2F`` and ``%00``,
+    ``.`` and ``..`` are ``%2E`` and ``%2E%2E``, and the empty name is ``%``. No two names give
+    one file name: a verbatim name holds no ``%``, and every ``%`` an escape writes is followed
+    by two hex digits (but the empty name's)."""
+    special = _SPECIAL_NAMES.get(name)
+    if special is not None:
+        return special
+    if "%" in name or "/" in name or "\0" in name:
+        return name.translate(_ESCAPED)
+    return name
 
 
 class _Overlay(Mapping[str, int]):
@@ -320,6 +549,12 @@ class _Overlay(Mapping[str, int]):
 
     def __init__(self, base: Mapping[str, int], added: dict[str, int], removed: set[str]):
         self._base, self._added, self._removed = base, added, removed  # added: none in base
+
+    def get(self, name: str, default=None):
+        if name in self._removed:
+            return default
+        value = self._added.get(name)
+        return self._base.get(name, default) if value is None else value
 
     def __getitem__(self, name: str) -> int:
         if name in self._removed:
@@ -361,6 +596,8 @@ class SymbolFiles:
         #: why module symbols may be missing (the summary says so)
         self.notes = list(notes)
         self.entries: Mapping[str, int] = self._merge() if self.modules else table.file_entries()
+        #: keys are ``0 .. key_count - 1``
+        self.key_count = len(table) + len(self.modules)
 
     def _merge(self) -> Mapping[str, int]:
         table = self.table

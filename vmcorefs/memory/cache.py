@@ -46,6 +46,11 @@ class LockedLRU(Generic[K, V]):
         self.put(key, value)
         return value
 
+    def discard(self, key: K) -> None:
+        """Forget ``key`` (nothing when it is not cached)."""
+        with self._lock:
+            self._cache.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()
