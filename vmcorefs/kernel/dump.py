@@ -211,14 +211,14 @@ class Dump:
         (``kernel/unwind_frame.py``; also without BTF: CPU stacks then, no tasks)."""
         from .tasks import Stacks, thread_size
         from .unwind import Symbolizer, Unwinder
-        from .unwind_frame import FramePointerUnwinder, frame_layouts, text_test, unwinder_kind
+        from .unwind_frame import FramePointerUnwinder, frame_layouts, kernel_code, unwinder_kind
 
         try:
             modules = self.modules
             module_orc, module_symbol = modules.orc_table, modules.symbol
-            module_at = modules.module_at
+            module_code = modules.module_at, modules.symbol
         except Unavailable:
-            module_orc = module_symbol = module_at = None
+            module_orc = module_symbol = module_code = None
         symbols = self.symbols
         if unwinder_kind(symbols) == "frame pointer":
             try:
@@ -226,10 +226,13 @@ class Dump:
             except Unavailable:  # pt_regs is x86_64's; without BTF there are no tasks
                 btf = None
             regs, regs_size, inactive = frame_layouts(btf)
+            fork_returns = frozenset(
+                a for a in (symbols.get("ret_from_fork"), symbols.get("ret_from_fork_asm")) if a
+            )
             unwinder = FramePointerUnwinder(
                 self.kvirt, regs=regs, pt_regs_size=regs_size, inactive=inactive,
-                is_text=text_test(symbols, self.vmcoreinfo, module_at),
-                thread_size=thread_size(symbols),
+                code=kernel_code(symbols, self.vmcoreinfo, module_code),
+                thread_size=thread_size(symbols), fork_returns=fork_returns,
             )  # fmt: skip
         else:
             unwinder = Unwinder(self.kvirt, symbols, self.btf, module_orc)
