@@ -144,8 +144,15 @@ def fake_dump(messages, *, panic_cpu=-1, current_cpu=None, rips=(), tasks=None):
         symbols=symbol_table(CORE),
         modules=SimpleNamespace(symbol=lambda addr: None),
         tasks=SimpleNamespace(running=running),
-        stacks=SimpleNamespace(task_stack=lambda t: f"frame_of_{t.pid}+0x1/0x10\n"),
-    )
+        stacks=SimpleNamespace(task_stack=lambda t: f"frame_of_{t.pid}+0x1/0x10\n",
+                               cpu_stack=cpu_stack),
+    )  # fmt: skip
+
+
+def cpu_stack(cpu: int) -> str:
+    if cpu != 2:
+        raise Unavailable(f"the dump has no registers for CPU {cpu}")
+    return "frame_of_cpu2+0x1/0x10\n"
 
 
 def test_panic_cpu_names_the_cpu_and_the_task():
@@ -193,6 +200,11 @@ def test_what_cannot_be_known_is_said():
     assert find_crash(dump).text.endswith(
         "cpu: 1\npid: unknown\ncomm: unknown\ntask: unknown\n"
         "stack:\nunavailable: no task is known to run on CPU 1\n"
+    )
+    # without its task (a kernel without BTF has no task list) the CPU's registers give the
+    # stack of what ran there
+    assert find_crash(fake_dump(SYSRQ_PANIC, panic_cpu=2, tasks={})).text.endswith(
+        "task: unknown\nstack:\nframe_of_cpu2+0x1/0x10\n"
     )
 
     dump = fake_dump([], panic_cpu=0)

@@ -326,11 +326,11 @@ def test_current_task_decides_what_runs(system):
 
 
 class _Unwinder:
-    def from_registers(self, regs):
-        return [("regs", regs["ip"], regs["sp"], regs["bp"])]
+    def from_registers(self, regs, stack):
+        return [("regs", regs["ip"], regs["sp"], regs["bp"], stack)]
 
-    def from_inactive_frame(self, sp):
-        return [("frame", sp)]
+    def from_inactive_frame(self, sp, stack):
+        return [("frame", sp, stack)]
 
 
 def test_stacks_choose_registers_or_the_saved_frame(system):
@@ -338,14 +338,15 @@ def test_stacks_choose_registers_or_the_saved_frame(system):
 
     tl = system.build()
     regs = {"rip": 0xFFFFFFFF81000010, "rsp": 0xFFFFC90000004000, "rbp": 7, "cs": 0x10}
-    stacks = Stacks(tl, _Unwinder(), None, lambda cpu: regs if cpu == 0 else None, 0x4000)
+    stacks = Stacks(lambda: tl, _Unwinder(), None, lambda cpu: regs if cpu == 0 else None, 0x4000)
     by = tl.by_name()
-    assert stacks.task_frames(by["101"]) == [("regs", regs["rip"], regs["rsp"], 7)]
+    running = by["101"].stack_base, by["101"].stack_base + 0x4000  # its stack bounds the walk
+    assert stacks.task_frames(by["101"]) == [("regs", regs["rip"], regs["rsp"], 7, running)]
     with pytest.raises(Unavailable, match="CPU 1, whose registers"):
         stacks.task_frames(by["0@cpu1"])
     base = by["1"].stack_base
     by["1"].thread_sp = base + 0x3F00
-    assert stacks.task_frames(by["1"]) == [("frame", base + 0x3F00)]
+    assert stacks.task_frames(by["1"]) == [("frame", base + 0x3F00, (base, base + 0x4000))]
     by["1"].thread_sp = base + 0x4000  # one past the stack: not a saved frame of this task
     with pytest.raises(Unavailable, match="outside the task's stack"):
         stacks.task_frames(by["1"])

@@ -222,6 +222,11 @@ def find_crash(dump) -> Crash:
         stack = _stack(dump, task)
     else:
         lines += ["pid: unknown", "comm: unknown", "task: unknown"]
+        if cpu is not None:  # the task is not known (no BTF): its CPU's registers are
+            try:
+                stack = dump.stacks.cpu_stack(cpu)
+            except NOT_AVAILABLE:
+                pass  # why the task is not known says enough
     return Crash(reason, cpu, "\n".join(lines) + "\nstack:\n" + stack)
 
 

@@ -203,20 +203,42 @@ class Dump:
 
     @lazy
     def stacks(self):
-        """Stacks of tasks and CPUs from the dump's ORC tables (``kernel/tasks.py`` Stacks)."""
+        """Stacks of tasks and CPUs (``kernel/tasks.py`` Stacks), unwound as the kernel was
+        built to: with its ORC tables (``kernel/unwind.py``), else along frame pointers
+        (``kernel/unwind_frame.py``; also without BTF: CPU stacks then, no tasks)."""
         from .tasks import Stacks, thread_size
         from .unwind import Symbolizer, Unwinder
+        from .unwind_frame import FramePointerUnwinder, frame_layouts, kernel_code, unwinder_kind
 
         try:
             modules = self.modules
             module_orc, module_symbol = modules.orc_table, modules.symbol
+            module_code = modules.module_at, modules.symbol
         except Unavailable:
-            module_orc = module_symbol = None
-        unwinder = Unwinder(self.kvirt, self.symbols, self.btf, module_orc)
-        symbolizer = Symbolizer(self.symbols, module_symbol)
-        return Stacks(
-            self.tasks, unwinder, symbolizer, self.cpu_registers, thread_size(self.symbols)
-        )
+            module_orc = module_symbol = module_code = None
+        symbols = self.symbols
+        if unwinder_kind(symbols) == "frame pointer":
+            try:
+                btf = self.btf
+            except Unavailable:  # pt_regs is x86_64's; without BTF there are no tasks
+                btf = None
+            regs, regs_size, inactive = frame_layouts(btf)
+            fork_returns = frozenset(
+                a for a in (symbols.get("ret_from_fork"), symbols.get("ret_from_fork_asm")) if a
+            )
+            unwinder = FramePointerUnwinder(
+                self.kvirt, regs=regs, pt_regs_size=regs_size, inactive=inactive,
+                code=kernel_code(symbols, self.vmcoreinfo, module_code),
+                thread_size=thread_size(symbols), fork_returns=fork_returns,
+            )  # fmt: skip
+        else:
+            unwinder = Unwinder(self.kvirt, symbols, self.btf, module_orc)
+        symbolizer = Symbolizer(symbols, module_symbol)
+
+        def tasks():
+            return self.tasks
+
+        return Stacks(tasks, unwinder, symbolizer, self.cpu_registers, thread_size(symbols))
 
     def cpu_registers(self, index: int) -> dict[str, int] | None:
         """CPU ``index``'s registers by ``user_regs_struct`` name, or None."""

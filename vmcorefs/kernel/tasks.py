@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from ..errors import FaultError, Unavailable
+from ..errors import NOT_AVAILABLE, FaultError, Unavailable
 from .btf import Btf, BtfError
 from .lists import list_for_each_entry
-from .unwind import Frame, Symbolizer, Unwinder
+from .unwind import Frame, Symbolizer
 
 # include/linux/sched.h: the task state bits (values unchanged since Linux 4.14; the
 # TASK_RTLOCK_WAIT rule is 5.15+). They are #defines, so BTF does not carry them.
@@ -389,14 +389,25 @@ def thread_size(symbols) -> int | None:
 
 
 class Stacks:
-    """Stacks of tasks and CPUs as text, one frame a line (see unwind.Symbolizer)."""
+    """Stacks of tasks and CPUs as text, one frame a line (see unwind.Symbolizer).
 
-    def __init__(self, tasks: TaskList, unwinder: Unwinder, symbolizer: Symbolizer,
+    ``tasks`` gives the task list when asked (a CPU's stack does not need it: a kernel
+    without BTF has CPU stacks but no tasks); ``unwinder`` is the kernel's kind: ORC
+    (``unwind.Unwinder``) or frame pointers (``unwind_frame.FramePointerUnwinder``), each
+    told the task's stack where it is known.
+    """
+
+    def __init__(self, tasks: Callable[[], TaskList], unwinder, symbolizer: Symbolizer,
                  cpu_registers: Callable[[int], Mapping[str, int] | None],
                  thread_size: int | None = None) -> None:  # fmt: skip
         self.tasks, self.unwinder, self.symbolizer = tasks, unwinder, symbolizer
         self.cpu_registers = cpu_registers
         self.thread_size = thread_size
+
+    def _stack_of(self, task: Task | None) -> tuple[int, int] | None:
+        if task is None or not task.stack_base or not self.thread_size:
+            return None
+        return task.stack_base, task.stack_base + self.thread_size
 
     def task_frames(self, task: Task) -> list[Frame]:
         if task.running_cpu is not None:
@@ -405,7 +416,7 @@ class Stacks:
                 raise Unavailable(
                     f"the task runs on CPU {task.running_cpu}, whose registers the dump lacks"
                 )
-            return self.unwinder.from_registers(pt_regs_view(regs))
+            return self.unwinder.from_registers(pt_regs_view(regs), self._stack_of(task))
         if not task.stack_base:
             raise Unavailable("the task has no stack (it exited and its stack was freed)")
         size = self.thread_size
@@ -414,7 +425,7 @@ class Stacks:
                 f"thread.sp {task.thread_sp:#x} is outside the task's stack "
                 f"{task.stack_base:#x}..{task.stack_base + size:#x}"
             )
-        return self.unwinder.from_inactive_frame(task.thread_sp)
+        return self.unwinder.from_inactive_frame(task.thread_sp, self._stack_of(task))
 
     def task_stack(self, task: Task) -> str:
         return self.symbolizer.format(self.task_frames(task))
@@ -423,4 +434,9 @@ class Stacks:
         regs = self.cpu_registers(cpu)
         if regs is None:
             raise Unavailable(f"the dump has no registers for CPU {cpu}")
-        return self.symbolizer.format(self.unwinder.from_registers(pt_regs_view(regs)))
+        try:
+            task = self.tasks().running.get(cpu)
+        except NOT_AVAILABLE:  # no task list (a kernel without BTF): the registers alone
+            task = None
+        frames = self.unwinder.from_registers(pt_regs_view(regs), self._stack_of(task))
+        return self.symbolizer.format(frames)

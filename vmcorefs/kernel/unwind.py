@@ -327,16 +327,19 @@ class Unwinder:
         return cs is not None and bool(cs & _USER_RPL_MASK)
 
     # -- walking -------------------------------------------------------------------------------
-    def from_registers(self, values: Mapping[str, int]) -> list[Frame]:
+    def from_registers(self, values: Mapping[str, int],
+                       stack: tuple[int, int] | None = None) -> list[Frame]:  # fmt: skip
         """The stack of a CPU from its registers (``ip``, ``sp``, ``bp``, ``cs``, ... by their
-        ``pt_regs`` names)."""
+        ``pt_regs`` names). ``stack`` (the task's, for the frame-pointer unwinder's bounds) is
+        not needed: ORC knows each frame's size, and sp must grow."""
         regs = _Regs(None, values)
         ip, sp, bp = values["ip"], values["sp"], values.get("bp", 0)
         if self._user_mode(regs):
             return [Frame(ip, sp, call=False, user=True)]
         return self._walk(ip, sp, bp, regs, full_regs=True, signal=True)
 
-    def from_inactive_frame(self, thread_sp: int) -> list[Frame]:
+    def from_inactive_frame(self, thread_sp: int,
+                            stack: tuple[int, int] | None = None) -> list[Frame]:  # fmt: skip
         """The stack of a task that is not running: ``thread.sp`` points to the
         ``struct inactive_task_frame`` that ``__switch_to_asm`` pushed."""
         try:
