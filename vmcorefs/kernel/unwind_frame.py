@@ -336,10 +336,12 @@ class FramePointerUnwinder:
         call = self._call_to(ret)
         if call is None:
             return None
-        if call[0] == "indirect":
+        kind, to = call
+        if kind == "indirect":
             return True
-        callee, target = self._function_of(frame), self.code.function_at(call[1])
-        if callee is None or target is None or target[0] != call[1]:
+        assert to is not None  # a direct call has its target
+        callee, target = self._function_of(frame), self.code.function_at(to)
+        if callee is None or target is None or target[0] != to:
             return False
         if target[0] == callee[0]:
             return True
