@@ -90,8 +90,12 @@ def kaslr_case(dumps_dir: Path) -> Case:
 
 @pytest.fixture(scope="session")
 def sample() -> Sample:
-    """The bundled sample dump (tests/data/sample/) and its ground truth: always present."""
-    return Sample()
+    """The bundled sample dump (tests/data/sample/) and its ground truth: always present, but
+    for another dump named by ``VMCOREFS_SAMPLE`` that lacks the dump file (skipped then)."""
+    found = Sample()
+    if not found.dump.exists():
+        pytest.skip(f"{found.root.name} has no {found.dump.name}")
+    return found
 
 
 @pytest.fixture(scope="module")

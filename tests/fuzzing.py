@@ -635,3 +635,13 @@ def note_with(note: bytes, key: str, value: str | None) -> bytes:
 
 #: Cases per fuzz target and how they ended, printed when a fuzz module finishes.
 STATS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+
+
+def record(name: str, out: Outcome) -> None:
+    """Count one case's outcome under ``name`` (printed when the fuzz module ends)."""
+    counts = STATS[name]
+    counts["cases"] += 1
+    counts["refused at open" if out.refused is not None else "opened"] += 1
+    counts["reads"] += out.reads
+    counts["EIO"] += out.faults
+    counts["unavailable"] += out.unavailable

@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from tests.sample import SAMPLE_DIR, Sample
+from tests.sample import SAMPLE_DIR
 from vmcorefs.kernel.dump import open_dump
 from vmcorefs.kernel.unwind import function_name
 from vmcorefs.tree import build_tree
@@ -74,14 +74,6 @@ def our_crash_stack(tree) -> list[tuple[str, int, int, str | None]]:
         else:
             out.append((line, 0, 0, None))  # a user pc or a line of its own
     return out
-
-
-@pytest.fixture(scope="module")
-def sample():
-    sample = Sample(SAMPLE_DIR)
-    if not sample.dump.exists():
-        pytest.skip(f"{SAMPLE_DIR.name} has no {sample.dump.name}")
-    return sample
 
 
 def test_the_crash_stack_holds_the_kernels_call_trace(sample):

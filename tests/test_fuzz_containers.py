@@ -13,24 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests import fuzzing as fz
-from tests.fuzzing import STATS
 
 pytestmark = pytest.mark.fuzz
-
-
-def _record(name: str, out: fz.Outcome) -> None:
-    counts = STATS[name]
-    counts["cases"] += 1
-    counts["refused at open" if out.refused is not None else "opened"] += 1
-    counts["reads"] += out.reads
-    counts["EIO"] += out.faults
-    counts["unavailable"] += out.unavailable
 
 
 def _run(name: str, paths) -> fz.Outcome:
     k = fz.kernel()
     out = fz.run_case(paths, phys=k.phys_reads, kvirt=k.kvirt_reads)
-    _record(name, out)
+    fz.record(name, out)
     return out
 
 
@@ -98,4 +88,4 @@ def test_fuzz_sample(scratch, data):
     with fz.limits():
         out = fz.exercise(scratch.write(fz.apply(raw, edits)), phys=[0x100000, 0x1000000],
                           kvirt=fz.sample_kvirt(), max_entries=40)  # fmt: skip
-    _record("sample kdump", out)
+    fz.record("sample kdump", out)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests import fuzzing as fz
 from tests import kdumpwriter as kw
-from tests.fuzzing import STATS, Region
+from tests.fuzzing import Region
 
 pytestmark = pytest.mark.fuzz
 
@@ -33,20 +33,11 @@ MAPNRS = sorted(
 )
 
 
-def _record(name: str, out: fz.Outcome) -> None:
-    counts = STATS[name]
-    counts["cases"] += 1
-    counts["refused at open" if out.refused is not None else "opened"] += 1
-    counts["reads"] += out.reads
-    counts["EIO"] += out.faults
-    counts["unavailable"] += out.unavailable
-
-
 def _run(name: str, paths, phys=()) -> fz.Outcome:
     k = fz.kernel()
     with fz.limits(seconds=CASE_SECONDS, headroom=CASE_MEMORY):
         out = fz.exercise(paths, phys=[*k.phys_reads, *phys], kvirt=k.kvirt_reads)
-    _record(name, out)
+    fz.record(name, out)
     return out
 
 

@@ -11,9 +11,6 @@ bytes gone) and the address head code pushes for the unwinder as a stack's last 
 
 from __future__ import annotations
 
-import pytest
-
-from tests.sample import SAMPLE_DIR, Sample
 from vmcorefs.errors import NOT_AVAILABLE
 from vmcorefs.kernel.dump import open_dump
 from vmcorefs.kernel.tasks import pt_regs_view
@@ -31,14 +28,6 @@ def after_call(raw: bytes) -> bool:
         if i + 1 < len(raw) and raw[i] == 0xFF and (raw[i + 1] >> 3) & 7 == 2:
             return True
     return False
-
-
-@pytest.fixture(scope="module")
-def sample():
-    sample = Sample(SAMPLE_DIR)
-    if not sample.dump.exists():
-        pytest.skip(f"{SAMPLE_DIR.name} has no {sample.dump.name}")
-    return sample
 
 
 def test_every_return_address_follows_a_call(sample):

@@ -230,24 +230,11 @@ class DumpFile(ExactReads):
         # opening a device may do something (a tape rewinds).
         try:
             _refuse_unless_regular(path, os.stat(path).st_mode)
-        except FileNotFoundError:
-            raise DumpError(path, "no such file") from None
-        except PermissionError:
-            raise DumpError(path, "permission denied") from None
-        except OSError as exc:
-            raise DumpError(path, exc.strerror or str(exc)) from None
-        try:
             # O_NONBLOCK: should the name now be a FIFO, the open returns at once (and the
             # fstat below refuses it); it changes nothing for a regular file.
             self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
-            raise DumpError(path, "no such file") from None
-        except IsADirectoryError:
-            raise DumpError(path, "is a directory") from None
-        except PermissionError:
-            raise DumpError(path, "permission denied") from None
         except OSError as exc:
-            raise DumpError(path, exc.strerror or str(exc)) from None
+            raise DumpError(path, _open_error(exc)) from None
         st = os.fstat(self.fd)
         try:
             _refuse_unless_regular(path, st.st_mode)
@@ -426,6 +413,17 @@ _NOT_REGULAR = (
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
 )
+
+
+def _open_error(exc: OSError) -> str:
+    """What a failed stat or open of a dump says, in the one-line error's words."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return exc.strerror or str(exc)
 
 
 def _refuse_unless_regular(path: str, mode: int) -> None:

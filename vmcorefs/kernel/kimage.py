@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 from ..errors import Unavailable, check_stop
 from ..memory.space import AddressSpace
+from ..memory.x86_64 import START_KERNEL_map
 from ..vmcoreinfo import VmcoreInfo
 
-#: arch/x86/include/asm/page_64_types.h: __START_KERNEL_map
-START_KERNEL_map = 0xFFFFFFFF80000000
 #: __START_KERNEL = __START_KERNEL_map + CONFIG_PHYSICAL_START (16 MiB, every distribution)
 START_KERNEL = 0xFFFFFFFF81000000
 #: KERNEL_IMAGE_SIZE with CONFIG_RANDOMIZE_BASE (512 MiB without): the image mapping's extent

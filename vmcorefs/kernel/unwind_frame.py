@@ -49,6 +49,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..errors import FaultError, Unavailable
+from ..memory.x86_64 import START_KERNEL_map
 from .btf import BtfError
 from .unwind import MAX_FRAMES, Frame, function_name, linker_marker
 
@@ -76,7 +77,6 @@ FRAME_POINTER_UNWINDER_SYMBOL = "update_stack_state"
 #: arch/x86/include/asm/pgtable_64_types.h: the module mapping ends at the fixmap (4.x+);
 #: it starts at __START_KERNEL_map + KERNEL_IMAGE_SIZE.
 MODULES_END = 0xFFFF_FFFF_FF00_0000
-START_KERNEL_map = 0xFFFF_FFFF_8000_0000
 #: KERNEL_IMAGE_SIZE without KASLR (512 MiB): the lowest module address when VMCOREINFO
 #: does not say (NUMBER(KERNEL_IMAGE_SIZE)).
 MIN_KERNEL_IMAGE_SIZE = 512 << 20
