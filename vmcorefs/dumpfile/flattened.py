@@ -37,6 +37,13 @@ SCAN_READ = 64 << 10
 MAX_OFFSET = 1 << 62
 #: Progress is shown on stderr once indexing has taken this long (seconds).
 PROGRESS_AFTER = 1.0
+#: Records smaller than this keep their bytes in memory, adjacent ones joined into one piece:
+#: the index then costs what their data do, not three int64 each (makedumpfile and QEMU write
+#: records of a page or more; only the headers' own records are smaller).
+SMALL_RECORD = 512
+#: Bytes of small records kept at most (beyond, the stream is refused: rebuilt with
+#: ``makedumpfile -R`` it reads as any dump).
+MAX_SMALL_BYTES = 64 << 20
 
 Progress = Callable[[int, int], None]
 
@@ -70,13 +77,17 @@ class FlattenedFile(ExactReads):
 
     Satisfies :class:`~vmcorefs.dumpfile.source.ReadableFile`. The index holds three int64
     per disjoint piece (rebuilt start, rebuilt end, stream offset): memory proportional to the
-    record count, not to the data.
+    record count, not to the data. Small records (:data:`SMALL_RECORD`) are the exception:
+    their bytes are kept (:class:`_SmallRecords`, read past the stream's end) and adjacent ones
+    are one piece, so a stream of 1-byte records costs its data, not 24 bytes a byte.
     """
 
     contents_name = "the rebuilt dump"
 
     def __init__(self, stream: DumpFile, *, progress: Progress | None = None) -> None:
         self.stream = stream
+        #: What a piece's offset points into: the stream, or the small records kept.
+        self._held = _SmallRecords(stream)
         self.path = stream.path
         self.records = 0
         progress = progress or _StderrProgress(stream.path)
@@ -90,6 +101,7 @@ class FlattenedFile(ExactReads):
 
     def _scan(self, progress: Progress) -> tuple[array, array, array]:
         stream = self.stream
+        small = self._held
         path, total = stream.path, stream.size
         if total < MDF_HEADER_SIZE:
             raise DumpError(
@@ -107,7 +119,7 @@ class FlattenedFile(ExactReads):
         unpack = _RECORD.unpack_from
         pos = MDF_HEADER_SIZE
         buf, buf_pos, buf_len = b"", pos, 0
-        last_size = count = 0
+        last_size = count = records = shown = 0
         # Bounded: every record moves pos forward by at least its 16-byte header.
         while True:
             rel = pos - buf_pos
@@ -119,7 +131,7 @@ class FlattenedFile(ExactReads):
                     raise DumpError(
                         path,
                         f"truncated flattened stream: it ends at offset {total:#x} after "
-                        f"{count} records, without its end marker",
+                        f"{records} records, without its end marker",
                     )
             offset, size = unpack(buf, rel)
             if not (0 <= offset < MAX_OFFSET and 0 <= size < MAX_OFFSET):
@@ -127,7 +139,7 @@ class FlattenedFile(ExactReads):
                     break
                 raise DumpError(
                     path,
-                    f"corrupt flattened stream: record {count} at offset {pos:#x} has "
+                    f"corrupt flattened stream: record {records} at offset {pos:#x} has "
                     f"offset {offset} and size {size}",
                 )
             data = pos + 16
@@ -135,19 +147,47 @@ class FlattenedFile(ExactReads):
             if pos > total:
                 raise DumpError(
                     path,
-                    f"truncated flattened stream: record {count} at offset {data - 16:#x} "
+                    f"truncated flattened stream: record {records} at offset {data - 16:#x} "
                     f"holds {size} bytes but the file ends {total - data} bytes later",
                 )
-            if size:
+            if 0 < size < SMALL_RECORD:
+                piece = buf[rel + 16 : rel + 16 + size]
+                if len(piece) < size:  # past what was read ahead
+                    piece = stream.pread_exact(data, size, f"record {records}")
+                at = small.add(piece)
+                if count and ends[-1] == offset and offsets[-1] + offset - starts[-1] == at:
+                    ends[-1] = offset + size  # continues the previous small record
+                else:
+                    add_start(offset)
+                    add_end(offset + size)
+                    add_offset(at)
+                    count += 1
+                records += 1
+                # The small records that continue this one, in what was read ahead: one tight
+                # loop (a stream of 1-byte records is 16 million of them in 268 MB).
+                rel, end = pos - buf_pos, ends[-1]
+                while rel + 16 <= buf_len:
+                    offset, size = unpack(buf, rel)
+                    if offset != end or not 0 < size < SMALL_RECORD or rel + 16 + size > buf_len:
+                        break
+                    small.add(buf[rel + 16 : rel + 16 + size])
+                    end += size
+                    rel += 16 + size
+                    records += 1
+                ends[-1] = end
+                pos = buf_pos + rel
+            elif size:
                 add_start(offset)
                 add_end(offset + size)
                 add_offset(data)
                 count += 1
-                if not count & 0x3FF:
-                    progress(pos, total)
+                records += 1
+            if records - shown >= 0x400:
+                progress(pos, total)
+                shown = records
             last_size = size
         progress(total, total)
-        self.records = len(starts)
+        self.records = records
         if not starts:
             raise DumpError(path, "empty flattened stream: no records before the end marker")
         return starts, ends, offsets
@@ -165,7 +205,7 @@ class FlattenedFile(ExactReads):
         while pos < end:
             if i >= 0 and pos < ends[i]:
                 n = min(end, ends[i]) - pos
-                data = self.stream.pread(offsets[i] + pos - starts[i], n)
+                data = self._held.pread(offsets[i] + pos - starts[i], n)
                 parts.append(data)
                 pos += len(data)
                 if len(data) < n:  # the stream shrank under us
@@ -194,6 +234,46 @@ class FlattenedFile(ExactReads):
 
     def close(self) -> None:
         self.stream.close()
+
+
+class _SmallRecords:
+    """The stream, and past its end the bytes of its small records (kept in memory): a piece's
+    offset is a position in one or the other, so reads and the overlap sweep treat both alike."""
+
+    def __init__(self, stream: ReadableFile) -> None:
+        self.stream = stream
+        self.path = stream.path
+        #: Small records' bytes start here: past the stream, never next to its last byte.
+        self.base = stream.size + MDF_HEADER_SIZE
+        self.size = self.base
+        self._data = bytearray()
+
+    def add(self, data: bytes) -> int:
+        """Keep ``data``; where it now reads from."""
+        at = self.base + len(self._data)
+        if len(self._data) + len(data) > MAX_SMALL_BYTES:
+            raise DumpError(
+                self.path,
+                f"flattened stream with more than {MAX_SMALL_BYTES >> 20} MiB in records of "
+                f"under {SMALL_RECORD} bytes (makedumpfile writes a page or more a record): "
+                "rebuild the dump with makedumpfile -R",
+            )
+        self._data += data
+        return at
+
+    def pread(self, offset: int, size: int) -> bytes:
+        if offset < self.base:
+            return self.stream.pread(offset, size)
+        rel = offset - self.base
+        return bytes(self._data[rel : rel + size])
+
+    def preadinto(self, offset: int, buffer: memoryview) -> int:
+        if offset < self.base:
+            return self.stream.preadinto(offset, buffer)  # type: ignore[attr-defined]
+        rel = offset - self.base
+        got = self._data[rel : rel + len(buffer)]
+        buffer[: len(got)] = got
+        return len(got)
 
 
 def _resolve(starts: array, ends: array, offsets: array) -> tuple[array, array, array]:
