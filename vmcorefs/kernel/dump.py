@@ -42,7 +42,10 @@ class Dump:
                 source.paths[0],
                 "no VMCOREINFO note: not a Linux kernel crash dump this tool can read",
             )
-        self.vmcoreinfo = VmcoreInfo(raw)
+        try:
+            self.vmcoreinfo = VmcoreInfo(raw)
+        except Unavailable as exc:  # a note nothing can be built on
+            raise DumpError(source.paths[0], exc.reason) from None
         self.phys = PhysicalMemory(
             source, zero_fill=self.options.zero_fill, cache_size_mib=self.options.cache_size_mib
         )
