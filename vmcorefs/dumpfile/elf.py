@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ..errors import CorruptError, DumpError, FaultError
+from . import elf_overlaps
 from .damage import Truncation
 from .source import (
     DumpFile,
@@ -177,12 +178,14 @@ class ElfSource(PhysicalSource):
                         f"corrupt program header: PT_LOAD at {paddr:#x} of {memsz:#x} bytes is "
                         "beyond x86_64's 52-bit physical address space",
                     )
-                segments.append(Segment(paddr, memsz, min(filesz, memsz), offset))
+                segments.append(Segment(paddr, memsz, filesz, offset))
         if not segments:
             raise DumpError(path, "ELF core without PT_LOAD segments: it holds no memory")
-        self.segments = self._disjoint(segments)
+        self.phys_end = max(s.end for s in segments)
+        # Disjoint, and without the ranges the headers contradict themselves about (corrupt).
+        self.segments, self.contradictions = elf_overlaps.resolve(file, segments)
         self._starts = [s.start for s in self.segments]
-        self.phys_end = max(s.end for s in self.segments)
+        self._contradiction_starts = [c.start for c in self.contradictions]
         self._truncation = Truncation(path, file.size, data_end) if data_end > file.size else None
         self.info = SourceInfo(format="ELF64 core", compression="none", page_size=None)
         if counts.phnum_extended:
@@ -209,32 +212,20 @@ class ElfSource(PhysicalSource):
         data = self.file.pread_exact(offset, size, "the PT_NOTE segment")
         return list(parse_notes(data))
 
-    @staticmethod
-    def _disjoint(segments: list[Segment]) -> list[Segment]:
-        """Sort by address and cut overlaps (kexec cores map the kernel image twice)."""
-        out: list[Segment] = []
-        for seg in sorted(segments, key=lambda s: (s.start, -s.memsz)):
-            if out and seg.start < out[-1].end:
-                cut = out[-1].end - seg.start
-                if cut >= seg.memsz:
-                    continue
-                seg = Segment(
-                    seg.start + cut, seg.memsz - cut, max(0, seg.filesz - cut), seg.offset + cut
-                )
-            out.append(seg)
-        return out
-
     # -- PhysicalSource --------------------------------------------------------------------
     def notes(self) -> Sequence[Note]:
         return self._notes
 
     def ranges(self) -> Sequence[tuple[int, int]]:
+        """The segments' memory, the ranges they contradict each other about included."""
+        spans = [(s.start, s.end) for s in self.segments]
+        spans += [(c.start, c.end) for c in self.contradictions]
         merged: list[tuple[int, int]] = []
-        for s in self.segments:
-            if merged and merged[-1][1] == s.start:
-                merged[-1] = (merged[-1][0], s.end)
+        for start, end in sorted(spans):
+            if merged and merged[-1][1] >= start:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
             else:
-                merged.append((s.start, s.end))
+                merged.append((start, end))
         return merged
 
     def _runs(self, paddr: int, size: int) -> list[tuple[int | None, int]]:
@@ -313,6 +304,11 @@ class ElfSource(PhysicalSource):
         )
 
     def fault(self, paddr: int) -> FaultError:
+        bad = elf_overlaps.contradiction_at(self.contradictions, self._contradiction_starts, paddr)
+        if bad is not None:
+            return CorruptError(
+                "phys", paddr, f"the ELF headers contradict themselves: {bad.reason}"
+            )
         i = bisect.bisect_right(self._starts, paddr) - 1
         seg = self.segments[i] if i >= 0 else None
         if seg is None or not seg.start <= paddr < seg.end:
