@@ -15,6 +15,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1 << 20
+sys.path.insert(0, str(REPO))
+
+from vmcorefs.cli import mounted_fuse_at  # noqa: E402 - this checkout's, not an installed one
 
 
 def env() -> dict[str, str]:
@@ -26,10 +29,8 @@ def env() -> dict[str, str]:
     return out
 
 
-def is_mounted(path: str) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return any(line.split()[4] == target for line in f)
+#: Whether something is mounted at a path (``/proc/self/mountinfo``, as the CLI reads it).
+is_mounted = mounted_fuse_at
 
 
 def unmount(path: str) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from vmcorefs.cli import mounted_fuse_at
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -24,10 +26,8 @@ def fuse_available() -> str | None:
     return None
 
 
-def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return any(line.split()[4] == target for line in f)
+#: Whether something is mounted at a path (``/proc/self/mountinfo``, as the CLI reads it).
+is_mounted = mounted_fuse_at
 
 
 def vmcorefs_cmd() -> list[str]:

@@ -210,3 +210,15 @@ def test_paths_with_control_characters_stay_one_line(tmp_path, capsys, good_core
     os.mkdir(tmp_path / "mnt")
     code, err = run_main(capsys, dump, str(tmp_path / "mnt"))
     assert (code, err) == (1, f"vmcorefs: {tmp_path}/dump\\xff\\x09: no such file\n")
+
+
+def test_mount_points_undo_the_kernels_escapes():
+    from vmcorefs.cli import mount_points
+
+    mountinfo = (
+        b"36 35 98:0 / /mnt/a\\040b rw,noatime shared:1 - ext4 /dev/sda1 rw\n"
+        b"37 35 0:52 / /mnt/tab\\011and\\134slash rw - fuse.vmcorefs vmcorefs ro\n"
+        b"38 35 0:53 / /mnt/caf\xc3\xa9 rw - tmpfs tmpfs rw\n"
+    )
+    assert mount_points(mountinfo) == ["/mnt/a b", "/mnt/tab\tand\\slash", "/mnt/café"]
+    assert "/" in mount_points()  # this process's own mount table

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import logging
 import os
+import re
 import sys
 
 from . import __version__
@@ -23,6 +25,7 @@ vmcorefs [-f] [-o OPT[,OPT...]] [--zero-fill] [--cache-size MIB] [--vmlinux FILE
                 [--system-map FILE] [--debug] DUMP [DUMP-PART...] MOUNTPOINT
        vmcorefs [options] [--max-open N] DIR MOUNTPOINT
        vmcorefs --version | --help"""
+_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
 #: ``-o`` options that would make the mount writable: refused, it is always read-only.
 WRITABLE_OPTIONS = frozenset({"rw"})
 
@@ -129,20 +132,23 @@ def parse_fuse_options(values: list[str]) -> dict[str, str | bool]:
     return out
 
 
-def mounted_fuse_at(path: str) -> bool:
-    """Whether ``/proc/self/mountinfo`` shows a mount at ``path``."""
-    target = os.path.realpath(path)
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 4:
-                    mp = fields[4].encode().decode("unicode_escape")
-                    if mp == target:
-                        return True
-    except OSError:
-        return False
-    return False
+def mount_points(mountinfo: bytes | None = None) -> list[str]:
+    """Every mount point ``/proc/self/mountinfo`` (or the text given) lists: its 5th field,
+    with the kernel's octal escapes of space, tab, newline and backslash undone."""
+    if mountinfo is None:
+        try:
+            with open("/proc/self/mountinfo", "rb") as f:
+                mountinfo = f.read()
+        except OSError:
+            return []
+    unescape = functools.partial(_OCTAL_ESCAPE.sub, lambda m: bytes([int(m[1], 8) & 0xFF]))
+    fields = (line.split() for line in mountinfo.splitlines())
+    return [os.fsdecode(unescape(f[4])) for f in fields if len(f) > 4]
+
+
+def mounted_fuse_at(path: str | os.PathLike[str]) -> bool:
+    """Whether something is mounted at ``path`` (tests and benchmarks ask this too)."""
+    return os.path.realpath(path) in mount_points()
 
 
 def check_mountpoint(path: str) -> None:
