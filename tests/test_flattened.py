@@ -45,6 +45,8 @@ def write(tmp_path, data: bytes, name="dump.flat") -> str:
         {"record_size": 1000},
         {"record_size": 4096, "shuffle": 3},
         {"record_size": 777, "shuffle": 9, "decoys": True},
+        {"record_size": 1},
+        {"record_size": 5, "shuffle": 4, "decoys": True},
     ],
 )
 def test_flattened_kdump_reads_as_the_kdump(tmp_path, options):
@@ -185,3 +187,38 @@ def test_stderr_progress_is_cleared_before_an_error(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err
     assert "vmcorefs: indexing" in err
     assert err.endswith("\r\033[K")  # the line is wiped: the error line prints alone
+
+
+def test_tiny_records_cost_their_data_not_an_index_entry_each(tmp_path):
+    """A stream of 1-byte records (16 bytes of header each) is indexed in memory of the order of
+    its data: adjacent small records are one piece, their bytes kept once."""
+    import tracemalloc
+
+    s, _ = spec()
+    kdump = build_kdump(s)
+    path = write(tmp_path, flatten(*kdump_chunks(s), record_size=1))
+    tracemalloc.start()
+    try:
+        flat = FlattenedFile(DumpFile(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert flat.records > len(kdump) // 2  # one a byte (blocks of zeros are not written)
+    # An array entry a record (24 bytes each) would be 24 times the data, a list far more.
+    assert peak < 4 * len(kdump)
+    rng = random.Random(5)
+    for _ in range(200):
+        off, n = rng.randrange(len(kdump)), rng.randrange(1, 3 * PAGE)
+        assert flat.pread(off, n) == kdump[off : off + n]
+
+
+def test_too_many_tiny_records_are_refused_naming_the_limit(tmp_path, monkeypatch):
+    from vmcorefs.dumpfile import flattened
+
+    monkeypatch.setattr(flattened, "MAX_SMALL_BYTES", 10_000)
+    s, _ = spec()
+    path = write(tmp_path, flatten(*kdump_chunks(s), record_size=100))
+    with pytest.raises(DumpError, match=r"more than 0 MiB in records of under 512 bytes.*-R"):
+        open_one(path)
+    # Records of a page are not kept in memory: the same dump in 4 KiB records opens.
+    assert open_one(write(tmp_path, flatten(*kdump_chunks(s), record_size=4096), "page.flat"))

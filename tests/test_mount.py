@@ -103,11 +103,16 @@ def test_everything_mutating_is_erofs(tmp_path, core):
             assert info.value.errno == errno.EROFS
 
 
-def test_already_mounted_is_refused_with_the_fix(tmp_path, core):
-    with mounted([core], tmp_path / "mnt") as mnt:
+@pytest.mark.parametrize("name", ["mnt", "café et thé", "back\\slash"])
+def test_already_mounted_is_refused_with_the_fix(tmp_path, core, name):
+    """Also where mountinfo escapes the name (a space: ``\\040``, a backslash: ``\\134``) or
+    holds bytes that are not ASCII: two daemons on one path were possible."""
+    with mounted([core], tmp_path / name) as mnt:
         out = run_vmcorefs(core, str(mnt))
         assert out.returncode == 1
-        assert out.stderr.count("\n") == 1 and f"fusermount3 -u {mnt}" in out.stderr
+        assert out.stderr.count("\n") == 1 and "already mounted" in out.stderr
+        if name == "mnt":
+            assert f"fusermount3 -u {mnt}" in out.stderr
         assert (mnt / "info" / "PAGESIZE").read_text() == "4096\n"  # the first mount works
 
 

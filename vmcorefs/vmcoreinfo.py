@@ -25,6 +25,7 @@ a surrogate (``surrogateescape``), encoded back the same way.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator, Mapping
 
@@ -58,6 +59,10 @@ MAX_STRUCT_SIZE = 1 << 20
 MAX_LENGTH = 1 << 32
 #: arch/x86/include/asm/page_types.h: PAGE_SHIFT is 12 on x86_64, whatever the configuration.
 X86_64_PAGE_SIZE = 4096
+#: Keys a note may have: the kernel writes about 200 (6.1), into one page
+#: (``VMCOREINFO_BYTES`` is ``PAGE_SIZE``, include/linux/crash_core.h); a note with more is
+#: corrupt, and every key would cost a dict entry and an ``info/`` file.
+MAX_KEYS = 1 << 14
 #: KERNELOFFSET is ``_text - __START_KERNEL``; KASLR moves the kernel inside
 #: ``KERNEL_IMAGE_SIZE`` (arch/x86/include/asm/page_64_types.h: 1 GiB with RANDOMIZE_BASE).
 MAX_KERNELOFFSET = 1 << 30
@@ -68,11 +73,29 @@ def _shown(text: str) -> str:
     return text if len(text) <= MAX_DIGITS else text[:MAX_DIGITS] + "..."
 
 
+_KEY_LINE = re.compile(rb"^[^=\n]*=", re.MULTILINE)
+
+
+def count_keys(raw: bytes, limit: int = MAX_KEYS) -> int:
+    """The ``KEY=`` lines of ``raw``, counted up to ``limit + 1`` (cheap whatever its size)."""
+    if raw.count(b"\n") < limit:
+        return raw.count(b"\n") + 1  # at most one key a line: under the limit
+    return sum(1 for _ in itertools.islice(_KEY_LINE.finditer(raw), limit + 1))
+
+
 class VmcoreInfo(Mapping[str, str]):
-    """Ordered key → value view of the note; ``raw`` keeps the text byte for byte."""
+    """Ordered key → value view of the note; ``raw`` keeps the text byte for byte.
+
+    Unavailable (naming :data:`MAX_KEYS`) for a note of more keys than that: it is parsed
+    only within that bound."""
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw.rstrip(b"\0")
+        if count_keys(self.raw, MAX_KEYS) > MAX_KEYS:
+            raise Unavailable(
+                f"the VMCOREINFO note has more than {MAX_KEYS:,} keys (a kernel writes about "
+                f"200, in one page): corrupt"
+            )
         self._values: dict[str, str] = {}
         # surrogateescape: bytes that are not UTF-8 stay in the text as surrogates and are
         # written back as those bytes (info/, summary, README hold the note's own bytes).

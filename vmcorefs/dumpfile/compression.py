@@ -264,6 +264,8 @@ def require(bit: int, path: str = "dump") -> Binding:
 def page_decoder(flags: int, page_size: int) -> PageDecoder:
     """The decoder of pages stored with ``flags`` (made once, called per page): the page, or
     None when the stored bytes are not exactly one page (:func:`diagnose` then says why)."""
+    if flags & ~DUMP_DH_COMPRESSED:  # a bit no codec has: never served as a raw page
+        return lambda data: None
     bits = flags & DUMP_DH_COMPRESSED
     if not bits:
         return lambda data: bytes(data) if len(data) == page_size else None
@@ -284,6 +286,8 @@ def diagnose(flags: int, data: bytes, page_size: int) -> str | None:
     """Why ``data`` stored with ``flags`` is not one page, in words (``"zlib data inflate to
     2,011 bytes"``); None when it is one. Called only for pages that failed to load: it
     decompresses again, without the one-page cap's shortcut, to measure what went wrong."""
+    if flags & ~DUMP_DH_COMPRESSED:
+        return f"page flags {flags:#x} name no codec makedumpfile writes"
     bits = flags & DUMP_DH_COMPRESSED
     if not bits:
         if len(data) != page_size:

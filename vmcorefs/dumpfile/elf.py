@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..buffers import fill_zeros
 from ..errors import CorruptError, DumpError, FaultError
+from . import elf_overlaps
 from .damage import Truncation
 from .format import Format, Formats, Probe
 from .source import (
@@ -194,7 +195,7 @@ def read_core_headers(file: ReadableFile) -> CoreHeaders:
                     f"corrupt program header: PT_LOAD at {paddr:#x} of {memsz:#x} bytes is "
                     "beyond x86_64's 52-bit physical address space",
                 )
-            segments.append(Segment(paddr, memsz, min(filesz, memsz), offset))
+            segments.append(Segment(paddr, memsz, filesz, offset))
     return CoreHeaders(notes, segments, data_end, counts)
 
 
@@ -219,21 +220,6 @@ def _read_notes(file: ReadableFile, offset: int, size: int) -> list[Note]:
     return list(parse_notes(data))
 
 
-def _disjoint(segments: list[Segment]) -> list[Segment]:
-    """Sort by address and cut overlaps (kexec cores map the kernel image twice)."""
-    out: list[Segment] = []
-    for seg in sorted(segments, key=lambda s: (s.start, -s.memsz)):
-        if out and seg.start < out[-1].end:
-            cut = out[-1].end - seg.start
-            if cut >= seg.memsz:
-                continue
-            seg = Segment(
-                seg.start + cut, seg.memsz - cut, max(0, seg.filesz - cut), seg.offset + cut
-            )
-        out.append(seg)
-    return out
-
-
 class ElfSource(PhysicalSource):
     """Physical memory from the PT_LOAD segments of an ELF64 x86_64 core."""
 
@@ -244,9 +230,11 @@ class ElfSource(PhysicalSource):
         self._notes = headers.notes
         if not headers.segments:
             raise DumpError(file.path, "ELF core without PT_LOAD segments: it holds no memory")
-        self.segments = _disjoint(headers.segments)
+        self.phys_end = max(s.end for s in headers.segments)
+        # Disjoint, and without the ranges the headers contradict themselves about (corrupt).
+        self.segments, self.contradictions = elf_overlaps.resolve(file, headers.segments)
         self._starts = [s.start for s in self.segments]
-        self.phys_end = max(s.end for s in self.segments)
+        self._contradiction_starts = [c.start for c in self.contradictions]
         self._truncation = (
             Truncation(file.path, file.size, headers.data_end)
             if headers.data_end > file.size
@@ -263,12 +251,15 @@ class ElfSource(PhysicalSource):
         return self._notes
 
     def ranges(self) -> Sequence[tuple[int, int]]:
+        """The segments' memory, the ranges they contradict each other about included."""
+        spans = [(s.start, s.end) for s in self.segments]
+        spans += [(c.start, c.end) for c in self.contradictions]
         merged: list[tuple[int, int]] = []
-        for s in self.segments:
-            if merged and merged[-1][1] == s.start:
-                merged[-1] = (merged[-1][0], s.end)
+        for start, end in sorted(spans):
+            if merged and merged[-1][1] >= start:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
             else:
-                merged.append((s.start, s.end))
+                merged.append((start, end))
         return merged
 
     def _runs(self, paddr: int, size: int) -> list[tuple[int | None, int]]:
@@ -343,6 +334,11 @@ class ElfSource(PhysicalSource):
         )
 
     def _fault(self, paddr: int) -> FaultError:
+        bad = elf_overlaps.contradiction_at(self.contradictions, self._contradiction_starts, paddr)
+        if bad is not None:
+            return CorruptError(
+                "phys", paddr, f"the ELF headers contradict themselves: {bad.reason}"
+            )
         i = bisect.bisect_right(self._starts, paddr) - 1
         seg = self.segments[i] if i >= 0 else None
         if seg is None or not seg.start <= paddr < seg.end:

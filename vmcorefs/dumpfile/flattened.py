@@ -41,6 +41,13 @@ MAX_OFFSET = 1 << 62
 PROGRESS_AFTER = 1.0
 #: Records a probe indexes to find the payload's headers.
 PROBE_RECORDS = 64
+#: Records smaller than this keep their bytes in memory, adjacent ones joined into one piece:
+#: the index then costs what their data do, not three int64 each (makedumpfile and QEMU write
+#: records of a page or more; only the headers' own records are smaller).
+SMALL_RECORD = 512
+#: Bytes of small records kept at most (beyond, the stream is refused: rebuilt with
+#: ``makedumpfile -R`` it reads as any dump).
+MAX_SMALL_BYTES = 64 << 20
 
 Progress = Callable[[int, int], None]
 
@@ -95,7 +102,9 @@ class FlattenedFile(ExactReads):
 
     Satisfies :class:`~vmcorefs.dumpfile.source.ReadableFile`. The index holds three int64
     per disjoint piece (rebuilt start, rebuilt end, stream offset): memory proportional to the
-    record count, not to the data.
+    record count, not to the data. Small records (:data:`SMALL_RECORD`) are the exception:
+    their bytes are kept (:class:`_SmallRecords`, read past the stream's end) and adjacent ones
+    are one piece, so a stream of 1-byte records costs its data, not 24 bytes a byte.
     """
 
     contents_name = "the rebuilt dump"
@@ -111,6 +120,8 @@ class FlattenedFile(ExactReads):
         bytes no record indexed so far writes are then not known (a read stops there), not
         zeros, since a later record may write them."""
         self.stream = stream
+        #: What a piece's offset points into: the stream, or the small records kept.
+        self._held = _SmallRecords(stream)
         self.path = stream.path
         self.records = 0
         progress = progress or (_StderrProgress(stream.path) if max_records is None else _quiet)
@@ -127,6 +138,7 @@ class FlattenedFile(ExactReads):
         self, progress: Progress, max_records: int | None
     ) -> tuple[array[int], array[int], array[int]]:
         stream = self.stream
+        small = self._held
         path, total = stream.path, stream.size
         check_header(stream)
         starts, ends, offsets = array("q"), array("q"), array("q")
@@ -134,7 +146,7 @@ class FlattenedFile(ExactReads):
         unpack = _RECORD.unpack_from
         pos = MDF_HEADER_SIZE
         buf, buf_pos, buf_len = b"", pos, 0
-        last_size = count = 0
+        last_size = count = records = shown = 0
         # Bounded: every record moves pos forward by at least its 16-byte header.
         while count != max_records:
             rel = pos - buf_pos
@@ -148,7 +160,7 @@ class FlattenedFile(ExactReads):
                     raise DumpError(
                         path,
                         f"truncated flattened stream: it ends at offset {total:#x} after "
-                        f"{count} records, without its end marker",
+                        f"{records} records, without its end marker",
                     )
             offset, size = unpack(buf, rel)
             if not (0 <= offset < MAX_OFFSET and 0 <= size < MAX_OFFSET):
@@ -156,7 +168,7 @@ class FlattenedFile(ExactReads):
                     break
                 raise DumpError(
                     path,
-                    f"corrupt flattened stream: record {count} at offset {pos:#x} has "
+                    f"corrupt flattened stream: record {records} at offset {pos:#x} has "
                     f"offset {offset} and size {size}",
                 )
             data = pos + 16
@@ -166,19 +178,47 @@ class FlattenedFile(ExactReads):
             if pos > total:
                 raise DumpError(
                     path,
-                    f"truncated flattened stream: record {count} at offset {data - 16:#x} "
+                    f"truncated flattened stream: record {records} at offset {data - 16:#x} "
                     f"holds {size} bytes but the file ends {total - data} bytes later",
                 )
-            if size:
+            if 0 < size < SMALL_RECORD:
+                piece = buf[rel + 16 : rel + 16 + size]
+                if len(piece) < size:  # past what was read ahead
+                    piece = stream.pread_exact(data, size, f"record {records}")
+                at = small.add(piece)
+                if count and ends[-1] == offset and offsets[-1] + offset - starts[-1] == at:
+                    ends[-1] = offset + size  # continues the previous small record
+                else:
+                    add_start(offset)
+                    add_end(offset + size)
+                    add_offset(at)
+                    count += 1
+                records += 1
+                # The small records that continue this one, in what was read ahead: one tight
+                # loop (a stream of 1-byte records is 16 million of them in 268 MB).
+                rel, end = pos - buf_pos, ends[-1]
+                while rel + 16 <= buf_len:
+                    offset, size = unpack(buf, rel)
+                    if offset != end or not 0 < size < SMALL_RECORD or rel + 16 + size > buf_len:
+                        break
+                    small.add(buf[rel + 16 : rel + 16 + size])
+                    end += size
+                    rel += 16 + size
+                    records += 1
+                ends[-1] = end
+                pos = buf_pos + rel
+            elif size:
                 add_start(offset)
                 add_end(offset + size)
                 add_offset(data)
                 count += 1
-                if not count & 0x3FF:
-                    progress(pos, total)
+                records += 1
+            if records - shown >= 0x400:
+                progress(pos, total)
+                shown = records
             last_size = size
         progress(total, total)
-        self.records = len(starts)
+        self.records = records
         if not starts:
             raise DumpError(path, "empty flattened stream: no records before the end marker")
         return starts, ends, offsets
@@ -198,7 +238,7 @@ class FlattenedFile(ExactReads):
             pos = offset + got
             if i >= 0 and pos < ends[i]:
                 n = min(size - got, ends[i] - pos)
-                done = self.stream.preadinto(offsets[i] + pos - starts[i], buffer[got : got + n])
+                done = self._held.preadinto(offsets[i] + pos - starts[i], buffer[got : got + n])
                 got += done
                 if done < n:  # the stream shrank under us
                     break
@@ -216,7 +256,7 @@ class FlattenedFile(ExactReads):
     def pread(self, offset: int, size: int) -> bytes:
         i = bisect.bisect_right(self._starts, offset) - 1
         if i >= 0 and 0 <= offset and offset + size <= self._ends[i]:  # inside one piece
-            return self.stream.pread(self._offsets[i] + offset - self._starts[i], size)
+            return self._held.pread(self._offsets[i] + offset - self._starts[i], size)
         return read_via(self.preadinto, offset, min(size, self.size - offset))
 
     def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
@@ -234,6 +274,46 @@ class FlattenedFile(ExactReads):
 
     def close(self) -> None:
         self.stream.close()
+
+
+class _SmallRecords:
+    """The stream, and past its end the bytes of its small records (kept in memory): a piece's
+    offset is a position in one or the other, so reads and the overlap sweep treat both alike."""
+
+    def __init__(self, stream: ReadableFile) -> None:
+        self.stream = stream
+        self.path = stream.path
+        #: Small records' bytes start here: past the stream, never next to its last byte.
+        self.base = stream.size + MDF_HEADER_SIZE
+        self.size = self.base
+        self._data = bytearray()
+
+    def add(self, data: bytes) -> int:
+        """Keep ``data``; where it now reads from."""
+        at = self.base + len(self._data)
+        if len(self._data) + len(data) > MAX_SMALL_BYTES:
+            raise DumpError(
+                self.path,
+                f"flattened stream with more than {MAX_SMALL_BYTES >> 20} MiB in records of "
+                f"under {SMALL_RECORD} bytes (makedumpfile writes a page or more a record): "
+                "rebuild the dump with makedumpfile -R",
+            )
+        self._data += data
+        return at
+
+    def pread(self, offset: int, size: int) -> bytes:
+        if offset < self.base:
+            return self.stream.pread(offset, size)
+        rel = offset - self.base
+        return bytes(self._data[rel : rel + size])
+
+    def preadinto(self, offset: int, buffer: memoryview) -> int:
+        if offset < self.base:
+            return self.stream.preadinto(offset, buffer)
+        rel = offset - self.base
+        got = self._data[rel : rel + len(buffer)]
+        buffer[: len(got)] = got
+        return len(got)
 
 
 def _resolve(

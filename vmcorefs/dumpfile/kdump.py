@@ -36,6 +36,7 @@ from .compression import (
 )
 from .damage import Truncation
 from .format import Format, Formats, Probe, SplitPart
+from .kdump_layout import KdumpLayout
 from .paged import PagedReader, PagedSource, page_runs
 from .source import (
     Note,
@@ -325,6 +326,7 @@ class KdumpSource(PagedSource[PageDesc]):
         )
         self.phys_end = self.max_mapnr * bs
         descs_end = self.desc_offset + self.dumped.total * PAGE_DESC_SIZE
+        self.layout = KdumpLayout(bs, bitmap_off, self.desc_offset, descs_end)
         self._check_codec(h.status)
         self.parallel_decompression = bool(h.status & DUMP_DH_COMPRESSED) and all(
             bit in compression.PARALLEL for bit in compression.CODECS if h.status & bit
@@ -501,6 +503,11 @@ class KdumpSource(PagedSource[PageDesc]):
         offset, size, flags, _ = PAGE_DESC.unpack(raw)
         if offset == 0:
             return FaultError("phys", paddr, f"{page} was lost: the dump is incomplete")
+        inside = self.layout.metadata_overlap(offset) if offset > 0 else None
+        if inside is not None:
+            return CorruptError(
+                "phys", paddr, f"the descriptor of {page} puts its data at {offset:#x}, {inside}"
+            )
         if offset < 0 or not 0 < size <= ps:
             return CorruptError(
                 "phys", paddr, f"the descriptor of {page} says {size:,} bytes at offset {offset:#x}"
@@ -552,15 +559,17 @@ class KdumpSource(PagedSource[PageDesc]):
         ps = self.page_size
         fsize = self.file.size
         out: list[bytes | None] = [None] * len(refs)
+        data_start = self.layout.data_start
         zero_offsets = self._zero_offsets
         span: list[tuple[int, int, int, int]] = []
         span_start = span_end = 0
         for i, ref in enumerate(refs):
             offset, size, flags, _ = ref
-            # offset 0: a page lost from an incomplete dump (its descriptor was never written).
-            if offset <= 0 or not 0 < size <= ps or offset + size > fsize:
+            # offset 0: a page lost from an incomplete dump (its descriptor was never written);
+            # data inside the metadata (header, bitmaps, descriptors) are corrupt.
+            if offset < data_start or not 0 < size <= ps or offset + size > fsize:
                 continue
-            if offset in zero_offsets and not flags & DUMP_DH_COMPRESSED:
+            if offset in zero_offsets and not flags:
                 if size == ps:
                     out[i] = self._zero_page
                 continue
@@ -591,7 +600,7 @@ class KdumpSource(PagedSource[PageDesc]):
             stored = data[rel : rel + size]
             if len(stored) != size:
                 continue  # the file ends first
-            if flags & DUMP_DH_COMPRESSED:
+            if flags:  # a codec, or bits no codec has (corrupt: the decoder says None)
                 decode = decoders.get(flags)
                 if decode is None:
                     decode = decoders[flags] = compression.page_decoder(flags, ps)

@@ -43,7 +43,10 @@ class Dump:
                 source.paths[0],
                 "no VMCOREINFO note: not a Linux kernel crash dump this tool can read",
             )
-        self.vmcoreinfo = VmcoreInfo(raw)
+        try:
+            self.vmcoreinfo = VmcoreInfo(raw)
+        except Unavailable as exc:  # a note nothing can be built on
+            raise DumpError(source.paths[0], exc.reason) from None
         #: Physical memory exactly as the dump holds it: what every kernel view reads
         #: (``--zero-fill`` is only for the ``phys`` file: ``tree.py``).
         self.phys = PhysicalMemory(source, cache_size_mib=self.options.cache_size_mib)
