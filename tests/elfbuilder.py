@@ -128,7 +128,7 @@ def vmcoreinfo_text(
     if pt.sme_mask:
         lines["NUMBER(sme_mask)"] = str(pt.sme_mask)
     lines.update(extra or {})
-    return "".join(f"{k}={v}\n" for k, v in lines.items()).encode()
+    return "".join(f"{k}={v}\n" for k, v in lines.items()).encode("utf-8", "surrogateescape")
 
 
 def note(name: bytes, ntype: int, desc: bytes) -> bytes:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import os
 import resource
 import signal
 import struct
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -41,7 +42,7 @@ from tests.symtables import ERAS, STEXT, SYMBOLS, TABLES, era_tables
 from tests.symtables import build as build_kallsyms
 from vmcorefs.errors import DumpError, FaultError
 from vmcorefs.kernel.kallsyms import PLACE_RELATIVE
-from vmcorefs.tree import Directory, File, Tree, WindowFile, build_tree
+from vmcorefs.tree import Directory, File, LazyWindowFile, Tree, WindowFile, build_tree
 
 #: Wall-clock limit of one case (a hang is a failure). Generous: CI machines are shared.
 CASE_SECONDS = 20.0
@@ -82,25 +83,37 @@ def _vm_size() -> int:
 
 
 @contextlib.contextmanager
-def limits(seconds: float = CASE_SECONDS, headroom: int = MEMORY_HEADROOM) -> Iterator[None]:
-    """Run a case under a wall-clock alarm and a cap on the process's address space."""
+def limits(
+    seconds: float = CASE_SECONDS, headroom: int = MEMORY_HEADROOM, cpu_seconds: float | None = None
+) -> Iterator[None]:
+    """Run a case under a wall-clock alarm and a cap on the process's address space; with
+    ``cpu_seconds``, also under a limit on the CPU time the process uses (a bound that a
+    machine loaded by other work does not make fail)."""
     assert threading.current_thread() is threading.main_thread()
 
     def expired(signum, frame):
+        if signum == signal.SIGPROF:
+            raise CaseTimeout(f"case used more than {cpu_seconds} s of CPU")
         raise CaseTimeout(f"case still running after {seconds} s")
 
     old_handler = signal.signal(signal.SIGALRM, expired)
+    old_prof = signal.signal(signal.SIGPROF, expired) if cpu_seconds else None
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     cap = _vm_size() + headroom
     if hard != resource.RLIM_INFINITY:
         cap = min(cap, hard)
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     signal.setitimer(signal.ITIMER_REAL, seconds)
+    if cpu_seconds:
+        signal.setitimer(signal.ITIMER_PROF, cpu_seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old_handler)
+        if cpu_seconds:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, old_prof)
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
@@ -139,14 +152,23 @@ def _read(node: File, offset: int, size: int, out: Outcome) -> bytes | None:
 
 
 def walk_tree(tree: Tree, out: Outcome, *, phys: Sequence[int] = (), kvirt: Sequence[int] = (),
-              max_entries: int = 2000) -> None:  # fmt: skip
+              max_entries: int = 2000,
+              sampled: Mapping[str, int] | None = None) -> None:  # fmt: skip
     """List every directory, stat every file, read each at its start, middle and end; read
-    ``phys`` and ``kvirt`` at the given addresses (kvirt: kernel addresses)."""
+    ``phys`` and ``kvirt`` at the given addresses (kvirt: kernel addresses).
+
+    ``sampled``: directories (``"/sym"``) of which only so many entries, spread evenly over the
+    listing, are walked (the first ``max_entries`` of the others).
+    """
     stack: list[tuple[str, Directory]] = [("", tree.root)]
     while stack:
         path, directory = stack.pop()
         entries = directory.entries()
-        for i, name in enumerate(entries):
+        names: Iterable[str] = entries
+        if sampled and path in sampled:
+            step = max(1, len(entries) // max(1, sampled[path]))
+            names = itertools.islice(entries, 0, None, step)
+        for i, name in enumerate(names):
             if i >= max_entries:
                 break
             assert name and "/" not in name and name not in (".", ".."), (path, name)
@@ -175,6 +197,10 @@ def walk_tree(tree: Tree, out: Outcome, *, phys: Sequence[int] = (), kvirt: Sequ
             if data is not None and data.startswith(b"unavailable: "):
                 out.unavailable += 1
                 assert data.endswith(b"\n") and data.count(b"\n") == 1, data
+            if data is not None and not isinstance(node, (WindowFile, LazyWindowFile)):
+                # Content computed whole (text, notes): exactly as long as the size said.
+                assert len(data) == min(size, MiB), (child, size, len(data))
+            assert node.size() == size, (child, size, node.size())  # the size never changes
             if size > MiB:
                 _read(node, size // 2, 4096, out)
             if size > 1:
@@ -365,7 +391,7 @@ def kernel(found: bool = False) -> Kernel:
 
     ``found``: a kernel before 6.0: VMCOREINFO without the kallsyms keys, the tables laid out
     as 6.1's scripts/kallsyms.c does (the finder must find them in the image)."""
-    k = SyntheticKernel([(0, KERNEL_RAM)], section_bits=21, physmem_bits=30)
+    k = SyntheticKernel([(0, KERNEL_RAM)], section_bits=21, physmem_bits=36)
     structures: dict[str, tuple[int, int]] = {}
     structures["page tables"] = (0x10_0000, k.pt._next - 0x10_0000)
     pages_start = min(k._page_addr.values())
@@ -581,6 +607,30 @@ def sample_kvirt() -> list[int]:
             if line.startswith(f"SYMBOL({name})="):
                 out.append(int(line.split("=", 1)[1], 16))
     return out
+
+
+@cache
+def sample_note() -> bytes:
+    """The sample's VMCOREINFO note text, as the dump holds it."""
+    return (SAMPLE.parent / "vmcoreinfo.txt").read_bytes()
+
+
+def note_keys(note: bytes) -> list[str]:
+    """The keys of a VMCOREINFO note, in order."""
+    return [line.partition(b"=")[0].decode() for line in note.splitlines() if b"=" in line]
+
+
+def note_with(note: bytes, key: str, value: str | None) -> bytes:
+    """``note`` with ``key``'s value replaced (its line removed when ``value`` is None)."""
+    out = []
+    for line in note.splitlines():
+        name, sep, _ = line.partition(b"=")
+        if sep and name.decode() == key:
+            if value is None:
+                continue
+            line = name + b"=" + value.encode()
+        out.append(line)
+    return b"\n".join(out) + b"\n"
 
 
 #: Cases per fuzz target and how they ended, printed when a fuzz module finishes.

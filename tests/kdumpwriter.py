@@ -32,9 +32,9 @@ def compress(codec: str, data: bytes) -> bytes:
     if codec == "zlib":
         return zlib.compress(data, 1)
     if codec == "lzo":
-        import lzo
+        import lzo1x
 
-        return lzo.compress(data, 1, False)  # bare lzo1x_1 output, no header
+        return lzo1x.compress(data)  # bare LZO1X, no header (as lzo1x_1_compress writes it)
     if codec == "snappy":
         import snappy
 
@@ -92,9 +92,10 @@ def _note(name: bytes, ntype: int, desc: bytes) -> bytes:
     return struct.pack("<III", len(name_z), len(desc), ntype) + pad(name_z) + pad(desc)
 
 
-def _bitmap(nbytes: int, ranges: Iterable[tuple[int, int]]) -> bytearray:
-    bm = bytearray(nbytes)
+def _set_bits(bm: bytearray, base: int, ranges: Iterable[tuple[int, int]]) -> None:
+    """Set bits ``[start, end)`` of each range in ``bm``, whose byte 0 is bitmap byte ``base``."""
     for start, end in ranges:
+        start, end = start - base * 8, end - base * 8
         pos = start
         while pos < end and pos % 8:
             bm[pos // 8] |= 1 << (pos % 8)
@@ -106,7 +107,31 @@ def _bitmap(nbytes: int, ranges: Iterable[tuple[int, int]]) -> bytearray:
         while pos < end:
             bm[pos // 8] |= 1 << (pos % 8)
             pos += 1
-    return bm
+
+
+def _bitmap_writes(
+    offset: int, nbytes: int, ranges: Iterable[tuple[int, int]], bs: int
+) -> list[tuple[int, bytes]]:
+    """The non-zero blocks of a bitmap of ``nbytes`` at ``offset`` with the bits of ``ranges``
+    set, built block span by block span: a bitmap of 2**40 frames is never allocated whole."""
+    spans: list[list[int]] = []  # merged [first block, end block) that some range touches
+    for start, end in sorted(r for r in ranges if r[0] < r[1]):
+        end_byte = -(-end // 8)
+        first, last = start // 8 // bs, -(-end_byte // bs)  # blocks [first, last)
+        if spans and first <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], last)
+        else:
+            spans.append([first, last])
+    writes: list[tuple[int, bytes]] = []
+    ranges = sorted(ranges)
+    for first, last in spans:
+        base = first * bs
+        length = min(last * bs, nbytes) - base
+        bm = bytearray(length)
+        inside = [(max(s, base * 8), min(e, (base + length) * 8)) for s, e in ranges]
+        _set_bits(bm, base, [(s, e) for s, e in inside if s < e])
+        writes.extend(_nonzero_blocks(offset + base, bm, bs))
+    return writes
 
 
 def kdump_chunks(
@@ -150,16 +175,13 @@ def kdump_chunks(
     one_blocks = -(-one // bs)
     bitmap_blocks = one_blocks if spec.single_bitmap else 2 * one_blocks
     ram = spec.ram if spec.ram is not None else [(0, spec.max_mapnr)]
-    bm1 = _bitmap(one_blocks * bs, ram)
-    bm2 = _bitmap(
-        one_blocks * bs, [(p, p + 1) for p in sorted(set(pages) | lost | set(spec.descs))]
-    )
+    frames = [(p, p + 1) for p in sorted(set(pages) | lost | set(spec.descs))]
     bitmap_off = (1 + sub_hdr_size) * bs
     if spec.single_bitmap:
-        writes.extend(_nonzero_blocks(bitmap_off, bm2, bs))
+        writes.extend(_bitmap_writes(bitmap_off, one_blocks * bs, frames, bs))
     else:
-        writes.extend(_nonzero_blocks(bitmap_off, bm1, bs))
-        writes.extend(_nonzero_blocks(bitmap_off + one_blocks * bs, bm2, bs))
+        writes.extend(_bitmap_writes(bitmap_off, one_blocks * bs, ram, bs))
+        writes.extend(_bitmap_writes(bitmap_off + one_blocks * bs, one_blocks * bs, frames, bs))
 
     # Descriptors and data.
     desc_off = bitmap_off + bitmap_blocks * bs
@@ -198,7 +220,7 @@ def kdump_chunks(
     size = data_off + len(data)
 
     # Headers.
-    uts = b"".join(s.encode()[:64].ljust(65, b"\0") for s in spec.utsname)
+    uts = b"".join(s.encode("utf-8", "surrogateescape")[:64].ljust(65, b"\0") for s in spec.utsname)
     status = flag | (INCOMPLETE if spec.incomplete else 0) | spec.status_extra
     max32 = spec.max_mapnr & 0xFFFFFFFF
     header = struct.pack(
@@ -372,24 +394,39 @@ def pattern_page(pfn: int, page_size: int = PAGE) -> bytes:
     return noise + body[64:]
 
 
-def build_elf_core(segments: list[tuple[int, bytes, int]], vmcoreinfo: bytes, *, notes=()) -> bytes:
+PN_XNUM = 0xFFFF
+
+
+def build_elf_core(
+    segments: list[tuple[int, bytes, int]], vmcoreinfo: bytes, *, notes=(), xnum: bool = False
+) -> bytes:
     """A minimal ELF64 x86_64 core: one PT_NOTE (``notes`` then VMCOREINFO) and a PT_LOAD per
-    ``(paddr, file bytes, memsz)`` segment (memsz beyond the bytes reads as zeros)."""
+    ``(paddr, file bytes, memsz)`` segment (memsz beyond the bytes reads as zeros).
+
+    From 0xffff program headers (or with ``xnum``) the count is written as makedumpfile and
+    the kernel's fill_extnum_info() write it: e_phnum PN_XNUM, e_shnum 1, and one section
+    header (SHT_NULL) after the program headers whose sh_info holds the count."""
     note_data = b"".join(_note(n, t, d) for n, t, d in notes) + _note(b"VMCOREINFO", 0, vmcoreinfo)
     phnum = 1 + len(segments)
-    offset = 64 + 56 * phnum
-    phdrs = struct.pack("<IIQQQQQQ", 4, 0, offset, 0, 0, len(note_data), len(note_data), 4)
-    body = note_data
+    xnum = xnum or phnum >= PN_XNUM
+    shoff = 64 + 56 * phnum if xnum else 0
+    offset = 64 + 56 * phnum + (64 if xnum else 0)
+    phdrs = bytearray(
+        struct.pack("<IIQQQQQQ", 4, 0, offset, 0, 0, len(note_data), len(note_data), 4)
+    )
+    body = [note_data]
     offset += len(note_data)
     for paddr, data, memsz in segments:
         phdrs += struct.pack("<IIQQQQQQ", 1, 7, offset, paddr, paddr, len(data), memsz, 0)
-        body += data
+        body.append(data)
         offset += len(data)
     ehdr = (
         b"\x7fELF\x02\x01\x01" + bytes(9)
-        + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56, phnum, 0, 0, 0)
+        + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, shoff, 0, 64, 56,
+                      PN_XNUM if xnum else phnum, 64 if xnum else 0, 1 if xnum else 0, 0)
     )  # fmt: skip
-    return ehdr + phdrs + body
+    shdr = struct.pack("<IIQQQQIIQQ", 0, 0, 0, 0, 0, 1, 0, phnum, 0, 0) if xnum else b""
+    return b"".join([ehdr, phdrs, shdr, *body])
 
 
 def write_flattened(path, writes: Iterable[tuple[int, bytes]], *, record_size: int = 65536) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmcorefs.dumpfile.bitmap import BLOCK_BITS, Bitmap
+from vmcorefs.dumpfile.bitmap import BLOCK, BLOCK_BITS, Bitmap
 
 
 class BytesFile:
@@ -23,6 +23,21 @@ class BytesFile:
     def pread_exact(self, offset: int, size: int, what: str = "data") -> bytes:
         assert offset + size <= self.size, what
         return self.pread(offset, size)
+
+    def data_runs(self, start: int, end: int):
+        """As a sparse file: the 4 KiB blocks of zeros are holes."""
+        run = None
+        for b in range(start // 4096 * 4096, min(end, self.size), 4096):
+            if self.data[b : b + 4096].count(0) != len(self.data[b : b + 4096]):
+                s, e = max(b, start), min(end, b + 4096)
+                if run and run[1] == s:
+                    run[1] = e
+                else:
+                    if run:
+                        yield tuple(run)
+                    run = [s, e]
+        if run:
+            yield tuple(run)
 
     def close(self) -> None:
         pass
@@ -69,3 +84,61 @@ def test_bitmap_agrees_with_a_model(bits, bounds, probes):
         else:
             runs.append([b, b + 1])
     assert [list(r) for r in bm.runs()] == runs
+
+
+BLOCKS = 60
+KINDS = st.sampled_from(["zero", "ones", "mixed", "sparse", "edge"])
+
+
+def _block_bytes(kind: str, seed: int) -> bytes:
+    import random
+
+    rng = random.Random(seed)
+    if kind == "zero":
+        return bytes(BLOCK)
+    if kind == "ones":
+        return b"\xff" * BLOCK
+    if kind == "mixed":
+        return bytes(rng.randrange(256) for _ in range(BLOCK))
+    if kind == "sparse":  # a few set bits in clear bytes
+        raw = bytearray(BLOCK)
+        for _ in range(rng.randrange(1, 5)):
+            raw[rng.randrange(BLOCK)] |= 1 << rng.randrange(8)
+        return bytes(raw)
+    cut = rng.randrange(1, BLOCK * 8)  # set up to a bit, clear after
+    return ((1 << cut) - 1).to_bytes(BLOCK, "little")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kinds=st.lists(st.tuples(KINDS, st.integers(1, 20)), min_size=1, max_size=6).map(
+        lambda runs: [kind for kind, n in runs for _ in range(n)][:BLOCKS] or ["mixed"]
+    ),
+    tail=st.integers(0, BLOCK_BITS - 1),
+    bounds=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+    probes=st.lists(st.floats(0, 1), min_size=1, max_size=12),
+)
+def test_uniform_and_mixed_blocks_agree_with_a_model(kinds, tail, bounds, probes):
+    """Runs of all-clear and all-set blocks (one piece of the index each, holes of the file
+    for the clear ones) between mixed blocks: ranks, next set bit and runs as a model says."""
+    import re
+
+    raw = b"".join(_block_bytes(kind, i) for i, kind in enumerate(kinds))
+    nbits = len(raw) * 8 - tail  # the last block short of bits (clear past nbits)
+    value = int.from_bytes(raw, "little") & ((1 << nbits) - 1)
+    lo, hi = sorted(int(b * nbits) for b in bounds)
+    hi = max(hi, lo + 1) if lo < nbits else nbits
+    inside = value & ((1 << hi) - 1) & ~((1 << lo) - 1)
+    bm = Bitmap(BytesFile(b"y" * 4096 + raw), 4096, nbits, lo=lo, hi=hi, indexed=True)
+    assert bm.total == inside.bit_count()
+    for f in probes:
+        p = min(nbits - 1, int(f * nbits))
+        assert bm.rank(p) == (inside & ((1 << p) - 1)).bit_count()
+        assert bm.rank_if_set(p) == (bm.rank(p) if inside >> p & 1 else None)
+        above = inside >> p
+        expect = p + (above & -above).bit_length() - 1 if above else max(hi, p)
+        assert bm.next_set(p, nbits) == expect
+    bits = format(inside, "b")[::-1] if inside else ""
+    runs = [(m.start(), m.end()) for m in re.finditer("1+", bits)]
+    assert list(bm.runs()) == runs
+    assert list(bm.runs(max_runs=2)) == runs[:2]

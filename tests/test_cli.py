@@ -142,3 +142,71 @@ def test_missing_dependency_is_one_line(tmp_path, capsys, monkeypatch, good_core
     monkeypatch.setattr(cli, "run", broken_run)
     code, err = run_main(capsys, good_core, str(tmp_path))
     assert code == 1 and err.startswith("vmcorefs: cannot load cachetools") and err.count("\n") == 1
+
+
+def _fifo(d) -> str:
+    os.mkfifo(d / "fifo")
+    return str(d / "fifo")
+
+
+def _socket(d) -> str:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(d / "sock"))  # the socket file stays once it is closed
+    return str(d / "sock")
+
+
+def _block_device(d) -> str:
+    import stat
+
+    for name in sorted(os.listdir("/dev")):
+        if stat.S_ISBLK(os.stat(f"/dev/{name}").st_mode):
+            return f"/dev/{name}"
+    pytest.skip("no block device in /dev")
+
+
+@pytest.mark.parametrize(
+    "make, what",
+    [
+        (_fifo, "a FIFO (named pipe)"),
+        (_socket, "a socket"),
+        (lambda d: "/dev/null", "a character device"),
+        (_block_device, "a block device"),
+    ],
+)
+def test_a_dump_that_is_no_regular_file_is_refused_at_once(tmp_path, capsys, make, what):
+    """A FIFO would block the open until a writer came; a device's size is 0 (not "empty")."""
+    from tests import fuzzing as fz
+
+    path = make(tmp_path)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with fz.limits(seconds=10):
+        code, err = run_main(capsys, path, str(mnt))
+    assert code == 1
+    assert err == (
+        f"vmcorefs: {path}: is {what}, not a regular file: copy the dump to a file first "
+        "(it is read in place)\n"
+    )
+
+
+@pytest.mark.parametrize("value", ["max_read=1048577", "max_read=0", "max_read=4k", "max_read"])
+def test_a_max_read_that_cannot_be_honoured_is_refused(tmp_path, capsys, good_core, value):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    code, err = run_main(capsys, "-o", f"ro,{value}", good_core, str(mnt))
+    assert code == 2
+    assert err == f"vmcorefs: -o {value}: a number of bytes from 1 to 1048576 is needed\n"
+
+
+def test_paths_with_control_characters_stay_one_line(tmp_path, capsys, good_core):
+    """A newline, an escape sequence or a byte that is not UTF-8 in a path is written \\xNN."""
+    mnt = str(tmp_path / "no\nwhere\x1b[2J")
+    code, err = run_main(capsys, good_core, mnt)
+    shown = str(tmp_path) + "/no\\x0awhere\\x1b[2J"
+    assert (code, err) == (1, f"vmcorefs: {shown}: mount point does not exist\n")
+    dump = os.fsdecode(os.fsencode(str(tmp_path)) + b"/dump\xff\t")
+    os.mkdir(tmp_path / "mnt")
+    code, err = run_main(capsys, dump, str(tmp_path / "mnt"))
+    assert (code, err) == (1, f"vmcorefs: {tmp_path}/dump\\xff\\x09: no such file\n")

@@ -114,3 +114,79 @@ def test_zero_fill_covers_holes_and_stops_at_phys_end(tmp_path):
         assert dump.phys.read(0x2FFF, 100) == b"C"
     with vmcorefs.open_dump(path) as dump:
         assert dump.phys.read(0xFFE, 0x1004) == b"AA"
+
+
+FILLER = 8 << 30  # physical address of the small segments, above the kernel's RAM
+
+
+def _xnum_core(count: int) -> bytes:
+    """The fuzz suite's synthetic kernel in a core of ``count`` PT_LOADs: small segments first,
+    the kernel's three RAM ranges last, beyond the 65,535 headers an e_phnum could count."""
+    from tests import fuzzing as fz
+    from tests import kdumpwriter as kw
+
+    k = fz.kernel()
+    fillers = [(FILLER + i * 4096, i.to_bytes(4, "little") * 4, 16) for i in range(count - 3)]
+    ram = [
+        (start, b"".join(k.pages[p] for p in range(start // 4096, end // 4096)), end - start)
+        for start, end in k.ranges
+    ]
+    return kw.build_elf_core(fillers + ram, k.vmcoreinfo, notes=k.notes, xnum=True)
+
+
+def test_pn_xnum_core_reads_every_program_header(tmp_path):
+    """makedumpfile -E writes a PT_LOAD per run of dumped pages; past 0xfffe program headers
+    e_phnum is PN_XNUM and section header 0's sh_info holds the count (70,001 here)."""
+    from tests import fuzzing as fz
+    from vmcorefs.tree import build_tree
+
+    raw = _xnum_core(70_000)
+    assert struct.unpack_from("<H", raw, 56)[0] == 0xFFFF  # e_phnum: PN_XNUM
+    k = fz.kernel()
+    with fz.limits(headroom=256 << 20):
+        dump = vmcorefs.open_dump(write(tmp_path, raw))
+        plain = vmcorefs.open_dump(write(tmp_path, fz.elf_seed()[0], "plain"))
+        tree, reference = build_tree(dump), build_tree(plain)
+        last = FILLER + 69_996 * 4096
+        assert dump.phys.size == last + 16
+        assert dump.phys.read(last, 16) == (69_996).to_bytes(4, "little") * 4
+        assert dump.phys.read(0x10_0000, 4096) == k.pages[0x100]
+        assert len(dump.source.ranges()) == 70_000
+        assert list(tree.lookup("sym").entries()) == list(reference.lookup("sym").entries())
+        assert len(tree.lookup("sym").entries()) > 20
+        summary = tree.lookup("summary").read(0, 1 << 20)
+        assert b"ELF program headers: 70001 (e_phnum is PN_XNUM" in summary
+        dump.close()
+        plain.close()
+
+
+def test_pn_xnum_without_section_header_0_is_refused(tmp_path):
+    raw = bytearray(_xnum_core(5))
+    assert vmcorefs.open_dump(write(tmp_path, bytes(raw), "good")).phys.read(FILLER, 4) == bytes(4)
+    struct.pack_into("<Q", raw, 40, len(raw) - 10)  # e_shoff: section header 0 past the end
+    with pytest.raises(DumpError, match="e_phnum is PN_XNUM .* section header 0"):
+        vmcorefs.open_dump(write(tmp_path, bytes(raw)))
+
+
+def test_section_count_and_string_index_escapes(tmp_path):
+    """e_shnum 0 with a section table: the count is section header 0's sh_size; e_shstrndx
+    SHN_XINDEX: the index is its sh_link; e_shnum 0 without a table is no escape."""
+    from vmcorefs.dumpfile.elf import header_counts
+    from vmcorefs.dumpfile.source import DumpFile
+
+    raw = bytearray(_xnum_core(5))
+    shoff = struct.unpack_from("<Q", raw, 40)[0]
+    struct.pack_into("<QI", raw, shoff + 32, 0x12345, 0xFF42)  # sh_size, sh_link
+    file = DumpFile(write(tmp_path, bytes(raw)))
+    ehdr = {"e_phnum": 0xFFFF, "e_shnum": 0, "e_shstrndx": 0xFFFF}
+    ehdr |= {"e_shoff": shoff, "e_shentsize": 64}
+    counts = header_counts(file, ehdr)
+    assert (counts.phnum, counts.shnum, counts.shstrndx) == (6, 0x12345, 0xFF42)  # 5 + PT_NOTE
+    assert counts.phnum_extended
+    plain = header_counts(file, ehdr | {"e_phnum": 7, "e_shnum": 3, "e_shstrndx": 2})
+    assert (plain.phnum, plain.shnum, plain.shstrndx, plain.phnum_extended) == (7, 3, 2, False)
+    none = header_counts(file, ehdr | {"e_phnum": 7, "e_shoff": 0, "e_shstrndx": 0})
+    assert (none.shnum, none.shstrndx) == (0, 0)
+    lost = header_counts(file, ehdr | {"e_phnum": 7, "e_shoff": len(raw)})  # not in the file
+    assert (lost.phnum, lost.shnum, lost.shstrndx) == (7, None, None)
+    file.close()

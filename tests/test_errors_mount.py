@@ -206,8 +206,12 @@ def test_a_truncated_sample_mounts_with_a_warning_and_says_why(tmp_path, sample)
         ("allow_other,rw", "vmcorefs: -o rw: the mount is always read-only\n"),
         ("bogus", "vmcorefs: -o bogus: unknown mount option (libfuse does not take it)\n"),
         (
+            "max_threads=x",
+            "vmcorefs: -o max_threads=x: invalid value (libfuse does not take it)\n",
+        ),
+        (
             "max_read=x",
-            "vmcorefs: -o max_read=x: invalid value (libfuse does not take it)\n",
+            "vmcorefs: -o max_read=x: a number of bytes from 1 to 1048576 is needed\n",
         ),
     ],
 )

@@ -73,6 +73,42 @@ def test_overwritten_in_place_never_serves_the_new_bytes(dump_copy):
     dump.close()
 
 
+def _overwrite_keeping_the_mtime(path, raw: bytes) -> None:
+    """Other bytes in place (same inode, same size), then the mtime set back as it was: only
+    the ctime, which the kernel sets and no one can set back, still tells."""
+    st = os.stat(path)
+    time.sleep(0.02)  # a coarse ctime clock must tick
+    with open(path, "r+b") as f:
+        f.write(bytes(b ^ 0x5A for b in raw))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert after.st_ctime_ns != st.st_ctime_ns
+
+
+def test_overwritten_in_place_with_the_mtime_set_back_is_seen(dump_copy):
+    path, raw = dump_copy
+    dump = vmcorefs.open_dump(str(path))
+    assert dump.phys.read(0x10_0000, 4096) == _expected(0x10_0000, 4096)
+    _overwrite_keeping_the_mtime(path, raw)
+    with pytest.raises(DumpError, match="changed while in use: its status changed"):
+        dump.phys.read(0x20_0000, 4096)
+    with pytest.raises(DumpError):
+        dump.phys.read(0x10_0000, 4096)  # even a page that the cache holds
+    dump.close()
+
+
+def test_a_chmod_or_a_new_link_changes_no_byte(dump_copy, tmp_path):
+    path, _raw = dump_copy
+    dump = vmcorefs.open_dump(str(path))
+    time.sleep(0.02)
+    os.chmod(path, 0o600)
+    os.link(path, tmp_path / "another name")
+    _wait_past_check_interval()
+    assert dump.phys.read(0x20_0000, 4096) == _expected(0x20_0000, 4096)
+    dump.close()
+
+
 def test_renamed_over_keeps_reading_the_dump_we_opened(dump_copy, tmp_path):
     path, raw = dump_copy
     dump = vmcorefs.open_dump(str(path))
@@ -145,3 +181,36 @@ def test_mounted_dump_renamed_over_reads_on(tmp_path, dump_copy):
         with open(mnt / "phys", "rb", buffering=0) as f:
             f.seek(0x20_0000)
             assert f.read(8192) == _expected(0x20_0000, 8192)
+
+
+@pytest.mark.mount
+def test_mounted_dump_overwritten_drops_every_cached_view(tmp_path, dump_copy):
+    """Files read before the change (computed text, a sym/ file served through the page
+    cache, kvirt) all fail with EIO once the dump was overwritten in place, its mtime set
+    back: none serves the old dump's bytes beside the new one's."""
+    path, raw = dump_copy
+    with mounted([str(path)], tmp_path / "mnt") as mnt:
+        sym = next(p for p in sorted((mnt / "sym").iterdir()) if len(_read_or_none(p) or b"") > 8)
+        before = {p: p.read_bytes() for p in (sym, mnt / "summary", mnt / "vmcoreinfo")}
+        assert all(before.values())
+        fd = os.open(mnt / "kvirt", os.O_RDONLY)  # open before the change, read after
+        try:
+            assert len(os.pread(fd, 16, fz.STEXT - KVIRT_BASE)) == 16
+            _overwrite_keeping_the_mtime(path, raw)
+            _wait_past_check_interval()
+            for p in (*before, mnt / "dmesg", mnt / "kvirt"):
+                with pytest.raises(OSError) as info:  # the open is refused
+                    p.read_bytes()
+                assert info.value.errno == errno.EIO, p
+            with pytest.raises(OSError) as info:
+                os.pread(fd, 16, fz.STEXT - KVIRT_BASE)
+            assert info.value.errno == errno.EIO
+        finally:
+            os.close(fd)
+
+
+def _read_or_none(path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None

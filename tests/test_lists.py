@@ -9,6 +9,7 @@ import pytest
 from tests.kernelfakes import SparseMemory, absent
 from vmcorefs.errors import Unavailable
 from vmcorefs.kernel.lists import LIST_HEAD, ListHead, list_for_each, list_for_each_entry
+from vmcorefs.vmcoreinfo import VmcoreInfo
 
 HEAD = 0xFFFFFFFF82000100
 SLAB = 0xFFFF888001000000
@@ -178,3 +179,20 @@ def test_head_is_read_before_the_first_node_is_asked_for(mem):
     """A view can tell "no list" (Unavailable at the call) from "a list cut short"."""
     with pytest.raises(Unavailable):
         list_for_each_entry(mem, HEAD, MEMBER, "test_list", 100, problems=[])
+
+
+def test_layout_from_vmcoreinfo():
+    """OFFSET(list_head.next/prev) are checked inside the 16-byte structure; absent keys are
+    every kernel's layout unless the caller needs them."""
+
+    def layout(text: str, **kw) -> ListHead:
+        return ListHead.from_vmcoreinfo(VmcoreInfo(text.encode()), **kw)
+
+    assert layout("OFFSET(list_head.next)=8\nOFFSET(list_head.prev)=0\n") == ListHead(8, 0)
+    assert layout("") == LIST_HEAD
+    with pytest.raises(Unavailable, match=r"^VMCOREINFO has no OFFSET\(list_head.next\)"):
+        layout("", need=True)
+    with pytest.raises(Unavailable, match=r"OFFSET\(list_head.prev\)=4096 is out of range"):
+        layout("OFFSET(list_head.prev)=4096\n")
+    with pytest.raises(Unavailable, match="implausible struct list_head: next at 4, prev at 8"):
+        layout("OFFSET(list_head.next)=4\n")

@@ -43,7 +43,7 @@ MODELS = {
     # model name: SyntheticKernel arguments
     "sparsemem-extreme-vmemmap": dict(model="vmemmap", section_bits=27),
     "sparsemem-extreme-vmemmap-small-sections": dict(model="vmemmap", section_bits=24),
-    "sparsemem-static": dict(model="sparse", section_bits=24, physmem_bits=32),
+    "sparsemem-static": dict(model="sparse", section_bits=24, physmem_bits=36),
     "flatmem": dict(model="flat"),
     "node-mem-map": dict(model="nodes"),
 }
@@ -585,11 +585,15 @@ def test_struct_pages_absent_from_the_file_are_never_zero_filled(tmp_path, zero_
 @pytest.mark.parametrize(
     ("key", "value", "says"),
     [
-        ("NUMBER(PG_slab)", "-1", "implausible NUMBER(PG_slab) -1"),
-        ("NUMBER(PG_lru)", "64", "implausible NUMBER(PG_lru) 64"),
-        ("OFFSET(page._mapcount)", "62", "OFFSET(page._mapcount) 62 lies outside SIZE(page) 64"),
-        ("OFFSET(page.compound_order)", "64", "compound order offset 64 lies outside"),
-        ("SIZE(page)", "4", "implausible SIZE(page) 4"),
+        ("NUMBER(PG_slab)", "-1", "VMCOREINFO NUMBER(PG_slab)=-1 is out of range (0–63)"),
+        ("NUMBER(PG_lru)", "64", "VMCOREINFO NUMBER(PG_lru)=64 is out of range (0–63)"),
+        (
+            "OFFSET(page._mapcount)",
+            "62",
+            "OFFSET(page._mapcount)=62 is out of range (0–60: 4 bytes in a 64-byte structure)",
+        ),
+        ("OFFSET(page.compound_order)", "64", "OFFSET(page.compound_order)=64 is out of range"),
+        ("SIZE(page)", "4", "VMCOREINFO SIZE(page)=4 is out of range (8–256)"),
     ],
 )
 def test_implausible_values_are_unavailable(tmp_path, key, value, says):

@@ -6,6 +6,7 @@ import pytest
 
 import vmcorefs
 from tests.mmbuilder import VMALLOC, MiB, SyntheticKernel
+from vmcorefs.errors import Unavailable
 from vmcorefs.kernel.mm import nodelist
 from vmcorefs.tree import build_tree
 
@@ -194,9 +195,28 @@ def test_vmalloc_from_vmap_nodes_linux_6_9():
     mem.put64(0xFFFFFFFF82000000, nodes)
     mem.put32(0xFFFFFFFF82000010, 2)
     vi = VmcoreInfo(b"OSRELEASE=6.12.0\n")
-    text = vmalloc_text(vi, mem, lambda: (symbols, _vmalloc_btf()))
+    text = vmalloc_text(vi, mem, lambda: (symbols, _vmalloc_btf()), held=1 << 20)
     want = [(VMALLOC, VMALLOC + 0x2000), (VMALLOC + 0x5000, VMALLOC + 0x7000)]
     assert text == "".join(f"0x{s:016x}-0x{e:016x} {e - s:10d}\n" for s, e in want)
     mem.drop(base + 4096)  # node 1's area is not in the dump: said, not skipped
     with pytest.raises(Unavailable, match=r"vmap_nodes\[1\]\.busy: "):
-        vmalloc_text(vi, mem, lambda: (symbols, _vmalloc_btf()))
+        vmalloc_text(vi, mem, lambda: (symbols, _vmalloc_btf()), held=1 << 20)
+
+
+def test_vmap_areas_are_bounded_by_the_memory_the_dump_holds(tmp_path):
+    """Each area is a struct vmap_area read from the dump: no more than its memory holds."""
+    from vmcorefs.kernel.mm import MIN_VMAP_AREA_SIZE, MemoryViews, max_vmap_areas, vmap_areas
+    from vmcorefs.vmcoreinfo import VmcoreInfo
+
+    k = kernel()
+    areas = [(VMALLOC + 0x2000 * i, VMALLOC + 0x2000 * i + 0x1000) for i in range(3)]
+    k.add_vmap_areas(areas)
+    dump = vmcorefs.open_dump(k.write_core(tmp_path / "core"))
+    views = MemoryViews(dump)
+    assert views._held() == 64 * MiB  # the synthetic ELF core holds all its RAM
+    assert max_vmap_areas(64 * MiB) == 64 * MiB // MIN_VMAP_AREA_SIZE
+    vi = VmcoreInfo(dump.source.vmcoreinfo_raw())
+    assert vmap_areas(vi, dump.kvirt, held=3 * MIN_VMAP_AREA_SIZE) == areas
+    with pytest.raises(Unavailable, match="vmap_area_list: the list has more than 2 entries"):
+        vmap_areas(vi, dump.kvirt, held=3 * MIN_VMAP_AREA_SIZE - 1)
+    dump.close()

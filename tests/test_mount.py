@@ -51,6 +51,38 @@ def test_reads_holes_and_eof(tmp_path, core):
         assert (mnt / "info" / "PAGESIZE").read_text() == "4096\n"
 
 
+@pytest.mark.parametrize("max_read", [4096, 65536, MiB])
+def test_max_read_is_honoured(tmp_path, core, max_read):
+    """``-o max_read=N``: the kernel sends no larger request, and reads go on as before (libfuse
+    ends a session whose init says another size than the option: no mount, exit 0)."""
+    with mounted([core], tmp_path / "mnt", "-o", f"max_read={max_read}") as mnt:
+        with open("/proc/self/mountinfo") as f:
+            line = next(line for line in f if line.split()[4] == str(mnt))
+        assert f"max_read={max_read}" in line
+        with open(mnt / "kvirt", "rb", buffering=0) as f:
+            f.seek(KTEXT & 0x7FFFFFFFFFFFFFFF)
+            assert f.read(2 * MiB) == bytes(range(256)) * (2 * MiB // 256)
+
+
+def test_names_and_values_keep_their_bytes_through_fuse(tmp_path):
+    """info/ names escaped by the one rule, and bytes that are not UTF-8 (in a name or a
+    value) reach the reader as they are in the dump, never as U+FFFD."""
+    mem = PhysImage()
+    pt = PageTables(mem)
+    odd = {"OSRELEASE": "6.1-\udcff", ".": "1", "..": "2", "": "3", "a/b": "4", "K\udcfe": "5"}
+    path = tmp_path / "core"
+    path.write_bytes(simple_core(mem, [(0, 0x50_0000)], vmcoreinfo_text(pt, extra=odd)))
+    with mounted([str(path)], tmp_path / "mnt") as mnt:
+        info = os.fsencode(mnt / "info")
+        names = os.listdir(info)
+        assert len(names) == len(set(names))
+        assert {b"%2E", b"%2E%2E", b"%", b"a%2Fb", b"K\xfe"} <= set(names)
+        with open(info + b"/K\xfe", "rb") as f:
+            assert f.read() == b"5\n"
+        assert (mnt / "info" / "OSRELEASE").read_bytes() == b"6.1-\xff\n"
+        assert b"release: 6.1-\xff\n" in (mnt / "summary").read_bytes()
+
+
 def test_everything_mutating_is_erofs(tmp_path, core):
     with mounted([core], tmp_path / "mnt") as mnt:
         calls = [

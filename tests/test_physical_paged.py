@@ -231,11 +231,29 @@ def test_read_ahead_follows_requests_split_by_the_kernel(dump):
 
 def test_no_read_ahead_for_cheap_codecs(tmp_path):
     pages = {p: pattern_page(p) for p in range(200)}
-    path = tmp_path / "lzo.kdump"
-    path.write_bytes(build_kdump(KdumpSpec(max_mapnr=200, pages=pages, compression="lzo")))
+    path = tmp_path / "snappy.kdump"
+    path.write_bytes(build_kdump(KdumpSpec(max_mapnr=200, pages=pages, compression="snappy")))
     src = KdumpSource(DumpFile(str(path)))
     phys = PhysicalMemory(src)
     for i in range(4):
         assert phys.read(i * 40 * PAGE, 40 * PAGE) == expected(pages, i * 40 * PAGE, 40 * PAGE)
     assert phys._ahead is None
+    src.close()
+
+
+def test_lzo_pages_load_in_parallel_and_ahead(tmp_path, monkeypatch):
+    """lzallright releases the GIL: lzo dumps use the pool and read ahead as zlib's do."""
+    pages = {p: pattern_page(p) for p in range(400)}
+    path = tmp_path / "lzo.kdump"
+    path.write_bytes(build_kdump(KdumpSpec(max_mapnr=400, pages=pages, compression="lzo")))
+    src = CountingSource(DumpFile(str(path)))
+    monkeypatch.setattr(physical, "PARALLEL_MIN_PAGES", 4)
+    phys = PhysicalMemory(src)
+    monkeypatch.setattr(phys, "_workers", 3)
+    assert phys.read(0, 200 * PAGE) == expected(pages, 0, 200 * PAGE)
+    assert any(name.startswith("vmcorefs-pages") for name in src.threads)
+    for i in range(3):
+        pos = (200 + i * 40) * PAGE
+        assert phys.read(pos, 40 * PAGE) == expected(pages, pos, 40 * PAGE)
+    assert phys._ahead is not None
     src.close()

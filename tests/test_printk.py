@@ -185,6 +185,31 @@ def test_lockless_absent_memory_and_missing_key() -> None:
         read_dmesg(FakeMemory(regions), vmcoreinfo(keys))
 
 
+@pytest.mark.parametrize("window", [16, 64, 1000])
+def test_rings_read_in_windows_give_the_same_log(monkeypatch, window) -> None:
+    # Rings of up to 2 GiB are never read as one buffer: here windows smaller than each ring
+    # (16 bytes: less than a record; 1000: the data ring, not the descriptors) must give the
+    # lines the whole-ring reading gives, and a ring the dump lacks a byte of still fails.
+    prb = Prb(count_bits=3, size_bits=8)
+    texts = [b"record %d %s" % (i, b"y" * (i * 5 % 23)) for i in range(12)]
+    for i, text in enumerate(texts):
+        prb.add(text, ts=i * 10**9)
+    lines = [b"[%5d.000000] %s\n" % (i, text) for i, text in enumerate(texts)]
+    want = read_prb(prb)  # every ring here is smaller than the default window: read whole
+    assert want == b"".join(lines[-want.count(b"\n") :]) and want.count(b"\n") >= 4
+    log = LogBuf(512)
+    for i, text in enumerate(texts):
+        log.add(text, ts=i * 10**9)
+    log_want = read_log(log)
+    assert log_want == b"".join(lines[-log_want.count(b"\n") :]) and log_want.count(b"\n") >= 4
+    monkeypatch.setattr("vmcorefs.kernel.printk.RING_WINDOW", window)
+    assert read_prb(prb) == want
+    assert read_log(log) == log_want
+    regions = [(a, d[:-1]) if a == BASE + PRB_DATA else (a, d) for a, d in prb.regions(BASE)]
+    with pytest.raises(FaultError):  # the last byte of the text ring is absent
+        read_dmesg(FakeMemory(regions), vmcoreinfo(prb.keys(BASE)))
+
+
 # --- Linux 3.5 to 5.9: struct printk_log records in log_buf ---------------------------------
 
 

@@ -307,6 +307,15 @@ def test_missing_layout_or_anchor_is_unavailable(system):
         build_task_list(system.mem, symbol_table({"init_task": INIT_TASK}), Btf(b.build()))
 
 
+def test_an_absent_init_task_with_no_runqueues_is_unavailable(system):
+    # Without runqueues the walk starts at init_task: when the dump lacks it there is no list
+    # at all (tasks/ reads unavailable), not a FaultError out of the directory listing.
+    del system.syms["runqueues"]
+    system.mem.drop(system.init)
+    with pytest.raises(Unavailable, match="init_task is not in the dump"):
+        system.build()
+
+
 def test_current_task_decides_what_runs(system):
     """The per-CPU ``current`` wins over rq->curr (they differ inside a context switch)."""
     system.syms["current_task"] = 0x3000

@@ -6,8 +6,17 @@ import pytest
 
 import vmcorefs
 from tests.elfbuilder import PageTables, PhysImage, simple_core, vmcoreinfo_text
-from vmcorefs.errors import FaultError
-from vmcorefs.tree import DIR_MODE, FILE_MODE, KVIRT_BASE, Directory, NotFound, build_tree
+from vmcorefs.errors import CorruptError, FaultError, Unavailable
+from vmcorefs.tree import (
+    DIR_MODE,
+    FILE_MODE,
+    KVIRT_BASE,
+    BytesFile,
+    Directory,
+    LazyWindowFile,
+    NotFound,
+    build_tree,
+)
 
 KTEXT = 0xFFFFFFFF81000000
 
@@ -75,3 +84,78 @@ def test_vmcoreinfo_file_is_the_note(tree):
 def test_readme_names_the_format(tree):
     text = tree.lookup("/README").read(0, 1 << 16).decode()
     assert "ELF64 core" in text and "2**63" in text
+
+
+@pytest.mark.parametrize("error", [FaultError, CorruptError])
+def test_a_fault_reads_unavailable_in_files_directories_and_windows(error):
+    """Whatever cannot be built because memory is absent or corrupt reads the same line,
+    with the fault's kind, in a file, a directory's ``unavailable`` entry, and a window
+    whose bounds are unknown."""
+    fault = error("kvirt", KTEXT + 0x1000, "PTE not present")
+
+    def fail():
+        raise fault
+
+    line = f"unavailable: kvirt {KTEXT + 0x1000:#x}: {fault.kind}: PTE not present\n".encode()
+    assert BytesFile(fail).read(0, 200) == line
+    assert Directory(fail).entries()["unavailable"].read(0, 200) == line
+    window = LazyWindowFile(None, fail)  # type: ignore[arg-type]  # never read
+    assert window.read(0, 200) == line and window.size() == len(line)
+    missing = Unavailable("VMCOREINFO has no SYMBOL(x)")
+
+    def lacking():
+        raise missing
+
+    for node in (BytesFile(lacking), LazyWindowFile(None, lacking)):  # type: ignore[arg-type]
+        assert node.read(0, 200) == b"unavailable: VMCOREINFO has no SYMBOL(x)\n"
+
+
+#: Keys no file can be named (as the probe of hostile dumps found them), each with its value.
+ODD_KEYS = {
+    "a/b": "slash",
+    "a%2Fb": "looks escaped",
+    ".": "dot",
+    "..": "dotdot",
+    "": "empty",
+    "x\0y": "nul",
+    "K\udcff": "not utf-8",  # the byte 0xff
+}
+
+
+@pytest.fixture
+def odd_tree(tmp_path):
+    mem = PhysImage()
+    pt = PageTables(mem)
+    vi = vmcoreinfo_text(pt, extra={"OSRELEASE": "6.1.0-\udcff\udcfe-odd", **ODD_KEYS})
+    path = tmp_path / "core"
+    path.write_bytes(simple_core(mem, [(0, 0x50_0000)], vi))
+    dump = vmcorefs.open_dump(str(path))
+    yield build_tree(dump)
+    dump.close()
+
+
+def test_info_keys_that_are_no_file_names_are_escaped_by_one_rule(odd_tree):
+    info = odd_tree.lookup("/info").entries()
+    names = {
+        "a%2Fb": b"slash\n",
+        "a%252Fb": b"looks escaped\n",
+        "%2E": b"dot\n",
+        "%2E%2E": b"dotdot\n",
+        "%": b"empty\n",
+        "x%00y": b"nul\n",
+        "K\udcff": b"not utf-8\n",  # a name of bytes: FUSE writes it back as b"K\xff"
+    }
+    assert set(names) <= set(info)
+    assert len(info) == len(set(info))
+    for name in info:
+        assert name not in ("", ".", "..") and "/" not in name and "\0" not in name
+    for name, value in names.items():
+        assert odd_tree.lookup(f"/info/{name}").read(0, 100) == value
+
+
+def test_values_that_are_not_utf8_keep_their_bytes(odd_tree):
+    release = b"6.1.0-\xff\xfe-odd"
+    assert odd_tree.lookup("/info/OSRELEASE").read(0, 100) == release + b"\n"
+    assert b"\nrelease: " + release + b"\n" in odd_tree.lookup("/README").read(0, 1 << 16)
+    assert b"release: " + release + b"\n" in odd_tree.lookup("/summary").read(0, 1 << 16)
+    assert b"OSRELEASE=" + release + b"\n" in odd_tree.lookup("/vmcoreinfo").read(0, 1 << 16)

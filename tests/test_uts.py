@@ -99,3 +99,23 @@ def test_zero_fill_never_makes_names_up(tmp_path):
         assert tree.lookup("uts/sysname").read(0, 300).startswith(b"unavailable: ")
         if zero_fill:  # the same address does read as zeros through phys
             assert tree.lookup("phys").read(page, 16) == bytes(16)
+
+
+def test_a_btf_offset_outside_the_structure_is_unavailable():
+    """The BTF's offset is bounded as VMCOREINFO's would be (a page holds the structure)."""
+    from symtables import FakeKvirt
+
+    from tests.btfbuilder import BtfBuilder
+    from vmcorefs.kernel.btf import Btf
+    from vmcorefs.kernel.uts import read_utsname
+    from vmcorefs.vmcoreinfo import VmcoreInfo
+
+    b = BtfBuilder()
+    char = b.int_("char", 1, signed=True, char=True)
+    i = b.int_("int", 4, signed=True)
+    name = b.struct("new_utsname", 390, [("sysname", b.array(char, i, 65), 0)])
+    b.struct("uts_namespace", 1 << 20, [("name", name, 8 * 65536)])
+    at = 0xFFFFFFFF82612000
+    vi = VmcoreInfo(f"SYMBOL(init_uts_ns)={at:x}\n".encode())
+    with pytest.raises(Unavailable, match=r"and the BTF's \(65536\) is out of range"):
+        read_utsname(vi, FakeKvirt(at, b"\0" * 400), lambda: Btf(b.build()))

@@ -27,9 +27,27 @@ vmcorefs [-f] [-o OPT[,OPT...]] [--zero-fill] [--cache-size MIB] [--vmlinux FILE
 WRITABLE_OPTIONS = frozenset({"rw"})
 
 
+#: Control characters (C0, DEL, C1), and the surrogates that stand for a path's bytes that are
+#: not UTF-8 (``os.fsdecode``): written ``\xNN`` in a message, which then stays one line that a
+#: terminal shows as it is (a path may hold a newline or an escape sequence).
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)
+}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters and undecodable bytes written ``\\xNN``."""
+    return text.translate(_UNPRINTABLE)
+
+
+def say(text: str) -> None:
+    """One line on stderr: ``vmcorefs: TEXT``, escaped (:func:`one_line`)."""
+    print(f"{PROG}: {one_line(text)}", file=sys.stderr)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # usage errors: one line, exit 2
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: {one_line(message)} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,10 +167,15 @@ def check_mountpoint(path: str) -> None:
 
 
 def check_fuse_options(options: dict[str, str | bool]) -> None:
-    """Refuse, before anything is opened, what would make the mount writable."""
+    """Refuse, before anything is opened, what would make the mount writable, and a
+    ``max_read`` that the FUSE adapter cannot honour."""
     for key in options:
         if key in WRITABLE_OPTIONS:
             raise OptionError(key, "the mount is always read-only")
+    if "max_read" in options:
+        from .fuse import read_size  # loads libfuse: only when the option is given
+
+        read_size(options)
 
 
 def run(argv: list[str]) -> int:
@@ -192,7 +215,7 @@ def run(argv: list[str]) -> int:
     )
     # A file shorter than its headers say still mounts (what it holds is exact), with a word.
     for cut in dump.source.truncations():
-        print(f"{PROG}: {cut.path}: warning: {cut.warning()}", file=sys.stderr)
+        say(f"{cut.path}: warning: {cut.warning()}")
     from .fuse import mount
     from .tree import build_tree
 
@@ -276,34 +299,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(argv)
     except OptionError as exc:  # a wrong option: a usage error
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        say(str(exc))
         return 2
     except PathError as exc:
         if debug:
             raise
-        print(f"{PROG}: {exc.path}: {exc.reason}", file=sys.stderr)
+        say(f"{exc.path}: {exc.reason}")
         return 1
     except VmcorefsError as exc:
         if debug:
             raise
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        say(str(exc))
         return 1
     except KeyboardInterrupt:
         return 130
     except ImportError as exc:
         if debug:
             raise
-        print(
-            f"{PROG}: cannot load {exc.name or 'a module'}: {exc} "
-            "(is vmcorefs installed with its dependencies?)",
-            file=sys.stderr,
+        say(
+            f"cannot load {exc.name or 'a module'}: {exc} "
+            "(is vmcorefs installed with its dependencies?)"
         )
         return 1
     except OSError as exc:
         if debug:
             raise
         where = exc.filename or "error"
-        print(f"{PROG}: {where}: {exc.strerror or exc}", file=sys.stderr)
+        say(f"{where}: {exc.strerror or exc}")
         return 1
 
 

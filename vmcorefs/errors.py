@@ -21,6 +21,8 @@ dump            :class:`DumpError`   the dump file cannot be used (at open, or  
                                      changed under us)
 mount point     :class:`MountPointError` the mount point cannot be used             (exit 1)
 option          :class:`OptionError` a ``-o`` option refused (``rw``, unknown)      (exit 2)
+stopping        :class:`Stopping`    the daemon was asked to end (SIGTERM, SIGINT)  EIO
+                                     during long work: never cached
 bug             anything else        a defect of vmcorefs: EIO and one log record   EIO
                                      with its traceback, never cached
 =============== ==================== ============================================== ========
@@ -30,6 +32,8 @@ read"); ``isinstance(exc, CorruptError)`` or ``exc.kind`` tells them apart.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 
 class VmcorefsError(Exception):
@@ -125,6 +129,44 @@ class Unavailable(VmcorefsError):
     def not_in_dump(cls, what: str, fault: FaultError) -> Unavailable:
         """``"WHAT is not in the dump (kvirt 0x...: corrupt: ...)"``: the fault says why."""
         return cls(f"{what} is not in the dump ({fault})")
+
+
+#: What a view built on dump data may fail with; a file built on it reads ``unavailable: ``
+#: and :func:`why` (a fault says its kind: absent or corrupt).
+NOT_AVAILABLE = (Unavailable, FaultError)
+
+
+def why(exc: Unavailable | FaultError) -> str:
+    """The text after ``unavailable: `` for ``exc``: an Unavailable's reason, a fault as it
+    prints (``"kvirt 0x...: corrupt: ..."``: the address space, the address, kind and why)."""
+    return exc.reason if isinstance(exc, Unavailable) else str(exc)
+
+
+class Stopping(VmcorefsError):
+    """Long work (a scan of a bitmap, a walk over every page frame) given up because the daemon
+    is ending: the request that waited on it fails (EIO) at once instead of holding up the
+    unmount. Never cached: it says nothing about the dump."""
+
+    kind = "stopping"
+
+
+#: Whether the daemon was asked to end; the FUSE adapter sets it (see :func:`set_stop_check`).
+_stop_requested: Callable[[], bool] | None = None
+
+
+def set_stop_check(requested: Callable[[], bool] | None) -> None:
+    """Install what :func:`check_stop` asks (the FUSE adapter: libfuse's session has exited,
+    which its SIGTERM/SIGINT/SIGHUP handler does); None removes it."""
+    global _stop_requested
+    _stop_requested = requested
+
+
+def check_stop() -> None:
+    """Raise :class:`Stopping` once the daemon was asked to end. Long loops over dump data call
+    it between steps (each a bounded amount of work): a cheap call, a few per MiB scanned."""
+    requested = _stop_requested
+    if requested is not None and requested():
+        raise Stopping("the daemon is stopping (signal): the work was given up")
 
 
 def kind_of(exc: BaseException) -> str:

@@ -21,7 +21,16 @@ from collections.abc import Callable
 
 from . import heap
 from .dumpfile.source import Piece
-from .errors import DumpError, FaultError, MountPointError, OptionError, VmcorefsError, kind_of
+from .errors import (
+    DumpError,
+    FaultError,
+    MountPointError,
+    OptionError,
+    Stopping,
+    VmcorefsError,
+    kind_of,
+    set_stop_check,
+)
 from .tree import Directory, File, NotFound, Tree, WindowFile
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
@@ -53,7 +62,7 @@ def errno_of(exc: BaseException, what: str) -> int:
         return exc.errno
     if isinstance(exc, NotFound):
         return errno.ENOENT
-    if isinstance(exc, FaultError):
+    if isinstance(exc, (FaultError, Stopping)):  # Stopping: the user asked the daemon to end
         log.debug("%s: %s", what, exc)
     elif isinstance(exc, DumpError):
         log.error("%s", exc)
@@ -162,8 +171,12 @@ class VmcoreOperations(mfusepy.Operations):
         mtime_ns: int | None = None,
         on_mounted: Callable[[], object] | None = None,
         negative_timeout: float = TIMEOUT,
+        max_read: int = MAX_READ,
     ) -> None:
         self.tree = tree
+        #: The largest read request: what ``-o max_read`` asked libfuse for (init must say the
+        #: same, or libfuse ends the session at once).
+        self.max_read = max_read
         self._on_mounted = on_mounted
         self.negative_timeout = negative_timeout
         self.uid = os.getuid()
@@ -186,10 +199,14 @@ class VmcoreOperations(mfusepy.Operations):
         self.mounted = True
         # Here, in the daemon (libfuse has forked by now): a thread started before would not be.
         IdleTrim.start()
+        # Long work polls this (errors.check_stop): a SIGTERM or SIGINT, which libfuse's
+        # handler turns into an exited session, then ends the request that waits on it at
+        # once, and libfuse's loop (which waits for every busy worker) can unmount.
+        set_stop_check(_session_exited())
         if self._on_mounted is not None:
             self._on_mounted()
         if conn_info is not None:
-            conn_info.max_read = MAX_READ
+            conn_info.max_read = self.max_read
             conn_info.max_readahead = MAX_READ
         if config_3 is not None:
             config_3.entry_timeout = TIMEOUT
@@ -275,6 +292,10 @@ class VmcoreOperations(mfusepy.Operations):
     @_answers
     def open(self, path: str, fi) -> int:
         node = self._node(path)
+        # A dump that changed under us opens nothing: the kernel drops what it cached of a file
+        # only when an open asks it to, and a file served through its cache would go on reading
+        # the old dump's bytes beside the new ones.
+        self.tree.check()
         if fi.flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise _fail(errno.EROFS)
         if isinstance(node, Directory):
@@ -293,9 +314,10 @@ class VmcoreOperations(mfusepy.Operations):
         :class:`_ReplyFUSE`) they are copied there instead and the count is returned."""
         try:
             node = self._handle(path, fi.fh)
-            if not isinstance(node, WindowFile):
-                # A dump changed under us: EIO, even for what caches hold. Windows need not ask
-                # here: their reads are checked in memory/ and verified after each pread.
+            if type(node) is not WindowFile:
+                # A dump changed under us: EIO, even for what caches hold (computed files, the
+                # bytes a sym/ file's open read). Plain windows (phys, kvirt) need not ask here:
+                # their reads are checked in memory/ and verified after each pread.
                 self.tree.check()
             with node.pinned():  # a folder mount's dump stays open until the copy is done
                 if buf is None:
@@ -416,6 +438,21 @@ class _ReplyFUSE(mfusepy.FUSE):
         return self.operations.read(name, size, offset, fi, buf=address)
 
 
+def read_size(options: dict[str, str | bool]) -> int:
+    """The ``-o max_read=N`` asked for (bytes, 1 to :data:`MAX_READ`), else :data:`MAX_READ`;
+    OptionError for another value (the kernel's requests never exceed MAX_READ)."""
+    value = options.get("max_read")
+    if value is None:
+        return MAX_READ
+    text = value if isinstance(value, str) else ""
+    if not (text.isascii() and text.isdigit() and 0 < int(text) <= MAX_READ):
+        raise OptionError(
+            f"max_read={text}" if text else "max_read",
+            f"a number of bytes from 1 to {MAX_READ} is needed",
+        )
+    return int(text)
+
+
 def workers_never_exit(options: dict[str, str | bool]) -> bool:
     """True when libfuse never ends a worker thread: ``max_idle_threads`` is -1 (its "never")
     or at least ``max_threads`` (default 10). A user's ``-o`` may say otherwise; then the
@@ -444,6 +481,7 @@ def mount(
     for a folder mount, whose dumps come and go)."""
     # libfuse and fusermount3 write their complaints to fd 2 themselves: captured until the
     # kernel talks to us, so that a refusal is one vmcorefs line naming what was refused.
+    max_read = read_size(options)
     capture = None if debug else _LibfuseMessages(restore=foreground)
     heap.limit_arenas(ARENA_MAX)
     ops = VmcoreOperations(
@@ -451,6 +489,7 @@ def mount(
         mtime_ns=mtime_ns,
         on_mounted=capture and capture.release,
         negative_timeout=negative_timeout,
+        max_read=max_read,
     )
     kwargs: dict[str, str | bool] = {
         "fsname": "vmcorefs",
@@ -464,6 +503,7 @@ def mount(
         "max_idle_threads": "10",
     }
     kwargs.update(options)
+    kwargs["max_read"] = str(max_read)
     try:
         _ReplyFUSE(
             ops,
@@ -481,8 +521,29 @@ def mount(
             said = capture.release() if capture is not None else ""
             raise mount_failure(mountpoint, said, exc) from None
     finally:
+        set_stop_check(None)
         if capture is not None:
             capture.release()
+
+
+def _session_exited() -> Callable[[], bool] | None:
+    """Whether the session of the FUSE call being served has exited (libfuse's handler of
+    SIGTERM, SIGINT and SIGHUP makes it so; ``fusermount3 -u`` too): asked in ``init``, whose
+    context names the session. None where this libfuse cannot tell."""
+    lib = mfusepy._libfuse
+    try:
+        get_session, exited = lib.fuse_get_session, lib.fuse_session_exited
+    except AttributeError:  # libfuse 2 (mfusepy's fallback): no such calls
+        return None
+    get_session.restype, get_session.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    exited.restype, exited.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    context = lib.fuse_get_context()
+    if not context or not context.contents.fuse:
+        return None
+    session = get_session(context.contents.fuse)
+    if not session:
+        return None
+    return lambda: exited(session) != 0
 
 
 _UNKNOWN_OPTION = re.compile(r"unknown option\(s\): `(?:-o ?)?([^']*)'")

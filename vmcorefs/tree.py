@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from .dumpfile.source import Piece
-from .errors import FaultError, Unavailable, VmcorefsError
+from .errors import NOT_AVAILABLE, FaultError, VmcorefsError, why
 from .memory.cache import LockedLRU
 from .memory.space import AddressSpace
 
@@ -88,10 +88,8 @@ class BytesFile(File):
                 if self._content is None:
                     try:
                         value = self._compute()
-                    except Unavailable as exc:
-                        value = f"unavailable: {exc.reason}\n"
-                    except FaultError as exc:  # absent or corrupt memory: said with its kind
-                        value = f"unavailable: {exc}\n"
+                    except NOT_AVAILABLE as exc:  # absent or corrupt memory: with its kind
+                        value = f"unavailable: {why(exc)}\n"
                     # Names decoded from the dump keep their raw bytes as surrogates (kallsyms):
                     # encoded back the same way, the file holds the dump's exact bytes.
                     self._content = (
@@ -283,10 +281,8 @@ class Directory(Node):
                     src = self._source
                     try:
                         self._entries = src() if callable(src) else src
-                    except Unavailable as exc:
-                        self._entries = {"unavailable": text(f"unavailable: {exc.reason}\n")}
-                    except FaultError as exc:
-                        self._entries = {"unavailable": text(f"unavailable: {exc}\n")}
+                    except NOT_AVAILABLE as exc:  # as a BytesFile says it
+                        self._entries = {"unavailable": text(f"unavailable: {why(exc)}\n")}
         return self._entries
 
 
@@ -315,8 +311,11 @@ class Tree:
 
 
 def info_key_filename(key: str) -> str:
-    """``info/`` file name for a VMCOREINFO key: verbatim, ``/`` written ``%2F``."""
-    return key.replace("%", "%25").replace("/", "%2F") if "/" in key else key
+    """``info/`` file name for a VMCOREINFO key: verbatim where it can be a file name, else
+    escaped by the rule of ``sym/`` (``kernel.symbols.escape_file_name``)."""
+    from .kernel.symbols import escape_file_name
+
+    return escape_file_name(key)
 
 
 def _section_info(dump) -> Directory:
@@ -368,8 +367,10 @@ def _section_mm(dump) -> Directory:
 README_ENTRIES = """\
 README       this text
 vmcoreinfo   the VMCOREINFO note, exactly as in the dump
-info/KEY     one file per VMCOREINFO key, named verbatim (a '/' is written %2F): its value;
-             info/PAGE_SIZE is PAGESIZE under the name users type
+info/KEY     one file per VMCOREINFO key, named verbatim: its value, byte for byte;
+             info/PAGE_SIZE is PAGESIZE under the name users type. A key that cannot be
+             a file name is escaped: '%' '/' NUL as %25 %2F %00, '.' '..' as %2E %2E%2E,
+             the empty key as % (sym/ names too)
 summary      release, crash time, reason, CPUs, RAM, format, compression, dump level, paging,
              KASLR; how many tasks, modules and module symbols were listed, and why a list
              may be incomplete; truncated: and damage: when the dump file is cut short or
@@ -456,8 +457,8 @@ class LazyWindowFile(File):
                     try:
                         start, stop = self._bounds()
                         self._file = WindowFile(self._space, start, stop - start)
-                    except Unavailable as exc:
-                        self._file = text(f"unavailable: {exc.reason}\n")
+                    except NOT_AVAILABLE as exc:  # as a BytesFile says it
+                        self._file = text(f"unavailable: {why(exc)}\n")
         return self._file
 
     def size(self) -> int:

@@ -1,7 +1,9 @@
 """ELF64 core files: QEMU ``dump-guest-memory``, kexec ``/proc/vmcore`` copies, makedumpfile -E.
 
-pyelftools parses the header and the program headers; the notes go through the one notes
-parser that kdump files use too (:func:`~vmcorefs.dumpfile.source.parse_notes`).
+pyelftools parses the header; the program headers are read with ``struct`` (a core may have a
+million: makedumpfile -E writes one per run of dumped pages), counted as the ELF specification
+says (PN_XNUM: :class:`HeaderCounts`); the notes go through the one notes parser that kdump
+files use too (:func:`~vmcorefs.dumpfile.source.parse_notes`).
 
 QEMU 7.2 writes ``e_ehsize = 8`` and puts the program headers at ``e_phoff = 192`` (after the
 section headers): the header size is not trusted, ``e_phoff`` is honoured.
@@ -10,16 +12,41 @@ section headers): the header size is not trusted, ``e_phoff`` is honoured.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ..errors import CorruptError, DumpError, FaultError
 from .damage import Truncation
-from .source import DumpFile, FileExtent, Note, PhysicalSource, Piece, SourceInfo, parse_notes
+from .source import (
+    DumpFile,
+    FileExtent,
+    Note,
+    PhysicalSource,
+    Piece,
+    ReadableFile,
+    SourceInfo,
+    parse_notes,
+)
 
 ELF_MAGIC = b"\x7fELF"
 EHDR_SIZE = 64
 PHDR_SIZE = 56
+SHDR_SIZE = 64
+# include/uapi/linux/elf.h
+PT_LOAD = 1
+PT_NOTE = 4
+#: e_phnum when there are 0xffff program headers or more: section header 0's sh_info counts them.
+PN_XNUM = 0xFFFF
+#: e_shstrndx when the index is 0xff00 or more: section header 0's sh_link holds it.
+SHN_XINDEX = 0xFFFF
+#: Elf64_Phdr: p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align.
+_PHDR = struct.Struct("<IIQQQQQQ")
+#: Elf64_Shdr: sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info,
+#: sh_addralign, sh_entsize.
+_SHDR = struct.Struct("<IIQQQQIIQQ")
+#: Program headers read at once (bytes): a table of a million is read in pieces.
+PHDR_READ = 1 << 20
 #: A note segment larger than this is corrupt (real ones are a few KiB per CPU).
 MAX_NOTE_SEGMENT = 64 << 20
 MAX_PHNUM = 1 << 20
@@ -39,6 +66,51 @@ _MACHINES = {
     "EM_LOONGARCH": "loongarch",
     "EM_SPARCV9": "sparc64",
 }
+
+
+@dataclass(frozen=True)
+class HeaderCounts:
+    """``e_phnum``, ``e_shnum`` and ``e_shstrndx`` as the ELF specification reads them.
+
+    Past 0xfffe program headers ``e_phnum`` is PN_XNUM and section header 0's ``sh_info`` holds
+    the count (makedumpfile and the kernel's core dumps write it so); past 0xfeff sections
+    ``e_shnum`` is 0 and ``sh_size`` holds the count, and ``e_shstrndx`` is SHN_XINDEX with the
+    index in ``sh_link``. A core's sections are not used: where section header 0 cannot be read
+    their counts are None, but a PN_XNUM without it is refused (the program headers cannot be
+    counted).
+    """
+
+    phnum: int
+    shnum: int | None
+    shstrndx: int | None
+    #: Whether e_phnum was PN_XNUM (the count came from section header 0).
+    phnum_extended: bool = False
+
+
+def header_counts(file: ReadableFile, ehdr) -> HeaderCounts:
+    """The counts of an ELF64 header (pyelftools' parsed ``ehdr``), escapes resolved."""
+    phnum, shnum, shstrndx = ehdr["e_phnum"], ehdr["e_shnum"], ehdr["e_shstrndx"]
+    shoff, shentsize = ehdr["e_shoff"], ehdr["e_shentsize"]
+    shnum_escaped = shnum == 0 and shoff != 0  # e_shnum 0 without a table is no escape
+    if phnum != PN_XNUM and not shnum_escaped and shstrndx != SHN_XINDEX:
+        return HeaderCounts(phnum, shnum, shstrndx)
+    sh0 = None
+    if shoff and shentsize >= SHDR_SIZE and shoff + SHDR_SIZE <= file.size:
+        sh0 = _SHDR.unpack(file.pread_exact(shoff, SHDR_SIZE, "section header 0"))
+    if phnum == PN_XNUM:
+        if sh0 is None:
+            raise DumpError(
+                file.path,
+                "corrupt ELF header: e_phnum is PN_XNUM (0xffff) but section header 0, which "
+                f"holds the count, is not in the file (e_shoff {shoff:#x}, e_shentsize "
+                f"{shentsize})",
+            )
+        phnum = sh0[7]  # sh_info
+    if shnum_escaped:
+        shnum = sh0[5] if sh0 is not None else None  # sh_size
+    if shstrndx == SHN_XINDEX:
+        shstrndx = sh0[6] if sh0 is not None else None  # sh_link
+    return HeaderCounts(phnum, shnum, shstrndx, ehdr["e_phnum"] == PN_XNUM)
 
 
 @dataclass(frozen=True)
@@ -80,7 +152,8 @@ class ElfSource(PhysicalSource):
             raise DumpError(
                 path, f"dump of another architecture ({arch}): only x86_64 is supported"
             )
-        phoff, phnum, phentsize = ehdr["e_phoff"], ehdr["e_phnum"], ehdr["e_phentsize"]
+        counts = header_counts(file, ehdr)
+        phoff, phnum, phentsize = ehdr["e_phoff"], counts.phnum, ehdr["e_phentsize"]
         if phnum == 0 or phnum > MAX_PHNUM:
             raise DumpError(path, f"ELF core with {phnum} program headers")
         if phentsize != PHDR_SIZE:
@@ -90,22 +163,21 @@ class ElfSource(PhysicalSource):
         self._notes: list[Note] = []
         segments: list[Segment] = []
         data_end = phoff + phnum * PHDR_SIZE  # where the headers say the file's data end
-        for phdr in self._program_headers(path, phnum):
-            ptype = phdr["p_type"]
-            if ptype in ("PT_NOTE", "PT_LOAD"):
-                data_end = max(data_end, phdr["p_offset"] + min(phdr["p_filesz"], phdr["p_memsz"]))
-            if ptype == "PT_NOTE":
-                self._notes.extend(self._read_notes(phdr["p_offset"], phdr["p_filesz"]))
-            elif ptype == "PT_LOAD" and phdr["p_memsz"] > 0:
-                if phdr["p_paddr"] + phdr["p_memsz"] > MAX_PHYS_END:
+        for ptype, _flags, offset, _vaddr, paddr, filesz, memsz, _align in _program_headers(
+            file, phoff, phnum
+        ):
+            if ptype in (PT_NOTE, PT_LOAD):
+                data_end = max(data_end, offset + min(filesz, memsz))
+            if ptype == PT_NOTE:
+                self._notes.extend(self._read_notes(offset, filesz))
+            elif ptype == PT_LOAD and memsz > 0:
+                if paddr + memsz > MAX_PHYS_END:
                     raise DumpError(
                         path,
-                        f"corrupt program header: PT_LOAD at {phdr['p_paddr']:#x} of "
-                        f"{phdr['p_memsz']:#x} bytes is beyond x86_64's 52-bit physical "
-                        "address space",
+                        f"corrupt program header: PT_LOAD at {paddr:#x} of {memsz:#x} bytes is "
+                        "beyond x86_64's 52-bit physical address space",
                     )
-                filesz = min(phdr["p_filesz"], phdr["p_memsz"])
-                segments.append(Segment(phdr["p_paddr"], phdr["p_memsz"], filesz, phdr["p_offset"]))
+                segments.append(Segment(paddr, memsz, min(filesz, memsz), offset))
         if not segments:
             raise DumpError(path, "ELF core without PT_LOAD segments: it holds no memory")
         self.segments = self._disjoint(segments)
@@ -113,6 +185,10 @@ class ElfSource(PhysicalSource):
         self.phys_end = max(s.end for s in self.segments)
         self._truncation = Truncation(path, file.size, data_end) if data_end > file.size else None
         self.info = SourceInfo(format="ELF64 core", compression="none", page_size=None)
+        if counts.phnum_extended:
+            self.info.extra["ELF program headers"] = (
+                f"{phnum} (e_phnum is PN_XNUM: the count is in section header 0)"
+            )
 
     # -- parsing -------------------------------------------------------------------------
     def _parse_header(self, path: str):
@@ -126,12 +202,6 @@ class ElfSource(PhysicalSource):
             raise DumpError(path, f"corrupt ELF header: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - pyelftools raises assorted errors on junk
             raise DumpError(path, f"corrupt ELF header: {type(exc).__name__}: {exc}") from None
-
-    def _program_headers(self, path: str, phnum: int):
-        try:
-            return [self._elf.get_segment(i).header for i in range(phnum)]
-        except Exception as exc:  # noqa: BLE001
-            raise DumpError(path, f"corrupt program header: {exc}") from None
 
     def _read_notes(self, offset: int, size: int) -> list[Note]:
         if size > MAX_NOTE_SEGMENT:
@@ -265,6 +335,16 @@ class ElfSource(PhysicalSource):
 
     def close(self) -> None:
         self.file.close()
+
+
+def _program_headers(file: ReadableFile, phoff: int, phnum: int) -> Iterator[tuple[int, ...]]:
+    """The ``phnum`` Elf64_Phdr at ``phoff`` (checked to lie in the file), as tuples: read a
+    piece at a time with ``struct`` (pyelftools takes 30 us a header; a core may have 10**6)."""
+    step = PHDR_READ // PHDR_SIZE
+    for first in range(0, phnum, step):
+        n = min(step, phnum - first)
+        raw = file.pread_exact(phoff + first * PHDR_SIZE, n * PHDR_SIZE, "the program headers")
+        yield from _PHDR.iter_unpack(raw)
 
 
 class _PreadStream:

@@ -18,7 +18,7 @@ import struct
 import sys
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ..errors import DumpError
 from .source import DumpFile, ExactReads, PhysicalSource, ReadableFile
@@ -178,6 +178,16 @@ class FlattenedFile(ExactReads):
             if i + 1 < len(starts) and pos >= starts[i + 1]:
                 i += 1
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The pieces records write within ``[start, end)``: the gaps between them are zeros."""
+        starts, ends = self._starts, self._ends
+        i = max(0, bisect.bisect_right(starts, start) - 1)
+        while i < len(starts) and starts[i] < end:  # bounded by the pieces in the range
+            s, e = max(start, starts[i]), min(end, ends[i])
+            if s < e:
+                yield s, e
+            i += 1
 
     def check(self) -> None:
         self.stream.check()

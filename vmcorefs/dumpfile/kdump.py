@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..errors import CorruptError, DumpError, FaultError, Unavailable
+from ..errors import CorruptError, DumpError, FaultError, Unavailable, check_stop
 from . import compression
-from .bitmap import Bitmap
+from .bitmap import Bitmap, ScanLimit
 from .compression import (
     DUMP_DH_COMPRESSED,
     DUMP_DH_COMPRESSED_INCOMPLETE,
@@ -75,6 +75,9 @@ MAX_SPAN = 1 << 20
 SPAN_GAP = 16 << 10
 #: RAM ranges (runs of the 1st bitmap) beyond which the bitmap is taken as corrupt.
 MAX_RAM_RANGES = 1 << 16
+#: Bytes of stored 1st bitmap (holes of a sparse file not counted) read at most to find the RAM
+#: ranges: 1 GiB describes 32 TiB of RAM at 4 KiB pages, and takes about a second to read.
+MAX_RAM_SCAN = 1 << 30
 #: Offsets of stored pages found to be all zeros (the shared zero page), remembered up to this.
 MAX_ZERO_OFFSETS = 64
 #: Descriptors at the end of the table read at open to find where the page data end (the
@@ -110,7 +113,7 @@ class DiskDumpHeader:
         uts = tuple(
             f[2][i * (NEW_UTS_LEN + 1) : (i + 1) * (NEW_UTS_LEN + 1)]
             .split(b"\0", 1)[0]
-            .decode("utf-8", "replace")
+            .decode("utf-8", "surrogateescape")  # summary keeps the bytes
             for i in range(6)
         )
         return cls(f[0], f[1], uts, *f[3:])
@@ -284,7 +287,8 @@ class KdumpSource(PhysicalSource, PagedSource):
         self._zero_offsets: set[int] = set()
         self._decoders: dict[int, Callable[[bytes], bytes | None]] = {}
         self._zero_lock = threading.Lock()
-        self._ranges: list[tuple[int, int]] | None = None
+        self._ranges: list[tuple[int, int]] | str | None = None  # or why they are unavailable
+        self._ranges_lock = threading.Lock()
         self._held: int | None = None
         self._truncation = self._find_truncation(descs_end)
         self.info = self._make_info(descs_end)
@@ -389,17 +393,30 @@ class KdumpSource(PhysicalSource, PagedSource):
         return self._notes
 
     def ranges(self) -> Sequence[tuple[int, int]]:
-        if self._ranges is None:
-            ps = self.page_size
-            runs = list(self.ram.runs(MAX_RAM_RANGES + 1))
-            if len(runs) > MAX_RAM_RANGES:
-                # A RAM map is tens of ranges: a bitmap of alternating bits is corrupt, and its
-                # millions of runs would cost seconds and hundreds of MiB per use.
-                raise Unavailable(
-                    f"the kdump's RAM bitmap has more than {MAX_RAM_RANGES} ranges: corrupt"
-                )
-            self._ranges = [(s * ps, e * ps) for s, e in runs]
-        return self._ranges
+        """The runs of the 1st bitmap, found once (their reason once, when they cannot be)."""
+        found = self._ranges
+        if found is None:
+            with self._ranges_lock:
+                found = self._ranges
+                if found is None:
+                    found = self._ranges = self._find_ranges()
+        if isinstance(found, str):
+            raise Unavailable(found)
+        return found
+
+    def _find_ranges(self) -> list[tuple[int, int]] | str:
+        """The RAM ranges, or why they are unavailable (a :class:`~vmcorefs.errors.Stopping`
+        or DumpError is raised, not kept: it says nothing about the dump)."""
+        try:
+            runs = list(self.ram.runs(MAX_RAM_RANGES + 1, MAX_RAM_SCAN))
+        except ScanLimit as exc:
+            return f"the kdump's RAM bitmap is too large to scan: {exc.reason}"
+        if len(runs) > MAX_RAM_RANGES:
+            # A RAM map is tens of ranges: a bitmap of alternating bits is corrupt, and its
+            # millions of runs would cost seconds and hundreds of MiB per use.
+            return f"the kdump's RAM bitmap has more than {MAX_RAM_RANGES} ranges: corrupt"
+        ps = self.page_size
+        return [(s * ps, e * ps) for s, e in runs]
 
     def read(self, paddr: int, size: int) -> bytes:
         return read_pages(self, paddr, size, self.phys_end)
@@ -426,6 +443,7 @@ class KdumpSource(PhysicalSource, PagedSource):
         end = min(end, pos + MAX_HELD_SCAN)
         held = 0
         while pos + PAGE_DESC_SIZE <= end:  # bounded: advances by each chunk read
+            check_stop()
             want = min(end - pos, 1 << 20)
             raw = self.file.pread(pos, want - want % PAGE_DESC_SIZE)
             if len(raw) < PAGE_DESC_SIZE:

@@ -6,7 +6,9 @@ above use nothing else, so a new format needs no change outside ``dumpfile/``.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import struct
 import threading
 from abc import ABC, abstractmethod
@@ -177,6 +179,11 @@ class ReadableFile(Protocol):
         """Exactly ``size`` bytes at ``offset`` or :class:`DumpError` naming ``what``."""
         ...
 
+    def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The runs of ``[start, end)`` that may hold bytes other than zeros, in order; the
+        rest reads as zeros (holes of a sparse file, gaps no flattened record writes)."""
+        ...
+
     def check(self) -> None:
         """DumpError when the file changed since it was opened."""
         ...
@@ -218,6 +225,12 @@ class ExactReads:
     def pread(self, offset: int, size: int) -> bytes:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """``[start, end)`` within the file: a file that cannot tell its holes."""
+        start, end = max(0, start), min(end, self.size)
+        if start < end:
+            yield start, end
+
     def pread_exact(self, offset: int, size: int, what: str = "data") -> bytes:
         """Exactly ``size`` bytes at ``offset`` or :class:`DumpError` naming ``what``: a size
         read from a dump is checked against the file before anything is read."""
@@ -242,8 +255,20 @@ class DumpFile(ExactReads):
 
     def __init__(self, path: str) -> None:
         self.path = path
+        # Looked at before it is opened: opening a FIFO blocks until a writer comes, and
+        # opening a device may do something (a tape rewinds).
         try:
-            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            _refuse_unless_regular(path, os.stat(path).st_mode)
+        except FileNotFoundError:
+            raise DumpError(path, "no such file") from None
+        except PermissionError:
+            raise DumpError(path, "permission denied") from None
+        except OSError as exc:
+            raise DumpError(path, exc.strerror or str(exc)) from None
+        try:
+            # O_NONBLOCK: should the name now be a FIFO, the open returns at once (and the
+            # fstat below refuses it); it changes nothing for a regular file.
+            self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             raise DumpError(path, "no such file") from None
         except IsADirectoryError:
@@ -253,13 +278,13 @@ class DumpFile(ExactReads):
         except OSError as exc:
             raise DumpError(path, exc.strerror or str(exc)) from None
         st = os.fstat(self.fd)
-        import stat as _stat
-
-        if _stat.S_ISDIR(st.st_mode):
+        try:
+            _refuse_unless_regular(path, st.st_mode)
+        except DumpError:
             os.close(self.fd)
-            raise DumpError(path, "is a directory")
+            raise
         self.size = st.st_size
-        self._identity = (st.st_size, st.st_mtime_ns)
+        self._identity = _identity(st)
         #: Why the file is no longer the dump that was opened (None while it is).
         self.changed: str | None = None
         self._checked = monotonic()
@@ -299,6 +324,30 @@ class DumpFile(ExactReads):
                 self.path, f"read error at offset {offset:#x}: {exc.strerror}"
             ) from None
 
+    def data_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The runs of ``[start, end)`` that the file system stores (``SEEK_DATA`` and
+        ``SEEK_HOLE``): a scan of a sparse file then costs what it stores, not what its size
+        says. Where the file system cannot tell, the whole range. Bounded: each run found
+        moves past a hole."""
+        pos, end = max(0, start), min(end, self.size)
+        while pos < end:
+            try:
+                data = os.lseek(self.fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # nothing but a hole up to the end of the file
+                    return
+                yield pos, end  # no SEEK_DATA here: all of it may be data
+                return
+            if data >= end:
+                return
+            try:
+                hole = os.lseek(self.fd, data, os.SEEK_HOLE)
+            except OSError:
+                hole = end
+            hole = min(end, max(hole, data + 1))
+            yield max(data, pos), hole
+            pos = hole
+
     def verify(self) -> None:
         """DumpError when the file changed since it was opened (one ``fstat``, now)."""
         if self.changed:
@@ -306,8 +355,9 @@ class DumpFile(ExactReads):
         self._verify()
 
     def check(self) -> None:
-        """DumpError once the file changed under us (size or mtime differ from when it was
-        opened: truncated or overwritten in place); the ``fstat`` runs at most every
+        """DumpError once the file changed under us (its size, mtime, ctime or inode differ
+        from when it was opened: truncated or overwritten in place, even by a writer that set
+        the mtime back; see :class:`FileIdentity`); the ``fstat`` runs at most every
         :data:`CHECK_INTERVAL` seconds. A file renamed over ours leaves our descriptor on the
         old inode: that is still the dump we opened, and reads go on."""
         if self.changed:
@@ -322,15 +372,26 @@ class DumpFile(ExactReads):
             self.changed = f"cannot stat the dump any more: {exc.strerror}"
         else:
             self._checked = monotonic()
-            if (st.st_size, st.st_mtime_ns) == self._identity:
+            now = _identity(st)
+            if now == self._identity:
                 return
-            if st.st_size != self._identity[0]:
+            if now.bytes_same(self._identity) and now.meta != self._identity.meta:
+                # A new ctime with a new link count, mode or owner: renamed over or unlinked,
+                # linked, chmod, chown; not the bytes.
+                self._identity = now
+                return
+            if now.size != self._identity.size:
                 self.changed = (
-                    f"the file changed while in use: {self._identity[0]} bytes when opened, "
-                    f"{st.st_size} now"
+                    f"the file changed while in use: {self._identity.size} bytes when opened, "
+                    f"{now.size} now"
                 )
-            else:
+            elif now.mtime_ns != self._identity.mtime_ns:
                 self.changed = "the file changed while in use: it was modified in place"
+            else:
+                self.changed = (
+                    "the file changed while in use: its status changed (ctime), as when it is "
+                    "modified in place and its mtime set back"
+                )
         raise DumpError(self.path, self.changed)
 
     def close(self) -> None:
@@ -338,6 +399,51 @@ class DumpFile(ExactReads):
             if self.fd >= 0:
                 os.close(self.fd)
                 self.fd = -1
+
+
+class FileIdentity(NamedTuple):
+    """What says that an open file is still the dump that was opened: its inode, size, mtime
+    and ctime. Writing sets the ctime, and no one can set it back (as ``touch`` can the
+    mtime); the metadata (``meta``: link count, mode, owner) tell a ctime set by a rename over
+    the file, a new link or a chmod, which change no byte, from one set by a write."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    meta: tuple[int, int, int, int]
+
+    def bytes_same(self, other: FileIdentity) -> bool:
+        """Everything but the ctime and the metadata is the same."""
+        return self[:4] == other[:4]
+
+
+def _identity(st: os.stat_result) -> FileIdentity:
+    meta = (st.st_nlink, st.st_mode, st.st_uid, st.st_gid)
+    return FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, meta)
+
+
+#: What a file that is not a regular file is, for the one-line refusal.
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _refuse_unless_regular(path: str, mode: int) -> None:
+    """DumpError unless ``mode`` is a regular file's: a dump is read in place, at any offset,
+    with a size; a pipe or a device has neither."""
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise DumpError(path, "is a directory")
+    what = next((name for test, name in _NOT_REGULAR if test(mode)), "a file of another kind")
+    raise DumpError(
+        path, f"is {what}, not a regular file: copy the dump to a file first (it is read in place)"
+    )
 
 
 def parse_notes(data: bytes, *, big_endian: bool = False, align: int = 4) -> Iterator[Note]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import FaultError, Unavailable
+from ..errors import NOT_AVAILABLE, FaultError, Unavailable, why
 from .cpus import PANIC_CPU_INVALID
 from .tasks import escape_comm
 
@@ -117,8 +117,8 @@ def _last_report(dump) -> tuple[Report | None, str | None]:
     """The log's last report, or None and why the log could not be read."""
     try:
         log = dump.dmesg()
-    except (Unavailable, FaultError) as exc:
-        return None, f"the kernel log: unavailable: {getattr(exc, 'reason', exc)}"
+    except NOT_AVAILABLE as exc:
+        return None, f"the kernel log: unavailable: {why(exc)}"
     reports = find_reports(log_messages(log))
     return (reports[-1] if reports else None), None
 
@@ -170,10 +170,8 @@ def _stack(dump, task) -> str:
     """``tasks/NAME/stack``'s content for ``task`` (the same text, or the same unavailable)."""
     try:
         return dump.stacks.task_stack(task)
-    except Unavailable as exc:
-        return f"unavailable: {exc.reason}\n"
-    except FaultError as exc:
-        return f"unavailable: {exc}\n"
+    except NOT_AVAILABLE as exc:
+        return f"unavailable: {why(exc)}\n"
 
 
 def find_reason(dump) -> tuple[str, Report | None]:
@@ -200,10 +198,8 @@ def reason_line(dump) -> str:
     list of dumps (a folder's index) says it in the dump's own ``crash`` file's words."""
     try:
         return find_reason(dump)[0]
-    except Unavailable as exc:
-        return f"unavailable: {exc.reason}"
-    except FaultError as exc:
-        return f"unavailable: {exc}"
+    except NOT_AVAILABLE as exc:
+        return f"unavailable: {why(exc)}"
 
 
 def find_crash(dump) -> Crash:
@@ -214,9 +210,9 @@ def find_crash(dump) -> Crash:
     stack = "unavailable: the crashing CPU is unknown\n"
     try:
         task = None if cpu is None else dump.tasks.running.get(cpu)
-    except (Unavailable, FaultError) as exc:
+    except NOT_AVAILABLE as exc:
         task = None
-        stack = f"unavailable: the task list: {getattr(exc, 'reason', exc)}\n"
+        stack = f"unavailable: the task list: {why(exc)}\n"
     else:
         if cpu is not None and task is None:
             stack = f"unavailable: no task is known to run on CPU {cpu}\n"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..dumpfile.detect import open_source
 from ..dumpfile.source import PhysicalSource
-from ..errors import DumpError, FaultError, Unavailable
+from ..errors import NOT_AVAILABLE, DumpError, FaultError, Unavailable, why
 from ..memory.physical import PhysicalMemory
 from ..memory.x86_64 import KernelVirtualMemory
 from ..vmcoreinfo import VmcoreInfo
@@ -98,10 +98,8 @@ class Dump:
         try:
             modules = self.modules
             return SymbolFiles(table, modules.symbol_files(), modules.symbol_problems())
-        except Unavailable as exc:
-            return SymbolFiles(table, (), [f"unavailable: {exc.reason}"])
-        except FaultError as exc:
-            return SymbolFiles(table, (), [f"unavailable: {exc}"])
+        except NOT_AVAILABLE as exc:
+            return SymbolFiles(table, (), [f"unavailable: {why(exc)}"])
 
     def kallsyms_text(self) -> str:
         """``kallsyms``: the core's symbols, then the modules' as /proc/kallsyms lists them

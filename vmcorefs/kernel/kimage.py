@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..errors import Unavailable
+from ..errors import Unavailable, check_stop
 from ..memory.space import AddressSpace
 from ..vmcoreinfo import VmcoreInfo
 
@@ -81,6 +81,7 @@ class ImageScan:
         mapped = getattr(self.kvirt, "chunk_mapped", None)
         for run in self._runs():
             for chunk in run:
+                check_stop()
                 pos, chunk_end = max(chunk, self.start), min(chunk + PIECE, self.end)
                 if pos >= chunk_end or (mapped is not None and not mapped(pos)):
                     continue

@@ -22,16 +22,49 @@ from dataclasses import dataclass
 
 from ..errors import FaultError, Unavailable
 from ..memory.space import AddressSpace
+from ..vmcoreinfo import VmcoreInfo
 from .sparsemem import is_kvaddr
+
+#: include/linux/types.h: struct list_head is two pointers.
+LIST_HEAD_SIZE = 16
+POINTER_SIZE = 8
+
+
+def list_head_offset(vi: VmcoreInfo, name: str) -> int | None:
+    """``OFFSET(list_head.next|prev)``: a pointer inside the 16-byte ``struct list_head``."""
+    return vi.offset(f"list_head.{name}", within=LIST_HEAD_SIZE, width=POINTER_SIZE)
 
 
 @dataclass(frozen=True)
 class ListHead:
     """Where ``next`` and ``prev`` lie in ``struct list_head`` (next, then prev, in every
-    kernel; VMCOREINFO and BTF give the offsets)."""
+    kernel; VMCOREINFO and BTF give the offsets, checked here: two pointers that do not
+    overlap inside the 16-byte structure, else Unavailable)."""
 
     next: int = 0
-    prev: int = 8
+    prev: int = POINTER_SIZE
+
+    def __post_init__(self) -> None:
+        top = LIST_HEAD_SIZE - POINTER_SIZE
+        if not (0 <= self.next <= top and 0 <= self.prev <= top) or (
+            abs(self.next - self.prev) < POINTER_SIZE
+        ):
+            raise Unavailable(
+                f"implausible struct list_head: next at {self.next}, prev at {self.prev}"
+            )
+
+    @classmethod
+    def from_vmcoreinfo(cls, vi: VmcoreInfo, *, need: bool = False) -> ListHead:
+        """``OFFSET(list_head.next)`` and ``OFFSET(list_head.prev)``, each checked; an absent
+        key is the layout of every kernel, or Unavailable naming it when ``need`` (as
+        makedumpfile requires them for the free lists)."""
+        offsets = []
+        for name, default in (("next", 0), ("prev", POINTER_SIZE)):
+            value = list_head_offset(vi, name)
+            if value is None and need:
+                raise Unavailable(f"VMCOREINFO has no OFFSET(list_head.{name})")
+            offsets.append(default if value is None else value)
+        return cls(*offsets)
 
     def read(self, space: AddressSpace, node: int) -> tuple[int, int]:
         """``(next, prev)`` of the ``list_head`` at ``node``; FaultError when it is absent."""

@@ -20,19 +20,21 @@ from ..errors import FaultError, Unavailable
 from ..memory.space import AddressSpace
 from ..vmcoreinfo import VmcoreInfo
 from .lazy import lazy
-from .lists import ListHead, list_for_each_entry
-from .mm_usage import page_usage
+from .lists import LIST_HEAD_SIZE, ListHead, list_for_each_entry
+from .mm_usage import ZoneLayout, page_usage
 from .sparsemem import is_kvaddr, node_pgdats, online_nodes
 from .strict import strict_spaces
 
-#: Bound on the vmap areas of one list and of all (a machine has some thousands of areas).
-MAX_VMAP_AREAS = 1 << 22
-#: Bound on ``pglist_data.nr_zones`` (MAX_NR_ZONES is at most 6 in any kernel so far).
-MAX_ZONES = 16
+#: The smallest ``struct vmap_area`` of any kernel with the list: va_start, va_end, an
+#: rb_node and the list_head (2.6.28+); :func:`max_vmap_areas` bounds the walks with it.
+MIN_VMAP_AREA_SIZE = 56
 #: Longest zone name read from ``zone_names[]`` ("DMA32", "Normal", "Movable", "Device").
 MAX_ZONE_NAME = 32
 #: include/linux/mm_types.h (since 2.6.28): struct vmap_area starts with va_start, va_end.
 VA_END_AFTER_VA_START = 8
+#: include/linux/vmalloc.h: struct vmap_area (va_start, va_end, rb_node, list, a union of
+#: subtree_max_size and vm, and flags since 6.4) has been 48 to 64 bytes; twice that is room.
+MAX_VMAP_AREA_SIZE = 128
 #: Bound on ``nr_vmap_nodes`` (Linux 6.9+: a few per machine; far above any real count).
 MAX_VMAP_NODES = 4096
 
@@ -54,10 +56,20 @@ def nodes_text(vi: VmcoreInfo, kvirt: AddressSpace) -> str:
     return nodelist(online_nodes(vi, kvirt)) + "\n"
 
 
+def max_vmap_areas(held: int) -> int:
+    """Bound on the busy vmap areas of a dump that holds ``held`` bytes of memory: each is a
+    distinct ``struct vmap_area`` (from its slab cache) that the walk reads from the dump, so
+    no more fit than ``held / MIN_VMAP_AREA_SIZE`` (a real machine has some thousands). The
+    vmalloc range bounds them too (an area spans a page at least), but only beyond 480 TB:
+    32 TiB of it with 4-level paging (arch/x86/include/asm/pgtable_64_types.h)."""
+    return max(1, held // MIN_VMAP_AREA_SIZE)
+
+
 def vmap_areas(
-    vi: VmcoreInfo, kvirt: AddressSpace, kernel: Callable[[], tuple] | None = None
+    vi: VmcoreInfo, kvirt: AddressSpace, kernel: Callable[[], tuple] | None = None, *, held: int
 ) -> list[tuple[int, int]]:
-    """``(va_start, va_end)`` of each busy ``vmap_area``, sorted by start.
+    """``(va_start, va_end)`` of each busy ``vmap_area``, sorted by start; ``held``: the bytes
+    of memory the dump holds (:func:`max_vmap_areas`).
 
     Up to Linux 6.8 they are on ``vmap_area_list``: VMCOREINFO gives ``OFFSET(vmap_area.va_start)``
     only; ``va_end`` is the next field, as in every kernel that has the list (2.6.28 to 6.8).
@@ -67,13 +79,15 @@ def vmap_areas(
     """
     if vi.symbol("vmap_area_list") is None and kernel is not None:
         symbols, btf = kernel()
-        return _vmap_nodes_areas(kvirt, symbols, btf)
+        return _vmap_nodes_areas(kvirt, symbols, btf, max_vmap_areas(held))
     head = vi.need("SYMBOL", "vmap_area_list")
-    off_start = vi.need("OFFSET", "vmap_area.va_start")
-    off_list = vi.need("OFFSET", "vmap_area.list")
-    links = ListHead(vi.offset("list_head.next") or 0, vi.offset("list_head.prev") or 8)
+    # VMCOREINFO has no SIZE(vmap_area): both fields lie inside the largest it has been.
+    off_start = vi.need("OFFSET", "vmap_area.va_start", within=MAX_VMAP_AREA_SIZE, width=16)
+    off_list = vi.need("OFFSET", "vmap_area.list", within=MAX_VMAP_AREA_SIZE, width=LIST_HEAD_SIZE)
+    links = ListHead.from_vmcoreinfo(vi)
     off_end = off_start + VA_END_AFTER_VA_START
-    out = _walk_areas(kvirt, "vmap_area_list", head, links, off_list, off_start, off_end)
+    limit = max_vmap_areas(held)
+    out = _walk_areas(kvirt, "vmap_area_list", head, links, off_list, off_start, off_end, limit)
     out.sort()
     return out
 
@@ -86,10 +100,11 @@ def _walk_areas(
     off_list: int,
     off_start: int,
     off_end: int,
+    limit: int,
 ) -> list[tuple[int, int]]:
     """The areas on one list of ``vmap_area.list`` links, in list order: all or Unavailable."""
     out: list[tuple[int, int]] = []
-    for va in list_for_each_entry(kvirt, head, off_list, what, MAX_VMAP_AREAS, links=links):
+    for va in list_for_each_entry(kvirt, head, off_list, what, limit, links=links):
         try:
             out.append((kvirt.u64(va + off_start), kvirt.u64(va + off_end)))
         except FaultError as exc:
@@ -97,7 +112,7 @@ def _walk_areas(
     return out
 
 
-def _vmap_nodes_areas(kvirt: AddressSpace, symbols, btf) -> list[tuple[int, int]]:
+def _vmap_nodes_areas(kvirt: AddressSpace, symbols, btf, limit: int) -> list[tuple[int, int]]:
     """Linux 6.9+: the busy areas of ``vmap_nodes[0 .. nr_vmap_nodes)`` (mm/vmalloc.c)."""
     from .btf import BtfError
 
@@ -127,17 +142,17 @@ def _vmap_nodes_areas(kvirt: AddressSpace, symbols, btf) -> list[tuple[int, int]
     for i in range(nr):
         head = nodes + i * node_size + off_busy
         what = f"vmap_nodes[{i}].busy"
-        out += _walk_areas(kvirt, what, head, links, off_list, off_start, off_end)
-        if len(out) > MAX_VMAP_AREAS:
-            raise Unavailable(f"the vmap nodes hold more than {MAX_VMAP_AREAS} areas")
+        out += _walk_areas(kvirt, what, head, links, off_list, off_start, off_end, limit)
+        if len(out) > limit:
+            raise Unavailable(f"the vmap nodes hold more than {limit} areas (the dump's memory)")
     out.sort()
     return out
 
 
 def vmalloc_text(
-    vi: VmcoreInfo, kvirt: AddressSpace, kernel: Callable[[], tuple] | None = None
+    vi: VmcoreInfo, kvirt: AddressSpace, kernel: Callable[[], tuple] | None = None, *, held: int
 ) -> str:
-    areas = vmap_areas(vi, kvirt, kernel)
+    areas = vmap_areas(vi, kvirt, kernel, held=held)
     return "".join(f"0x{s:016x}-0x{e:016x} {e - s:10d}\n" for s, e in areas)
 
 
@@ -169,30 +184,20 @@ def buddyinfo_text(
     ``free_area.nr_free`` follows the ``LENGTH(free_area.free_list)`` list heads (struct
     free_area since 2.6.24); that layout is checked against ``SIZE(free_area)``.
     """
-    size_zone = vi.need("SIZE", "zone")
-    off_zones = vi.need("OFFSET", "pglist_data.node_zones")
-    off_nr_zones = vi.need("OFFSET", "pglist_data.nr_zones")
-    off_span = vi.need("OFFSET", "zone.spanned_pages")
-    off_free = vi.need("OFFSET", "zone.free_area")
-    orders = vi.need("LENGTH", "zone.free_area")
-    size_fa = vi.need("SIZE", "free_area")
-    off_list = vi.need("OFFSET", "free_area.free_list")
-    types = vi.need("LENGTH", "free_area.free_list")
-    size_lh = vi.size("list_head") or 16
-    nr_free_off = off_list + types * size_lh
+    layout = ZoneLayout.from_vmcoreinfo(vi)
+    size_zone, off_zones, off_span = layout.size_zone, layout.off_zones, layout.off_span
+    off_free, orders, size_fa = layout.off_free, layout.orders, layout.size_free_area
+    types = layout.types
+    nr_free_off = layout.off_free_list + types * LIST_HEAD_SIZE
     if nr_free_off + 8 != size_fa:
         raise Unavailable(
             f"SIZE(free_area) {size_fa} is not {types} list heads and nr_free: layout unknown"
         )
-    if not 0 < orders <= 64:
-        raise Unavailable(f"implausible LENGTH(zone.free_area) {orders}")
     rows: list[tuple[int, int, list[int]]] = []
     highest = 0
     try:
         for nid, pgdat in node_pgdats(vi, kvirt):
-            nr_zones = kvirt.s32(pgdat + off_nr_zones)
-            if not 0 <= nr_zones <= MAX_ZONES:
-                raise Unavailable(f"node {nid} has an implausible nr_zones {nr_zones}")
+            nr_zones = layout.nr_zones(kvirt, nid, pgdat)
             for z in range(nr_zones):
                 zone = pgdat + off_zones + z * size_zone
                 if kvirt.u64(zone + off_span) == 0:
@@ -238,9 +243,20 @@ class MemoryViews:
     def nodes(self) -> str:
         return nodes_text(self.vmcoreinfo, self.kvirt)
 
+    def _held(self) -> int:
+        """Bytes of memory the dump holds; without a count, the RAM it describes."""
+        source = self.phys.source
+        try:
+            return source.held_bytes() or sum(end - start for start, end in source.ranges())
+        except Unavailable:  # a corrupt RAM map: the highest address then
+            return self.phys.size
+
     @lazy
     def vmalloc(self) -> str:
-        return vmalloc_text(self.vmcoreinfo, self.kvirt, lambda: (self.dump.symbols, self.dump.btf))
+        def kernel() -> tuple:
+            return self.dump.symbols, self.dump.btf
+
+        return vmalloc_text(self.vmcoreinfo, self.kvirt, kernel, held=self._held())
 
     @lazy
     def buddyinfo(self) -> str:

@@ -53,12 +53,13 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import FaultError, Unavailable
+from ..errors import FaultError, Unavailable, check_stop
 from ..memory.physical import PhysicalMemory
 from ..memory.space import AddressSpace
-from ..vmcoreinfo import VmcoreInfo
-from .lists import ListHead, list_for_each_entry
-from .sparsemem import MemMap, MemMapChunk, node_pgdats, read_mem_map
+from ..vmcoreinfo import MAX_STRUCT_SIZE, VmcoreInfo
+from .lists import LIST_HEAD_SIZE, ListHead, list_for_each_entry, list_head_offset
+from .sparsemem import MemMap, MemMapChunk, node_pgdats, read_mem_map, struct_page_size
+from .sparsemem import page_size as sparsemem_page_size
 
 #: include/linux/page-flags.h: bit 0 of page->mapping marks an anonymous page.
 PAGE_MAPPING_ANON = 1
@@ -75,6 +76,18 @@ ZERO_BLOCK_PAGES = 256
 ZERO_TEST_GAP = 1
 #: Bound on free-list entries walked per list (kernels without PAGE_BUDDY_MAPCOUNT_VALUE).
 MAX_FREE_LIST_ENTRIES = 1 << 26
+#: NUMBER(PG_*): bits of ``page->flags``, an unsigned long (include/linux/page-flags.h).
+PG_BIT_RANGE = (0, 63)
+#: NUMBER(PAGE_*_MAPCOUNT_VALUE): a 32-bit ``page->_mapcount`` (atomic_t) value, negative up to
+#: 6.11 (``~PG_buddy``, -129) and ``PGTY_* << 24`` in ``page_type`` (unsigned) since 6.12.
+MAPCOUNT_RANGE = (-(1 << 31), (1 << 32) - 1)
+#: LENGTH(zone.free_area) is NR_PAGE_ORDERS (MAX_ORDER before 6.4): 11 by default, and an order
+#: is a shift of an unsigned long.
+FREE_AREA_ORDERS_RANGE = (1, 64)
+#: LENGTH(free_area.free_list) is MIGRATE_TYPES: 3 to 7 (include/linux/mmzone.h).
+MIGRATE_TYPES_RANGE = (1, 16)
+#: Bound on ``pglist_data.nr_zones`` (MAX_NR_ZONES is at most 6 in any kernel so far).
+MAX_NR_ZONES = 16
 
 USAGE_KEYS = (
     "original_pages",
@@ -145,45 +158,49 @@ class PageRules:
 
     @classmethod
     def from_vmcoreinfo(cls, vi: VmcoreInfo) -> PageRules:
-        page_size = vi.page_size or 4096
-        spage = vi.need("SIZE", "page")
+        page_size = sparsemem_page_size(vi)
+        spage = struct_page_size(vi)
         version = kernel_version(vi.osrelease)
+        new = version >= (4, 16, 0)
+        old = version < (4, 4, 0)
+        order_width = 1 if new else 2
+        dtor_width = 1 if new else (2 if not old else 8)
 
-        def num(name: str) -> int | None:
-            value = vi.number(name)
-            if value is not None and name.startswith("PG_") and not 0 <= value < 64:
-                raise Unavailable(f"VMCOREINFO has an implausible NUMBER({name}) {value}")
-            return value
+        def flag(name: str) -> int | None:
+            return vi.number(name, *PG_BIT_RANGE)
 
-        def need(name: str) -> int:
-            vi.need("NUMBER", name)
-            return num(name)  # type: ignore[return-value]
+        def need_flag(name: str) -> int:
+            return vi.need("NUMBER", name, *PG_BIT_RANGE)
 
         def mapcount(name: str) -> int | None:
-            value = num(name)
+            value = vi.number(name, *MAPCOUNT_RANGE)
             return None if value is None else value & _M32
 
-        off_chead = vi.offset("page.compound_head")
+        def field(name: str, width: int) -> int | None:
+            return vi.offset(f"page.{name}", within=spage, width=width)
+
+        off_flags = vi.need("OFFSET", "page.flags", within=spage, width=8)
+        off_mapping = vi.need("OFFSET", "page.mapping", within=spage, width=8)
+        off_chead = field("compound_head", 8)
         # Compound order and dtor live in the first tail page. (6.3+ keeps them in folio fields
         # that 1.7.2 does not read: no order, as for 1.7.2.)
-        lru = vi.offset("page.lru")
-        old = version < (4, 4, 0)
-        if vi.offset("page.compound_order") is not None:
-            order_offset = vi.offset("page.compound_order") or 0
+        lru = field("lru", LIST_HEAD_SIZE)
+        order_key, dtor_key = field("compound_order", order_width), field("compound_dtor", 1)
+        if order_key is not None:
+            order_offset = order_key
         elif old and lru is not None:
-            order_offset = lru + (vi.offset("list_head.prev") or 8)
+            order_offset = lru + (list_head_offset(vi, "prev") or 8)
         else:
             order_offset = 0
-        if vi.offset("page.compound_dtor") is not None:
-            dtor_offset = vi.offset("page.compound_dtor") or 0
+        if dtor_key is not None:
+            dtor_offset = field("compound_dtor", dtor_width) or 0
         elif old and lru is not None:
-            dtor_offset = lru + (vi.offset("list_head.next") or 0)
+            dtor_offset = lru + (list_head_offset(vi, "next") or 0)
         else:
             dtor_offset = 0
-        new = version >= (4, 16, 0)
-        off_mapcount = vi.offset("page._mapcount")
-        off_private = vi.offset("page.private")
-        pg_buddy = num("PG_buddy")
+        off_mapcount = field("_mapcount", 4)
+        off_private = field("private", 8)
+        pg_buddy = flag("PG_buddy")
         buddy_value = mapcount("PAGE_BUDDY_MAPCOUNT_VALUE")
         # setup_page_is_buddy: PG_buddy (2.6.17 to 2.6.37) first, else the mapcount value
         if off_private is not None and pg_buddy is not None:
@@ -192,54 +209,54 @@ class PageRules:
             buddy_mode = "mapcount"
         else:
             buddy_mode = "freelist"
-        pg_slab = num("PG_slab")
-        swapbacked = num("PG_swapbacked")
-        hwpoison = num("PG_hwpoison")
+        pg_slab = flag("PG_slab")
+        swapbacked = flag("PG_swapbacked")
+        hwpoison = flag("PG_hwpoison")
         hugetlb_dtors = set()
-        if num("HUGETLB_PAGE_DTOR") is not None:
-            hugetlb_dtors.add(num("HUGETLB_PAGE_DTOR"))
+        dtor = vi.number("HUGETLB_PAGE_DTOR", 0, (1 << 8 * dtor_width) - 1)
+        if dtor is not None:
+            hugetlb_dtors.add(dtor)
         if vi.symbol("free_huge_page") is not None:
             hugetlb_dtors.add(vi.symbol("free_huge_page"))
-        if not 8 <= spage <= page_size:
-            raise Unavailable(f"VMCOREINFO has an implausible SIZE(page) {spage}")
-        # Every field read must lie inside its struct page (the tail's fields in the tail).
+        # The offsets made of two keys (before 4.4) must lie inside the tail's struct page too.
         for what, off, width in (
-            ("OFFSET(page.flags)", vi.need("OFFSET", "page.flags"), 8),
-            ("OFFSET(page.mapping)", vi.need("OFFSET", "page.mapping"), 8),
-            ("OFFSET(page._mapcount)", off_mapcount, 4),
-            ("OFFSET(page.private)", off_private, 8),
-            ("OFFSET(page.compound_head)", off_chead, 8),
-            ("the compound order offset", order_offset or None, 2),
-            ("the compound dtor offset", dtor_offset or None, 8 if old else 2),
+            ("the compound order offset", order_offset or None, order_width),
+            ("the compound dtor offset", dtor_offset or None, dtor_width),
         ):
             if off is not None and not 0 <= off <= spage - width:
                 raise Unavailable(f"{what} {off} lies outside SIZE(page) {spage}")
         return cls(
             page_size=page_size,
             spage=spage,
-            off_flags=vi.need("OFFSET", "page.flags"),
-            off_mapping=vi.need("OFFSET", "page.mapping"),
+            off_flags=off_flags,
+            off_mapping=off_mapping,
             off_mapcount=off_mapcount,
             off_private=off_private,
             off_chead=off_chead,
             order_offset=order_offset,
             dtor_offset=dtor_offset,
-            order_width=1 if new else 2,
-            dtor_width=1 if new else (2 if not old else 8),
-            m_lru=flag_mask(need("PG_lru")),
-            m_private=flag_mask(need("PG_private")),
-            m_swapcache=flag_mask(need("PG_swapcache")),
+            order_width=order_width,
+            dtor_width=dtor_width,
+            m_lru=flag_mask(need_flag("PG_lru")),
+            m_private=flag_mask(need_flag("PG_private")),
+            m_swapcache=flag_mask(need_flag("PG_swapcache")),
             m_swapbacked=None if swapbacked is None else flag_mask(swapbacked),
             m_hwpoison=None if hwpoison is None else flag_mask(hwpoison),
             bit_slab=0 if pg_slab is None else 1 << pg_slab,  # none from 6.10 on (see above)
-            head_mask=vi.need("NUMBER", "PG_head_mask") & _M64,
+            head_mask=_need(vi.single_bit("PG_head_mask"), "NUMBER(PG_head_mask)"),
             buddy_mode=buddy_mode,
             bit_buddy=1 << pg_buddy if pg_buddy is not None else 0,
             buddy_mapcount=buddy_value,
             offline_mapcount=mapcount("PAGE_OFFLINE_MAPCOUNT_VALUE"),
             hugetlb_dtors=frozenset(hugetlb_dtors),
-            free_area_length=vi.length("zone.free_area"),
+            free_area_length=vi.length("zone.free_area", *FREE_AREA_ORDERS_RANGE),
         )
+
+
+def _need(value: int | None, key: str) -> int:
+    if value is None:
+        raise Unavailable(f"VMCOREINFO has no {key}")
+    return value
 
 
 @dataclass
@@ -414,6 +431,7 @@ class _Classifier:
         self.carry = list(excluded)
         last_chunk = None
         for start, end, chunk in self._windows(chunks):
+            check_stop()  # a window is bounded work; every frame of a large dump is not
             if chunk is not last_chunk:
                 # Each mem_map is walked from its start: makedumpfile calls
                 # __exclude_unnecessary_pages once per mem_map.
@@ -633,61 +651,92 @@ class _Classifier:
         return 1 << order, dtor
 
 
+@dataclass(frozen=True)
+class ZoneLayout:
+    """Where a node's zones and their free areas lie (``pglist_data``, ``zone``,
+    ``free_area``), each offset checked inside its structure, each array inside its parent."""
+
+    size_pgdat: int
+    off_zones: int
+    off_nr_zones: int
+    size_zone: int
+    off_span: int
+    off_free: int
+    orders: int
+    size_free_area: int
+    off_free_list: int
+    types: int
+
+    @classmethod
+    def from_vmcoreinfo(cls, vi: VmcoreInfo, *, free_lists: bool = False) -> ZoneLayout:
+        """``free_lists``: the list heads are followed (makedumpfile: LENGTH(free_area.free_list)
+        may be absent, one list then)."""
+        size_pgdat = vi.size("pglist_data") or MAX_STRUCT_SIZE
+        size_zone = vi.need("SIZE", "zone")
+        orders = vi.need("LENGTH", "zone.free_area", *FREE_AREA_ORDERS_RANGE)
+        size_fa = vi.need("SIZE", "free_area")
+        if free_lists:
+            types = vi.length("free_area.free_list", *MIGRATE_TYPES_RANGE) or 1
+        else:
+            types = vi.need("LENGTH", "free_area.free_list", *MIGRATE_TYPES_RANGE)
+        if vi.size("list_head", LIST_HEAD_SIZE, LIST_HEAD_SIZE) is None and not free_lists:
+            raise Unavailable("VMCOREINFO has no SIZE(list_head)")
+        return cls(
+            size_pgdat=size_pgdat,
+            off_zones=vi.need(
+                "OFFSET", "pglist_data.node_zones", within=size_pgdat, width=size_zone
+            ),
+            off_nr_zones=vi.need("OFFSET", "pglist_data.nr_zones", within=size_pgdat, width=4),
+            size_zone=size_zone,
+            off_span=vi.need("OFFSET", "zone.spanned_pages", within=size_zone, width=8),
+            off_free=vi.need("OFFSET", "zone.free_area", within=size_zone, width=orders * size_fa),
+            orders=orders,
+            size_free_area=size_fa,
+            off_free_list=vi.need(
+                "OFFSET", "free_area.free_list", within=size_fa, width=types * LIST_HEAD_SIZE
+            ),
+            types=types,
+        )
+
+    def nr_zones(self, kvirt: AddressSpace, nid: int, pgdat: int) -> int:
+        """``pglist_data.nr_zones`` of node ``nid``: its zones must lie inside its pgdat."""
+        nr = kvirt.s32(pgdat + self.off_nr_zones)
+        if not 0 <= nr <= MAX_NR_ZONES or self.off_zones + nr * self.size_zone > self.size_pgdat:
+            raise Unavailable(f"node {nid} has an implausible nr_zones {nr}")
+        return nr
+
+
 def _free_lists(
     vi: VmcoreInfo, kvirt: AddressSpace, memmap: MemMap, max_mapnr: int, usage: PageUsage
 ) -> list[tuple[int, int]]:
     """makedumpfile's ``exclude_free_page`` for kernels without a buddy mark in struct page:
     every block on every free list of every populated zone is free. Returns the blocks as
     sorted, merged pfn ranges; their frames are counted in ``usage.free``."""
-    for name in (
-        ("SIZE", "zone"),
-        ("OFFSET", "zone.free_area"),
-        ("OFFSET", "zone.spanned_pages"),
-        ("OFFSET", "pglist_data.node_zones"),
-        ("OFFSET", "pglist_data.nr_zones"),
-        ("SIZE", "free_area"),
-        ("OFFSET", "free_area.free_list"),
-        ("OFFSET", "list_head.next"),
-        ("OFFSET", "list_head.prev"),
-        ("OFFSET", "page.lru"),
-        ("LENGTH", "zone.free_area"),
-    ):
-        vi.need(*name)
-    size_zone, off_free = vi.need("SIZE", "zone"), vi.need("OFFSET", "zone.free_area")
-    off_span = vi.need("OFFSET", "zone.spanned_pages")
-    off_zones, off_nr = (
-        vi.need("OFFSET", "pglist_data.node_zones"),
-        vi.need("OFFSET", "pglist_data.nr_zones"),
-    )
-    size_fa, off_list = vi.need("SIZE", "free_area"), vi.need("OFFSET", "free_area.free_list")
-    links = ListHead(vi.need("OFFSET", "list_head.next"), vi.need("OFFSET", "list_head.prev"))
-    off_lru = vi.need("OFFSET", "page.lru")
-    orders = vi.need("LENGTH", "zone.free_area")
-    types = vi.length("free_area.free_list") or 1
-    size_lh = vi.size("list_head") or 16
-    if not 0 < orders <= 64 or not 0 < types <= 64:
-        raise Unavailable("implausible LENGTH(zone.free_area) or LENGTH(free_area.free_list)")
+    z = ZoneLayout.from_vmcoreinfo(vi, free_lists=True)
+    off_lru = vi.need("OFFSET", "page.lru", within=struct_page_size(vi), width=LIST_HEAD_SIZE)
+    links = ListHead.from_vmcoreinfo(vi, need=True)
+    size_zone, off_free, off_span, off_zones = z.size_zone, z.off_free, z.off_span, z.off_zones
+    size_fa, off_list, size_lh = z.size_free_area, z.off_free_list, LIST_HEAD_SIZE
+    orders, types = z.orders, z.types
     blocks: list[tuple[int, int]] = []
     for nid, pgdat in node_pgdats(vi, kvirt):
         try:
-            nr_zones = kvirt.s32(pgdat + off_nr)
+            nr_zones = z.nr_zones(kvirt, nid, pgdat)
         except FaultError as exc:
             raise Unavailable(f"node {nid} nr_zones is not in the dump ({exc})") from None
-        if not 0 <= nr_zones <= 16:
-            raise Unavailable(f"node {nid} has an implausible nr_zones {nr_zones}")
-        for z in range(nr_zones):
-            zone = pgdat + off_zones + z * size_zone
+        for zi in range(nr_zones):
+            zone = pgdat + off_zones + zi * size_zone
             try:
                 if not kvirt.u64(zone + off_span):
                     continue
                 for order in range(orders - 1, -1, -1):
                     for mt in range(types):
                         head = zone + off_free + size_fa * order + off_list + size_lh * mt
-                        what = f"node {nid} zone {z} free_area[{order}].free_list[{mt}]"
+                        what = f"node {nid} zone {zi} free_area[{order}].free_list[{mt}]"
                         _walk_free_list(kvirt, memmap, head, what, order, links, off_lru,
                                         max_mapnr, blocks)  # fmt: skip
             except FaultError as exc:
-                raise Unavailable(f"node {nid} zone {z} free lists: {exc}") from None
+                raise Unavailable(f"node {nid} zone {zi} free lists: {exc}") from None
     # clear_bit_on_2nd_bitmap counts every frame it clears, even twice: so does this.
     usage.free += sum(b - a for a, b in blocks)
     merged: list[tuple[int, int]] = []

@@ -45,6 +45,11 @@ DATA_BLOCK_ID_SIZE = 8
 MAX_TEXT_BITS = 31
 MAX_DESC_BITS = 31 - 5
 MAX_LOG_BUF_LEN = 1 << 31
+#: Bound on SIZE() of the printk structures: printk_ringbuffer is 88 bytes, printk_info 88,
+#: prb_desc 24 (40 in 5.10 with its dict block), printk_log 16 (kernel/printk/*.h).
+MAX_PRINTK_STRUCT = 4096
+#: The rings are read this much at a time (a whole ring of up to 2 GiB is never one buffer).
+RING_WINDOW = 1 << 20
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -81,6 +86,39 @@ def _field(buf: bytes, offset: int, fmt: struct.Struct, what: str) -> int:
     return fmt.unpack_from(buf, offset)[0]
 
 
+class _Ring:
+    """``size`` bytes of kernel memory at ``addr``, read a window at a time.
+
+    Every window is read once when the ring is opened, so that a ring the dump lacks any byte
+    of fails as a whole (makedumpfile reads each ring whole); only the last window read is
+    kept, so memory stays bounded whatever size the dump claims.
+    """
+
+    def __init__(self, kvirt: AddressSpace, addr: int, size: int) -> None:
+        self.kvirt, self.addr, self.size = kvirt, addr, size
+        self._start, self._data = 0, b""
+        for start in range(0, size, RING_WINDOW):
+            self._load(start)
+
+    def _load(self, start: int) -> None:
+        n = min(RING_WINDOW, self.size - start)
+        self._start, self._data = start, self.kvirt.read_exact(self.addr + start, n)
+
+    def get(self, offset: int, n: int) -> bytes:
+        """Bytes ``[offset, offset + n)`` of the ring (cut at its end)."""
+        n = max(0, min(n, self.size - offset))
+        if self._start <= offset and offset + n <= self._start + len(self._data):
+            rel = offset - self._start
+            return self._data[rel : rel + n]
+        if n > RING_WINDOW // 2:
+            return self.kvirt.read_exact(self.addr + offset, n)
+        self._load(offset // (RING_WINDOW // 2) * (RING_WINDOW // 2))
+        return self.get(offset, n)
+
+    def unpack(self, offset: int, fmt: struct.Struct) -> int:
+        return fmt.unpack(self.get(offset, fmt.size))[0]
+
+
 # --- Linux 5.10+: the lockless ring buffer ---------------------------------------------------
 
 
@@ -88,20 +126,21 @@ def _lockless(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     """``dump_lockless_dmesg`` + ``dump_record`` (makedumpfile ``printk.c``)."""
     need = vi.need
     prb = kvirt.u64(need("SYMBOL", "prb"))  # struct printk_ringbuffer *prb
-    rb = kvirt.read_exact(prb, need("SIZE", "printk_ringbuffer"))
-    desc_ring = need("OFFSET", "printk_ringbuffer.desc_ring")
-    data_ring = need("OFFSET", "printk_ringbuffer.text_data_ring")
-    counter = need("OFFSET", "atomic_long_t.counter")
+    rb_size = need("SIZE", "printk_ringbuffer", 1, MAX_PRINTK_STRUCT)
+    rb = kvirt.read_exact(prb, rb_size)
+    desc_ring = need("OFFSET", "printk_ringbuffer.desc_ring", within=rb_size)
+    data_ring = need("OFFSET", "printk_ringbuffer.text_data_ring", within=rb_size)
+    counter = need("OFFSET", "atomic_long_t.counter", within=vi.size("atomic_long_t") or 8, width=8)
 
     def member(base: int, key: str, fmt: struct.Struct, extra: int = 0) -> int:
-        return _field(rb, base + need("OFFSET", key) + extra, fmt, key)
+        return _field(rb, base + need("OFFSET", key, within=rb_size) + extra, fmt, key)
 
     count_bits = member(desc_ring, "prb_desc_ring.count_bits", _U32)
     if count_bits > MAX_DESC_BITS:
         raise Unavailable(f"prb desc_ring.count_bits is {count_bits}: corrupt ring buffer")
     count = 1 << count_bits
-    desc_size = need("SIZE", "prb_desc")
-    info_size = need("SIZE", "printk_info")
+    desc_size = need("SIZE", "prb_desc", 1, MAX_PRINTK_STRUCT)
+    info_size = need("SIZE", "printk_info", 1, MAX_PRINTK_STRUCT)
     descs_addr = member(desc_ring, "prb_desc_ring.descs", _U64)
     infos_addr = member(desc_ring, "prb_desc_ring.infos", _U64)
     head_id = member(desc_ring, "prb_desc_ring.head_id", _U64, counter)
@@ -113,12 +152,13 @@ def _lockless(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     data_size = 1 << size_bits
     data_addr = member(data_ring, "prb_data_ring.data", _U64)
 
-    off_state = need("OFFSET", "prb_desc.state_var") + counter
-    off_lpos = need("OFFSET", "prb_desc.text_blk_lpos")
-    off_begin = off_lpos + need("OFFSET", "prb_data_blk_lpos.begin")
-    off_next = off_lpos + need("OFFSET", "prb_data_blk_lpos.next")
-    off_ts = need("OFFSET", "printk_info.ts_nsec")
-    off_len = need("OFFSET", "printk_info.text_len")
+    off_state = need("OFFSET", "prb_desc.state_var", within=desc_size, width=8) + counter
+    off_lpos = need("OFFSET", "prb_desc.text_blk_lpos", within=desc_size, width=16)
+    lpos_size = vi.size("prb_data_blk_lpos", 16, MAX_PRINTK_STRUCT) or 16
+    off_begin = off_lpos + need("OFFSET", "prb_data_blk_lpos.begin", within=lpos_size, width=8)
+    off_next = off_lpos + need("OFFSET", "prb_data_blk_lpos.next", within=lpos_size, width=8)
+    off_ts = need("OFFSET", "printk_info.ts_nsec", within=info_size, width=8)
+    off_len = need("OFFSET", "printk_info.text_len", within=info_size, width=2)
     for off, width, size, what in (
         (off_state, 8, desc_size, "prb_desc.state_var"),
         (off_begin, 8, desc_size, "prb_data_blk_lpos.begin"),
@@ -129,9 +169,9 @@ def _lockless(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
         if off < 0 or off + width > size:
             raise Unavailable(f"VMCOREINFO puts {what} outside its structure ({size} bytes)")
 
-    descs = kvirt.read_exact(descs_addr, desc_size * count)
-    infos = kvirt.read_exact(infos_addr, info_size * count)
-    data = kvirt.read_exact(data_addr, data_size)
+    descs = _Ring(kvirt, descs_addr, desc_size * count)
+    infos = _Ring(kvirt, infos_addr, info_size * count)
+    data = _Ring(kvirt, data_addr, data_size)
 
     # makedumpfile walks the ids from tail_id to head_id (inclusive) and prints the record of
     # each id whose descriptor carries exactly that id in a committed or finalized state. A slot
@@ -141,7 +181,7 @@ def _lockless(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     span = (head_id - tail_id) & DESC_ID_MASK
     found: list[tuple[int, int]] = []
     for slot in range(count):
-        state_var = _U64.unpack_from(descs, slot * desc_size + off_state)[0]
+        state_var = descs.unpack(slot * desc_size + off_state, _U64)
         desc_id = state_var & DESC_ID_MASK
         if desc_id % count != slot:
             continue
@@ -156,19 +196,19 @@ def _lockless(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     out: list[bytes] = []
     for _, slot in found:
         desc = slot * desc_size
-        begin = _U64.unpack_from(descs, desc + off_begin)[0] % data_size
-        next_ = _U64.unpack_from(descs, desc + off_next)[0] % data_size
+        begin = descs.unpack(desc + off_begin, _U64) % data_size
+        next_ = descs.unpack(desc + off_next, _U64) % data_size
         if begin == next_:
             continue  # a data-less record (FAILED_LPOS, or an empty line)
         info = slot * info_size
-        text_len = _U16.unpack_from(infos, info + off_len)[0]
+        text_len = infos.unpack(info + off_len, _U16)
         if begin > next_:
             begin = 0  # a wrapping data block keeps its data at the start of the ring
         begin += DATA_BLOCK_ID_SIZE
         if next_ >= begin and next_ - begin < text_len:
             text_len = next_ - begin  # the text was cut to fit its data block
-        text = data[begin : begin + text_len]
-        out.append(format_record(_U64.unpack_from(infos, info + off_ts)[0], text))
+        text = data.get(begin, text_len)
+        out.append(format_record(infos.unpack(info + off_ts, _U64), text))
     return b"".join(out)
 
 
@@ -181,13 +221,10 @@ def _structured(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     # 62e32ac3505a). makedumpfile takes the printk_log keys when SIZE(printk_log) is present.
     name = "printk_log" if vi.size("printk_log") is not None else "log"
     need = vi.need
-    hdr_size = need("SIZE", name)
-    off_ts = need("OFFSET", f"{name}.ts_nsec")
-    off_len = need("OFFSET", f"{name}.len")
-    off_text_len = need("OFFSET", f"{name}.text_len")
-    for off, width, what in ((off_ts, 8, "ts_nsec"), (off_len, 2, "len"), (off_text_len, 2, "x")):
-        if off < 0 or off + width > hdr_size:
-            raise Unavailable(f"VMCOREINFO puts {name}.{what} outside SIZE({name})={hdr_size}")
+    hdr_size = need("SIZE", name, 1, MAX_PRINTK_STRUCT)
+    off_ts = need("OFFSET", f"{name}.ts_nsec", within=hdr_size, width=8)
+    off_len = need("OFFSET", f"{name}.len", within=hdr_size, width=2)
+    off_text_len = need("OFFSET", f"{name}.text_len", within=hdr_size, width=2)
 
     first_idx = kvirt.u32(need("SYMBOL", "log_first_idx"))
     next_idx = kvirt.u32(need("SYMBOL", "log_next_idx"))
@@ -195,11 +232,11 @@ def _structured(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
     buf_len = kvirt.s32(need("SYMBOL", "log_buf_len"))
     if buf_len < hdr_size or buf_len > MAX_LOG_BUF_LEN:
         raise Unavailable(f"log_buf_len is {buf_len}: corrupt log buffer")
-    buf = kvirt.read_exact(log_buf, buf_len)
+    buf = _Ring(kvirt, log_buf, buf_len)
     last = buf_len - hdr_size  # the highest index a record header may start at
 
     def length(idx: int) -> int:
-        return _U16.unpack_from(buf, idx + off_len)[0]
+        return buf.unpack(idx + off_len, _U16)
 
     out: list[bytes] = []
     if first_idx != next_idx and first_idx > last:
@@ -214,9 +251,9 @@ def _structured(kvirt: AddressSpace, vi: VmcoreInfo) -> bytes:
         msg_len = length(ptr)
         # A record of length 0 marks the end of the buffer: the record is at its start.
         rec = ptr if msg_len else 0
-        text_len = _U16.unpack_from(buf, rec + off_text_len)[0]
-        text = buf[rec + hdr_size : rec + hdr_size + text_len]
-        out.append(format_record(_U64.unpack_from(buf, rec + off_ts)[0], text))
+        text_len = buf.unpack(rec + off_text_len, _U16)
+        text = buf.get(rec + hdr_size, text_len)
+        out.append(format_record(buf.unpack(rec + off_ts, _U64), text))
         ptr = ptr + msg_len if msg_len else length(0)
         if ptr > last:
             break

@@ -39,9 +39,31 @@ SECTION_MAP_MASK = ~(SECTION_MAP_LAST_BIT - 1) & 0xFFFF_FFFF_FFFF_FFFF
 X86_64_SECTION_SIZE_BITS = 27
 X86_64_MAX_PHYSMEM_BITS = 46
 X86_64_MAX_PHYSMEM_BITS_LA57 = 52
+#: The values NUMBER(SECTION_SIZE_BITS) may have. x86_64 has had 27 since SPARSEMEM came to it
+#: (arch/x86/include/asm/sparsemem.h); other architectures use 24 (powerpc) to 30 (ia64, sparc),
+#: and include/linux/mmzone.h requires MAX_PAGE_ORDER + PAGE_SHIFT <= SECTION_SIZE_BITS (22 with
+#: x86's orders). 20-35 holds every one with room, and keeps a section above a page.
+SECTION_SIZE_BITS_RANGE = (20, 35)
+#: The values NUMBER(MAX_PHYSMEM_BITS) may have: x86_64 had 40 (2.6.x), then 44, 46 since 2.6.31
+#: and 52 with 5-level paging (pgtable_l5_enabled); 36 is i386 PAE's. Never above the 52 bits of
+#: an x86_64 physical address (__PHYSICAL_MASK_SHIFT).
+MAX_PHYSMEM_BITS_RANGE = (36, 52)
 #: Sanity bounds: nodemask_t bytes (64k nodes), sections one dump can describe (52-bit, 128 MiB)
 MAX_NODEMASK_BYTES = 8192
 MAX_SECTIONS = 1 << 25
+#: MAX_NUMNODES = 1 << NODES_SHIFT; NODES_SHIFT is at most 10 on x86_64 (arch/x86/Kconfig) and
+#: 16 bits cover every architecture's (the bits of MAX_NODEMASK_BYTES).
+MAX_NUMNODES = 1 << 16
+#: SIZE(page): at least its flags word; 64 bytes on x86_64 (include/linux/mm_types.h keeps it
+#: so), 72-80 with debug options (kmemcheck's shadow, KMSAN's metadata); 256 leaves room and
+#: bounds what one read of struct pages allocates (BLOCK_PAGES of them).
+MIN_STRUCT_PAGE = 8
+MAX_STRUCT_PAGE = 256
+#: SIZE(mem_section): section_mem_map, usage, page_ext with CONFIG_PAGE_EXTENSION: 16 or 32
+#: bytes, and include/linux/mmzone.h wants a power of two (SECTION_ROOT_MASK); 64 leaves room
+#: and bounds the root array read (NR_SECTION_ROOTS pointers, sections per page of them).
+MIN_MEM_SECTION = 8
+MAX_MEM_SECTION = 64
 #: mem_section entries read at once (128 KiB of 32-byte entries).
 SECTIONS_PER_READ = 4096
 
@@ -115,10 +137,21 @@ def _divideup(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def struct_page_size(vi: VmcoreInfo) -> int:
+    """``SIZE(page)`` (:data:`MAX_STRUCT_PAGE`)."""
+    return vi.need("SIZE", "page", MIN_STRUCT_PAGE, MAX_STRUCT_PAGE)
+
+
+def page_size(vi: VmcoreInfo) -> int:
+    """``PAGESIZE`` (x86_64's 4096 when the note does not say)."""
+    return vi.page_size or 4096
+
+
 def memory_model(vi: VmcoreInfo) -> str:
     """makedumpfile's ``get_mem_type``: which walk finds ``mem_map`` in this kernel."""
-    for kind, name in (("SIZE", "page"), ("OFFSET", "page.flags"), ("OFFSET", "page.mapping")):
-        vi.need(kind, name)
+    spage = struct_page_size(vi)
+    for name in ("page.flags", "page.mapping"):
+        vi.need("OFFSET", name, within=spage, width=8)
     if vi.offset("page._refcount") is None and vi.offset("page._count") is None:
         raise Unavailable("VMCOREINFO has no OFFSET(page._refcount)")
     has_nodes = vi.symbol("node_data") is not None and vi.length("node_data") is not None
@@ -132,9 +165,10 @@ def memory_model(vi: VmcoreInfo) -> str:
         return "DISCONTIGMEM"
     if (
         vi.symbol("mem_section") is not None
-        and vi.size("mem_section") is not None
-        and vi.offset("mem_section.section_mem_map") is not None
+        and "SIZE(mem_section)" in vi
+        and "OFFSET(mem_section.section_mem_map)" in vi
     ):
+        mem_section_layout(vi)  # present: each must be in its range
         return "SPARSEMEM_EX" if _is_sparsemem_extreme(vi) else "SPARSEMEM"
     if vi.symbol("mem_map") is not None:
         return "FLATMEM"
@@ -145,38 +179,41 @@ def memory_model(vi: VmcoreInfo) -> str:
 
 
 def section_size_bits(vi: VmcoreInfo) -> int:
-    bits = vi.number("SECTION_SIZE_BITS")
-    return bits if bits is not None and bits > 0 else X86_64_SECTION_SIZE_BITS
+    bits = vi.number("SECTION_SIZE_BITS", *SECTION_SIZE_BITS_RANGE)
+    return bits if bits is not None else X86_64_SECTION_SIZE_BITS
 
 
 def max_physmem_bits(vi: VmcoreInfo) -> int:
-    bits = vi.number("MAX_PHYSMEM_BITS")
-    if bits is not None and bits > 0:
+    bits = vi.number("MAX_PHYSMEM_BITS", *MAX_PHYSMEM_BITS_RANGE)
+    if bits is not None:
         return bits
-    if vi.number("pgtable_l5_enabled") == 1:
+    if vi.number("pgtable_l5_enabled", 0, 1) == 1:
         return X86_64_MAX_PHYSMEM_BITS_LA57
     return X86_64_MAX_PHYSMEM_BITS
+
+
+def mem_section_layout(vi: VmcoreInfo) -> tuple[int, int]:
+    """``(SIZE(mem_section), OFFSET(mem_section.section_mem_map))`` (:data:`MAX_MEM_SECTION`);
+    the map pointer lies inside."""
+    size = vi.need("SIZE", "mem_section", MIN_MEM_SECTION, MAX_MEM_SECTION)
+    return size, vi.need("OFFSET", "mem_section.section_mem_map", within=size, width=8)
 
 
 def _is_sparsemem_extreme(vi: VmcoreInfo) -> bool:
     length = vi.length("mem_section")
     if length is None:
         return True
-    page_size = vi.page_size or 4096
     nr_mem_sections = 1 << (max_physmem_bits(vi) - section_size_bits(vi))
-    per_root = page_size // vi.need("SIZE", "mem_section")
-    return per_root > 0 and length == _divideup(nr_mem_sections, per_root)
+    per_root = page_size(vi) // mem_section_layout(vi)[0]
+    return length == _divideup(nr_mem_sections, per_root)
 
 
 def read_mem_map(vi: VmcoreInfo, kvirt: AddressSpace, max_mapnr: int) -> MemMap:
     """The ``struct page`` chunks below ``max_mapnr`` (the dump's highest pfn, rounded up)."""
     model = memory_model(vi)
-    page_size = vi.page_size or 4096
-    spage = vi.need("SIZE", "page")
-    if not 0 < spage <= page_size:
-        raise Unavailable(f"VMCOREINFO has an implausible SIZE(page) {spage}")
+    spage = struct_page_size(vi)
     if model in ("SPARSEMEM", "SPARSEMEM_EX"):
-        chunks = _sparsemem(vi, kvirt, max_mapnr, model == "SPARSEMEM_EX", page_size, spage)
+        chunks = _sparsemem(vi, kvirt, max_mapnr, model == "SPARSEMEM_EX", page_size(vi), spage)
     elif model == "DISCONTIGMEM":
         chunks = _discontigmem(vi, kvirt, max_mapnr)
     else:
@@ -201,16 +238,11 @@ def _sparsemem(
 ) -> list[MemMapChunk]:
     bits = section_size_bits(vi)
     page_shift = page_size.bit_length() - 1
-    if not page_shift < bits < 64:
-        raise Unavailable(f"implausible NUMBER(SECTION_SIZE_BITS) {bits}")
     pages_per_section = 1 << (bits - page_shift)
     num_section = _divideup(max_mapnr, pages_per_section)
     if num_section > MAX_SECTIONS:
         raise Unavailable(f"{num_section} memory sections: more than any machine has")
-    size_ms = vi.need("SIZE", "mem_section")
-    off_map = vi.need("OFFSET", "mem_section.section_mem_map")
-    if not 0 < size_ms <= page_size or off_map + 8 > size_ms:
-        raise Unavailable(f"implausible SIZE(mem_section) {size_ms}")
+    size_ms, off_map = mem_section_layout(vi)
     per_root = page_size // size_ms if extreme else 1
     nr_roots = _divideup(num_section, per_root)
     symbol = vi.need("SYMBOL", "mem_section")
@@ -294,9 +326,7 @@ def _section_mem_maps(
 def online_nodes(vi: VmcoreInfo, kvirt: AddressSpace) -> list[int]:
     """The node ids set in ``node_online_map`` (``SIZE(nodemask_t)`` bytes)."""
     addr = vi.need("SYMBOL", "node_online_map")
-    size = vi.need("SIZE", "nodemask_t")
-    if not 0 < size <= MAX_NODEMASK_BYTES:
-        raise Unavailable(f"implausible SIZE(nodemask_t) {size}")
+    size = vi.need("SIZE", "nodemask_t", 1, MAX_NODEMASK_BYTES)
     try:
         raw = kvirt.read_exact(addr, size)
     except FaultError as exc:
@@ -317,7 +347,7 @@ def node_pgdats(vi: VmcoreInfo, kvirt: AddressSpace) -> list[tuple[int, int]]:
                 "VMCOREINFO has neither SYMBOL(node_data) nor SYMBOL(contig_page_data)"
             )
         return [(0, contig)]
-    length = vi.length("node_data")
+    length = vi.length("node_data", 1, MAX_NUMNODES)
     out = []
     for nid in online_nodes(vi, kvirt):
         if length is not None and nid >= length:
@@ -330,9 +360,10 @@ def node_pgdats(vi: VmcoreInfo, kvirt: AddressSpace) -> list[tuple[int, int]]:
 
 
 def _discontigmem(vi: VmcoreInfo, kvirt: AddressSpace, max_mapnr: int) -> list[MemMapChunk]:
-    off_start = vi.need("OFFSET", "pglist_data.node_start_pfn")
-    off_span = vi.need("OFFSET", "pglist_data.node_spanned_pages")
-    off_map = vi.need("OFFSET", "pglist_data.node_mem_map")
+    size = vi.need("SIZE", "pglist_data")
+    off_start = vi.need("OFFSET", "pglist_data.node_start_pfn", within=size, width=8)
+    off_span = vi.need("OFFSET", "pglist_data.node_spanned_pages", within=size, width=8)
+    off_map = vi.need("OFFSET", "pglist_data.node_mem_map", within=size, width=8)
     chunks = []
     for nid, pgdat in node_pgdats(vi, kvirt):
         start = _u64(kvirt, pgdat + off_start, f"node {nid} node_start_pfn")

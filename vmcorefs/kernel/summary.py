@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
-from ..errors import FaultError, Unavailable
+from ..errors import NOT_AVAILABLE, Unavailable, why
+from ..memory.x86_64 import MAX_PHYS_ADDR
 from .cpus import PANIC_CPU_INVALID
 from .crash import reason_line
 
@@ -30,12 +32,14 @@ def _hex_signed(value: int) -> str:
     return f"-{-value:#x}" if value < 0 else f"{value:#x}"
 
 
-def _value(get: Callable[[], int | None]) -> int | None:
-    """A VMCOREINFO number, None when it is absent or malformed (one line, not the file)."""
+def _number(get: Callable[[], int | None], render: Callable[[int], str]) -> str:
+    """A VMCOREINFO number's line: ``unknown`` when the note lacks it, ``unknown (why)``
+    when its value is malformed or out of range (the accessor's reason: key, value, range)."""
     try:
-        return get()
-    except Unavailable:
-        return None
+        value = get()
+    except Unavailable as exc:
+        return f"{UNKNOWN} ({exc.reason})"
+    return UNKNOWN if value is None else render(value)
 
 
 def crash_time(seconds: int | None) -> str:
@@ -55,7 +59,7 @@ def summary_text(dump) -> str:
     info = dump.source.info
     lines: list[tuple[str, str]] = []
     lines.append(("release", vi.osrelease or UNKNOWN))
-    lines.append(("crash time", crash_time(_value(lambda: vi.crashtime))))
+    lines.append(("crash time", _number(lambda: vi.crashtime, crash_time)))
     lines.append(("reason", reason_line(dump)))
 
     try:
@@ -84,10 +88,10 @@ def summary_text(dump) -> str:
     lines.append(("compression", info.compression))
     lines.append(("dump level", str(info.dump_level) if info.dump_level is not None else UNKNOWN))
     lines.append(("paging levels", str(dump.kvirt.translator.levels)))
-    offset = _value(lambda: vi.kerneloffset)
-    lines.append(("KASLR offset", _hex_signed(offset) if offset is not None else UNKNOWN))
-    phys_base = _value(lambda: vi.number("phys_base"))
-    lines.append(("phys_base", _hex_signed(phys_base) if phys_base is not None else UNKNOWN))
+    lines.append(("KASLR offset", _number(lambda: vi.kerneloffset, _hex_signed)))
+    # the translator's range (a dump whose phys_base is outside it does not open)
+    phys_base = partial(vi.number, "phys_base", -MAX_PHYS_ADDR, MAX_PHYS_ADDR)
+    lines.append(("phys_base", _number(phys_base, _hex_signed)))
     lines.append(("tasks", _listing(lambda: dump.tasks, lambda t: t.tasks)))
     lines.append(("modules", _listing(lambda: dump.modules, lambda m: m.modules)))
     lines.append(("module symbols", _module_symbols(dump)))
@@ -102,8 +106,8 @@ def _module_symbols(dump) -> str:
     (``kallsyms`` has no room for a note)."""
     try:
         files = dump.symbol_files
-    except (Unavailable, FaultError) as exc:  # no symbol table at all
-        return f"unavailable: {getattr(exc, 'reason', exc)}"
+    except NOT_AVAILABLE as exc:  # no symbol table at all
+        return f"unavailable: {why(exc)}"
     if files.notes and files.notes[0].startswith("unavailable: "):
         return files.notes[0]
     count = len({(s.name, s.address) for s in files.modules})
@@ -135,10 +139,8 @@ def _listing(get: Callable[[], object], items: Callable[[object], list]) -> str:
     lacks, a loop) is said here, never left to look complete."""
     try:
         listing = get()
-    except Unavailable as exc:
-        return f"unavailable: {exc.reason}"
-    except FaultError as exc:  # one line of the summary, not the whole file
-        return f"unavailable: {exc}"
+    except NOT_AVAILABLE as exc:  # one line of the summary, not the whole file
+        return f"unavailable: {why(exc)}"
     count = len(items(listing))
     problems: list[str] = getattr(listing, "problems", [])
     if not problems:

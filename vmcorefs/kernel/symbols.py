@@ -28,8 +28,9 @@ Merging rules:
 * Per-CPU symbols (``[__per_cpu_start, __per_cpu_end)``: small offsets on x86_64 before 6.15)
   read CPU 0's copy, at ``__per_cpu_offset[0]`` + the value; when ``__per_cpu_offset[0]`` is
   not in the dump they are left out (the reason is in ``notes``).
-* A ``/`` in a name would be written ``%2F`` (and ``%`` then ``%25``), as in ``info/``; names
-  longer than NAME_MAX (255 bytes), which no path can reach, are left out (noted).
+* A name that cannot be a file name is escaped as in ``info/`` (:func:`escape_file_name`:
+  ``/`` is ``%2F``, ``%`` then ``%25``); names longer than NAME_MAX (255 bytes), which no
+  path can reach, are left out (noted).
 * Modules' symbols (:mod:`.modsyms`) join under the same rule (:class:`SymbolFiles`): a name
   in two modules, or in a module and the core, is ``NAME@%016x`` for every address it has.
 """
@@ -522,9 +523,24 @@ class _CoreFiles(Mapping[str, int]):
         return self._len
 
 
+#: Characters a file name cannot hold, and ``%``, which the escape rule itself uses.
+_ESCAPED = {ord("%"): "%25", ord("/"): "%2F", 0: "%00"}
+#: Names that are not file names whatever they hold.
+_SPECIAL_NAMES = {"": "%", ".": "%2E", "..": "%2E%2E"}
+
+
 def escape_file_name(name: str) -> str:
-    """A symbol's name as a file name: ``/`` written ``%2F`` (and then ``%`` as ``%25``)."""
-    return name.replace("%", "%25").replace("/", "%2F") if "/" in name else name
+    """A name from the dump (a symbol, a VMCOREINFO key) as a file name, by one rule: verbatim
+    when it can be one; else ``%``, ``/`` and NUL are written ``%25``, ``%2F`` and ``%00``,
+    ``.`` and ``..`` are ``%2E`` and ``%2E%2E``, and the empty name is ``%``. No two names give
+    one file name: a verbatim name holds no ``%``, and every ``%`` an escape writes is followed
+    by two hex digits (but the empty name's)."""
+    special = _SPECIAL_NAMES.get(name)
+    if special is not None:
+        return special
+    if "%" in name or "/" in name or "\0" in name:
+        return name.translate(_ESCAPED)
+    return name
 
 
 class _Overlay(Mapping[str, int]):

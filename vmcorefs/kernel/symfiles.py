@@ -154,7 +154,7 @@ def read_system_map(path: str, kvirt: AddressSpace, vmcoreinfo: VmcoreInfo) -> S
     text = _dump_banner(kvirt, banner[0])
     if text is not None:
         release = vmcoreinfo.osrelease or ""
-        if not text.startswith(f"Linux version {release} ".encode()):
+        if not text.startswith(f"Linux version {release} ".encode("utf-8", "surrogateescape")):
             raise DumpError(
                 path,
                 f"does not match the dump: its linux_banner ({banner[0]:#x}) reads "

@@ -268,7 +268,10 @@ def build_task_list(kvirt, symbols, btf: Btf) -> TaskList:
     else:
         problems.append("no runqueues symbol: idle tasks and running tasks unknown")
     if not tasks:  # at least CPU 0's idle task
-        tasks[init_task] = read_task(init_task)
+        try:
+            tasks[init_task] = read_task(init_task)
+        except FaultError as exc:  # no task to start from: no list at all
+            raise Unavailable(f"init_task is not in the dump ({exc})") from None
         tasks[init_task].idle = 0
 
     def walk(head: int, member: int, what: str, problems: list[str]) -> Iterator[int]:

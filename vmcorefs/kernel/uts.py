@@ -21,6 +21,9 @@ __NEW_UTS_LEN = 64
 UTS_FIELD_SIZE = __NEW_UTS_LEN + 1
 #: The members of ``struct new_utsname``, in order.
 UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
+#: VMCOREINFO has no SIZE(uts_namespace): a kref, the name, a few pointers and ns_common make
+#: it about 440 bytes (include/linux/utsname.h); a page bounds where ``name`` may lie.
+MAX_UTS_NAMESPACE = 4096
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,9 @@ def read_utsname(
     "kdump: append uts_namespace.name offset to VMCOREINFO"); the kernel's BTF (``btf``,
     called only then) says where the member is.
     """
+    size = UTS_FIELD_SIZE * len(UTS_FIELDS)
     base = vmcoreinfo.need("SYMBOL", "init_uts_ns")
-    offset = vmcoreinfo.offset("uts_namespace.name")
+    offset = vmcoreinfo.offset("uts_namespace.name", within=MAX_UTS_NAMESPACE, width=size)
     if offset is None:
         missing = "VMCOREINFO has no OFFSET(uts_namespace.name)"
         if btf is None:
@@ -58,9 +62,11 @@ def read_utsname(
         except (Unavailable, BtfError) as exc:
             reason = exc.reason if isinstance(exc, Unavailable) else str(exc)
             raise Unavailable(f"{missing}, and the BTF does not say: {reason}") from None
+        if not 0 <= offset <= MAX_UTS_NAMESPACE - size:
+            raise Unavailable(f"{missing}, and the BTF's ({offset}) is out of range")
     base += offset
     try:
-        raw = kvirt.read_exact(base, UTS_FIELD_SIZE * len(UTS_FIELDS))
+        raw = kvirt.read_exact(base, size)
     except FaultError as exc:
         raise Unavailable(f"init_uts_ns.name is not in the dump ({exc})") from None
     values = []

@@ -24,8 +24,8 @@ ABSENT = b""
 PARALLEL_MIN_PAGES = 32
 MAX_WORKERS = 4
 #: A read at least this large that continues the previous one loads the next as much ahead,
-#: for codecs whose pages cost enough to hide the hand-off to another thread (zlib, zstd:
-#: measured, lzo's 4 µs pages gained nothing and lost 4-6% on a busy machine).
+#: for codecs whose pages cost enough to hide the hand-off to another thread (zlib, zstd, lzo
+#: through lzallright: measured; python-lzo's 4 µs pages had gained nothing).
 READAHEAD_MIN = 128 << 10
 
 

@@ -38,6 +38,8 @@ _PAGE_PSE = 1 << 7  # PS: a large page at PUD (1 GiB) and PMD (2 MiB) level; PAT
 #: Physical address bits 12–51 of an entry (NX bit 63 and protection keys 59–62 are ignored).
 PTE_PFN_MASK = 0x000F_FFFF_FFFF_F000
 ADDRESS_SPACE_END = 1 << 64
+#: __PHYSICAL_MASK_SHIFT (page_64_types.h): x86_64 physical addresses have at most 52 bits.
+MAX_PHYS_ADDR = 1 << 52
 
 #: Chunks also kept in a plain dict in front of the LRU: a hit there costs one dict lookup
 #: (no lock, no LRU bookkeeping: 0.1 µs against 2.9 µs for the locked cachetools LRU, which a
@@ -90,12 +92,21 @@ class X86_64Translator:
             raise Unavailable(
                 "VMCOREINFO has neither SYMBOL(init_top_pgt) nor SYMBOL(swapper_pg_dir)"
             )
-        self.phys_base = vmcoreinfo.number("phys_base") or 0
+        # phys_base: where the kernel image was loaded minus where it was linked to load; both
+        # lie in physical memory (below 2**52), so it does too, either sign.
+        self.phys_base = vmcoreinfo.number("phys_base", -MAX_PHYS_ADDR, MAX_PHYS_ADDR) or 0
         self.root = root_sym - START_KERNEL_map + self.phys_base
-        self.levels = 5 if vmcoreinfo.number("pgtable_l5_enabled") == 1 else 4
+        if not 0 <= self.root < MAX_PHYS_ADDR:
+            # Unavailable, as for a key that is missing: the dump names its file (kernel/dump.py).
+            raise Unavailable(
+                f"VMCOREINFO puts the root page table at physical address {self.root:#x} "
+                "(SYMBOL(init_top_pgt) - __START_KERNEL_map + NUMBER(phys_base))"
+            )
+        self.levels = 5 if vmcoreinfo.number("pgtable_l5_enabled", 0, 1) == 1 else 4
         self.va_bits = 57 if self.levels == 5 else 48
-        sme_mask = vmcoreinfo.number("sme_mask") or 0
-        self.entry_mask = PTE_PFN_MASK & ~(sme_mask & 0xFFFF_FFFF_FFFF_FFFF)
+        # sme_me_mask is 1 << the C-bit position (arch/x86/mm/mem_encrypt_identity.c), or 0.
+        sme_mask = vmcoreinfo.single_bit("sme_mask", zero=True) or 0
+        self.entry_mask = PTE_PFN_MASK & ~sme_mask
         # Budget: a quarter of the cache for table pages, the rest for chunk translations
         # (a _Table chunk holds 512 ints: about 20 KiB of Python objects).
         budget = max(1, cache_size_mib) << 20
