@@ -82,10 +82,12 @@ def vmcorefs_mount(
 
 
 @contextlib.contextmanager
-def nullfs_mount(size: int = 1 << 40, cpus: set[int] | None = None) -> Iterator[str]:
-    mnt = tempfile.mkdtemp(prefix="nullfs-bench-")
+def reference_mount(script: str, *args: str, cpus: set[int] | None = None) -> Iterator[str]:
+    """Mount one of this folder's reference filesystems (``script``, run in the foreground
+    with the mount point and ``args``) on ``cpus``; yield its mount point."""
+    mnt = tempfile.mkdtemp(prefix=f"{Path(script).stem}-bench-")
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "benchmarks" / "nullfs.py"), mnt, str(size)],
+        [sys.executable, str(REPO / "benchmarks" / script), mnt, *args],
         env=env(),
         preexec_fn=on_cpus(cpus),
     )
@@ -96,6 +98,16 @@ def nullfs_mount(size: int = 1 << 40, cpus: set[int] | None = None) -> Iterator[
         unmount(mnt)
         proc.wait(timeout=30)
         os.rmdir(mnt)
+
+
+def nullfs_mount(size: int = 1 << 40, cpus: set[int] | None = None):
+    """The do-nothing filesystem (``nullfs.py``): its ``data`` file reads zeros."""
+    return reference_mount("nullfs.py", str(size), cpus=cpus)
+
+
+def passfs_mount(path: str, cpus: set[int] | None = None):
+    """The pass-through filesystem (``passfs.py``): its ``data`` file reads ``path``."""
+    return reference_mount("passfs.py", path, cpus=cpus)
 
 
 def sequential(path: str, start: int, length: int, block: int = MiB) -> float:
