@@ -311,3 +311,31 @@ def test_lzo_pages_load_in_parallel_and_ahead(tmp_path, monkeypatch):
         assert phys.read(pos, 40 * PAGE) == expected(pages, pos, 40 * PAGE)
     assert src.pages._ahead is not None
     src.close()
+
+
+def test_a_read_that_starts_at_an_absent_page_loads_nothing(dump, monkeypatch):
+    """A 1 MiB read at an excluded frame (100) followed by dumped ones: the read returns 0
+    having asked for one descriptor and loaded no page, and starts no read ahead, the first
+    time and again; the same read one page later loads what it returns."""
+    src, pages = dump
+    phys = fresh(src)
+    asked: list[int] = []
+    real = src.page_refs
+
+    def counting(pfn: int, count: int):
+        asked.append(count)
+        return real(pfn, count)
+
+    monkeypatch.setattr(src, "page_refs", counting)
+    before = 128 << 10  # the frames just before: the 1 MiB read below continues this one
+    assert phys.read(100 * PAGE - before, before) == expected(pages, 100 * PAGE - before, before)
+    assert src.pages._ahead is None
+    asked.clear()
+    loaded = src.loaded
+    for _ in range(2):
+        buffer = bytearray(1 << 20)
+        assert phys.readinto(100 * PAGE, memoryview(buffer)) == 0
+        assert src.loaded == loaded and src.pages._ahead is None
+    assert asked == [1]  # the first time: one descriptor; then the cached absence
+    assert phys.read(102 * PAGE, 8 * PAGE) == expected(pages, 102 * PAGE, 8 * PAGE)
+    assert src.loaded > loaded

@@ -183,6 +183,8 @@ class PagedReader(Generic[Ref]):
             buffer[got : got + take] = page if take == ps else memoryview(page)[rel : rel + take]
             got += take
             rel = 0
+        if not got:
+            return 0  # an absent first byte: EIO, and nothing loaded or read ahead for it
         if size >= READAHEAD_MIN and self.source().parallel_decompression:
             self._readahead(addr, size)
         else:
@@ -258,7 +260,15 @@ class PagedReader(Generic[Ref]):
         last = stop - 1
         while pages[last] is not None:
             last -= 1
-        refs = self.source().page_refs(pfn0 + first, last - first + 1)
+        source = self.source()
+        if last > first and source.page_refs(pfn0 + first, 1)[0] is None:
+            # The first missing page is absent: the read ends there. Nothing after it is
+            # looked up or loaded (a read that starts at an absent page costs what a cached
+            # read does, not the descriptors and pages of the rest of its size).
+            pages[first] = ABSENT
+            self.cache.put_many([(pfn0 + first, ABSENT)])
+            return
+        refs = source.page_refs(pfn0 + first, last - first + 1)
         held_refs = [r for r in refs if r is not None]
         if len(held_refs) == len(refs) and pages[first : last + 1].count(None) == len(refs):
             # A cold run (the common large read): every page missing, every page in the dump.
