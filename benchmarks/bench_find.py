@@ -37,8 +37,10 @@ from symtables import FakeKvirt  # noqa: E402
 
 from vmcorefs.kernel import btf as B  # noqa: E402
 from vmcorefs.kernel.dump import open_dump  # noqa: E402
-from vmcorefs.kernel.kallsyms import read_kallsyms  # noqa: E402
-from vmcorefs.kernel.kallsyms_finder import find_kallsyms  # noqa: E402
+from vmcorefs.kernel.kallsyms_finder import (
+    find_kallsyms,  # noqa: E402
+    read_kallsyms,  # noqa: E402
+)
 from vmcorefs.kernel.kimage import START_KERNEL, ImageScan, image_start, kernel_image  # noqa: E402
 from vmcorefs.vmcoreinfo import VmcoreInfo  # noqa: E402
 
