@@ -321,13 +321,25 @@ class VmcoreOperations(mfusepy.Operations):
             with node.pinned():  # a folder mount's dump stays open until the copy is done
                 if buf is None:
                     return node.read(offset, size)
-                return node.readinto(offset, buf)
+                if type(node) is not WindowFile:
+                    return node.readinto(offset, buf)
+                got = node.read_present(offset, buf)
+            if got or offset >= node.length or not size:
+                return got
+            # Absent memory (phys, kvirt): EIO, and why only when --debug logs it (the
+            # diagnosis re-translates the address: it would cost more than the read).
+            if log.isEnabledFor(logging.DEBUG):
+                with node.pinned():
+                    log.debug("%s: %s", self._what(path, fi.fh, offset, size), node.fault(offset))
+            raise _fail(errno.EIO)
         except FuseOSError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the daemon: report and EIO
-            name = path or self._paths.get(fi.fh, "?")
-            what = f"read {name} at offset {offset:#x} (+{size:#x})"
-            raise _fail(errno_of(exc, what)) from None
+            raise _fail(errno_of(exc, self._what(path, fi.fh, offset, size))) from None
+
+    def _what(self, path: str | None, fh: int, offset: int, size: int) -> str:
+        """A read request as its log line names it."""
+        return f"read {path or self._paths.get(fh, '?')} at offset {offset:#x} (+{size:#x})"
 
     @_answers
     def release(self, path: str, fi) -> int:
@@ -391,6 +403,8 @@ class _ReplyFUSE(mfusepy.FUSE):
         view = _memory_view(buf, size, PyBUF_WRITE)
         try:
             return self.operations.read(name, size, offset, fi, buf=view)
+        except FuseOSError as exc:  # the errno, without mfusepy's handling of an exception
+            return -exc.errno
         finally:
             view.release()  # nothing may write to libfuse's buffer once it is replied
 

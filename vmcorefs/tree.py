@@ -171,14 +171,23 @@ class WindowFile(File):
         return (self._held() + 511) // 512
 
     def readinto(self, offset: int, buffer: memoryview) -> int:
+        got = self.read_present(offset, buffer)
+        if not got and offset < self.length and len(buffer):
+            raise self.fault(offset)
+        return got
+
+    def read_present(self, offset: int, buffer: memoryview) -> int:
+        """As :meth:`readinto`, but 0 also where the byte at ``offset`` is absent: no fault is
+        built (asking why costs more than the read; the FUSE adapter asks only to log it)."""
         if offset >= self.length or not len(buffer):
             return 0
         if len(buffer) > self.length - offset:
             buffer = buffer[: self.length - offset]
-        got = self.space.readinto(self.base + offset, buffer)
-        if not got:
-            raise self.space.fault(self.base + offset)
-        return got
+        return self.space.readinto(self.base + offset, buffer)
+
+    def fault(self, offset: int) -> FaultError:
+        """Why the byte at ``offset`` cannot be read (absent or corrupt)."""
+        return self.space.fault(self.base + offset)
 
 
 class SymbolWindows:

@@ -67,6 +67,25 @@ class PageCache:
                         break
         return out
 
+    def cached_prefix(self, first: int, count: int) -> list[bytes | None]:
+        """The cached pages of frames ``first ..``, at most ``count``: up to the first frame not
+        cached (excluded), or the first cached :data:`ABSENT` (included). A read looks no
+        further before it knows that it must load a page (a read that starts at an absent
+        page then costs one lookup, not one per page of its size)."""
+        out: list[bytes | None] = []
+        append = out.append
+        with self._lock:
+            get, touch = self._pages.get, self._pages.move_to_end
+            for pfn in range(first, first + count):
+                page = get(pfn)
+                if page is None:
+                    break
+                touch(pfn)
+                append(page)
+                if not page:
+                    break
+        return out
+
     def put_many(self, items: Sequence[tuple[int, bytes]]) -> None:
         with self._lock:
             pages = self._pages
@@ -196,6 +215,13 @@ class PagedReader(Generic[Ref]):
     def _held_pages(self, pfn0: int, count: int) -> list[bytes | None]:
         """The pages of frames ``pfn0 ..`` from the cache, the missing ones loaded, up to the
         first absent one (:data:`ABSENT`; the pages after it are not looked for)."""
+        cached = self.cache.cached_prefix(pfn0, count)
+        k = len(cached)
+        if k == count or (cached and not cached[-1]):
+            return cached  # all cached, or up to a page known to be absent
+        if self._absent_here(pfn0 + k):
+            cached.append(ABSENT)
+            return cached
         pages, first, stop = self._lookup(pfn0, count)
         if first < stop:
             ahead = self._ahead
@@ -261,12 +287,8 @@ class PagedReader(Generic[Ref]):
         while pages[last] is not None:
             last -= 1
         source = self.source()
-        if last > first and source.page_refs(pfn0 + first, 1)[0] is None:
-            # The first missing page is absent: the read ends there. Nothing after it is
-            # looked up or loaded (a read that starts at an absent page costs what a cached
-            # read does, not the descriptors and pages of the rest of its size).
-            pages[first] = ABSENT
-            self.cache.put_many([(pfn0 + first, ABSENT)])
+        if last > first and self._absent_here(pfn0 + first):
+            pages[first] = ABSENT  # the read ends there: nothing after it is looked up
             return
         refs = source.page_refs(pfn0 + first, last - first + 1)
         held_refs = [r for r in refs if r is not None]
@@ -301,6 +323,14 @@ class PagedReader(Generic[Ref]):
             fetched.append((pfn0 + i, page))
         if fetched:
             self.cache.put_many(fetched)
+
+    def _absent_here(self, pfn: int) -> bool:
+        """Whether frame ``pfn`` is not in the dump (then cached as :data:`ABSENT`): asked of
+        the first page a read must load, before the descriptors of the rest of its size."""
+        if self.source().page_refs(pfn, 1)[0] is not None:
+            return False
+        self.cache.put_many([(pfn, ABSENT)])
+        return True
 
     def _unloaded(self, pfn0: int, loaded: list[bytes | None]) -> None:
         """Pages the dump references but that did not load (``None`` in ``loaded``, frames from
