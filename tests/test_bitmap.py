@@ -77,6 +77,8 @@ def test_bitmap_agrees_with_a_model(bits, bounds, probes):
         assert bm.bits(p, n) == expect
         following = [b for b in inside if b >= p]
         assert bm.next_set(p, NBITS) == (following[0] if following else max(hi, p))
+        clear = [b for b in range(p, NBITS) if b not in inside]
+        assert bm.next_clear(p, NBITS) == (clear[0] if clear else NBITS)
     runs = []
     for b in inside:
         if runs and runs[-1][1] == b:
@@ -138,6 +140,8 @@ def test_uniform_and_mixed_blocks_agree_with_a_model(kinds, tail, bounds, probes
         above = inside >> p
         expect = p + (above & -above).bit_length() - 1 if above else max(hi, p)
         assert bm.next_set(p, nbits) == expect
+        gaps = ~inside >> p & ((1 << (nbits - p)) - 1) if p < nbits else 0
+        assert bm.next_clear(p, nbits) == (p + (gaps & -gaps).bit_length() - 1 if gaps else nbits)
     bits = format(inside, "b")[::-1] if inside else ""
     runs = [(m.start(), m.end()) for m in re.finditer("1+", bits)]
     assert list(bm.runs()) == runs

@@ -342,6 +342,23 @@ class VmcoreOperations(mfusepy.Operations):
         return f"read {path or self._paths.get(fh, '?')} at offset {offset:#x} (+{size:#x})"
 
     @_answers
+    def lseek(self, path: str | None, offset: int, whence: int, fi) -> int:
+        """``SEEK_DATA``/``SEEK_HOLE`` (the kernel answers the other kinds itself): where the
+        next data or hole is, from the dump's map of what it holds; ENXIO past the last."""
+        if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
+            raise _fail(errno.EINVAL)
+        node = self._handle(path, fi.fh)
+        if not isinstance(node, File):
+            raise _fail(errno.EINVAL)
+        if type(node) is not WindowFile:
+            self.tree.check()
+        with node.pinned():
+            found = node.seek(offset, whence)
+        if found is None:
+            raise _fail(errno.ENXIO)
+        return found
+
+    @_answers
     def release(self, path: str, fi) -> int:
         self._forget(fi.fh)
         return 0
@@ -407,6 +424,11 @@ class _ReplyFUSE(mfusepy.FUSE):
             return -exc.errno
         finally:
             view.release()  # nothing may write to libfuse's buffer once it is replied
+
+    def lseek(self, path: bytes | None, offset: int, whence: int, fip) -> int:
+        """libfuse's ``lseek`` (mfusepy declares it but wires only what its FUSE defines)."""
+        name = None if path is None else path.decode(self.encoding, self.errors)
+        return self.operations.lseek(name, offset, whence, fip.contents)
 
 
 def read_size(options: dict[str, str | bool]) -> int:

@@ -12,6 +12,7 @@ import contextlib
 import stat
 import threading
 from collections.abc import Callable, Mapping
+from os import SEEK_DATA
 
 from .buffers import read_via
 from .errors import NOT_AVAILABLE, FaultError, VmcorefsError, why
@@ -62,6 +63,16 @@ class File(Node):
     def read(self, offset: int, size: int) -> bytes:
         """The bytes :meth:`readinto` copies, as a new bytes object."""
         return read_via(self.readinto, offset, size)
+
+    def seek(self, offset: int, whence: int) -> int | None:
+        """``lseek`` with ``SEEK_DATA`` (the first offset from ``offset`` on that holds data)
+        or ``SEEK_HOLE`` (the first that does not, the size at the latest); None where there is
+        none past ``offset`` (ENXIO, as for a sparse file). Here every byte is data; windows
+        onto memory answer from the dump's map of what it holds."""
+        size = self.size()
+        if not 0 <= offset < size:
+            return None
+        return offset if whence == SEEK_DATA else size
 
     def open_direct_io(self) -> bool:
         """Whether this open should use ``direct_io`` (decided per open; see ``SymbolFile``)."""
@@ -188,6 +199,17 @@ class WindowFile(File):
     def fault(self, offset: int) -> FaultError:
         """Why the byte at ``offset`` cannot be read (absent or corrupt)."""
         return self.space.fault(self.base + offset)
+
+    def seek(self, offset: int, whence: int) -> int | None:
+        """From the dump's metadata and the page tables (no page is read): a page the dump
+        says it holds is data even when it turns out corrupt (its read fails with EIO)."""
+        if not 0 <= offset < self.length:
+            return None
+        start, end = self.base + offset, self.base + self.length
+        if whence == SEEK_DATA:
+            found = self.space.next_data(start, end)
+            return None if found is None else found - self.base
+        return self.space.next_hole(start, end) - self.base
 
 
 class SymbolWindows:
@@ -476,6 +498,9 @@ class LazyWindowFile(File):
 
     def readinto(self, offset: int, buffer: memoryview) -> int:
         return self._resolve().readinto(offset, buffer)
+
+    def seek(self, offset: int, whence: int) -> int | None:
+        return self._resolve().seek(offset, whence)
 
     def open_direct_io(self) -> bool:
         """Through the page cache when every byte is present (checked once), else direct_io

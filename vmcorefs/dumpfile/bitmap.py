@@ -317,6 +317,35 @@ class Bitmap:
             pos = block_end
         return max(limit, pfn)
 
+    def next_clear(self, pfn: int, limit: int) -> int:
+        """The first clear bit in ``[pfn, limit)`` (bits outside ``[lo, hi)`` are clear), or
+        ``limit`` when there is none: where a run of dumped frames ends (``SEEK_HOLE``).
+
+        With the index, a set piece or block is skipped in one step, without reading it."""
+        pos, hi = max(pfn, 0), min(limit, self.hi)
+        if pos < self.lo:
+            return min(pos, limit)
+        counts = self._counts
+        while pos < hi:  # bounded: each pass moves past a piece or a block, or returns
+            block = pos // BLOCK_BITS
+            block_end = min(hi, (block + 1) * BLOCK_BITS)
+            if counts is not None:
+                i = counts.piece(block)
+                slope = counts.slopes[i]
+                if slope == BLOCK_BITS:  # a set piece: skip all of it
+                    pos = min(hi, counts.piece_end(i) * BLOCK_BITS)
+                    continue
+                if slope == 0:
+                    return pos
+                if counts.before(block + 1) - counts.before(block) == BLOCK_BITS:
+                    pos = block_end  # a full block: skip it without reading
+                    continue
+            clear = ~self.bits(pos, block_end - pos) & ((1 << (block_end - pos)) - 1)
+            if clear:
+                return pos + (clear & -clear).bit_length() - 1
+            pos = block_end
+        return min(pos, limit)
+
     def runs(
         self,
         max_runs: int = 1 << 22,

@@ -447,6 +447,18 @@ class KdumpSource(PagedSource[PageDesc]):
         frames = self.dumped.runs(start=start // ps, end=-(-end // ps))
         return page_runs(start, end, ps, frames)
 
+    def next_data(self, start: int, end: int) -> int | None:
+        """From the 2nd bitmap's index: clear pieces and blocks skipped without reading."""
+        ps = self.page_size
+        found = self.dumped.next_set(start // ps, -(-end // ps)) * ps
+        return max(start, found) if found < end else None
+
+    def next_hole(self, start: int, end: int) -> int:
+        """From the 2nd bitmap's index: set pieces and blocks skipped without reading."""
+        ps = self.page_size
+        found = self.dumped.next_clear(start // ps, -(-end // ps)) * ps
+        return min(end, max(start, found))
+
     def truncations(self) -> Sequence[Truncation]:
         return [self._truncation] if self._truncation is not None else []
 

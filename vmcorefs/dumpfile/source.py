@@ -87,6 +87,23 @@ class PhysicalSource(ABC):
         be corrupt (or lost from an incomplete dump) is in a run and :meth:`readinto` stops
         there. Lazy: a caller takes only the runs it needs."""
 
+    def next_data(self, start: int, end: int) -> int | None:
+        """The first address of ``[start, end)`` in a run the metadata say is held, else None
+        (``SEEK_DATA``). Containers with an index answer without scanning."""
+        for a, _ in self.present_runs(start, end):
+            return a
+        return None
+
+    def next_hole(self, start: int, end: int) -> int:
+        """The first address of ``[start, end)`` that the metadata say is not held, else
+        ``end`` (``SEEK_HOLE``)."""
+        pos = start
+        for a, b in self.present_runs(start, end):  # bounded: stops at the first gap
+            if a > pos:
+                return pos
+            pos = max(pos, b)
+        return min(pos, end)
+
     def fault(self, paddr: int) -> FaultError:
         """Why the byte at ``paddr`` is not held: a :class:`FaultError` (absent) or a
         :class:`~vmcorefs.errors.CorruptError` (held but damaged, then recorded in

@@ -106,6 +106,31 @@ class SplitSource(PagedSource[tuple[KdumpSource, PageDesc]]):
         )
         return merge_runs(itertools.chain.from_iterable(runs), start, end)
 
+    def _part_spans(self, start: int, end: int) -> Iterator[tuple[KdumpSource, int, int]]:
+        """Each part with the bytes of ``[start, end)`` in its frames, in address order."""
+        ps = self.page_size
+        for part in self.parts:  # bounded by the number of parts
+            lo, hi = max(start, part.start_pfn * ps), min(end, part.end_pfn * ps)
+            if lo < hi:
+                yield part, lo, hi
+
+    def next_data(self, start: int, end: int) -> int | None:
+        for part, lo, hi in self._part_spans(start, end):
+            found = part.next_data(lo, hi)
+            if found is not None:
+                return found
+        return None
+
+    def next_hole(self, start: int, end: int) -> int:
+        pos = start
+        for part, lo, hi in self._part_spans(start, end):
+            if lo > pos:  # no part holds the frames between
+                return pos
+            pos = part.next_hole(lo, hi)
+            if pos < hi:
+                return pos
+        return min(pos, end)
+
     def truncations(self) -> Sequence[Truncation]:
         return [t for p in self.parts for t in p.truncations()]
 

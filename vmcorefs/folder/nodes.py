@@ -82,6 +82,10 @@ class DumpFile(_InDump, File):
         with self._pool.use(self._slot) as opened:
             return self._file(opened).open_direct_io()
 
+    def seek(self, offset: int, whence: int) -> int | None:
+        with self._pool.use(self._slot) as opened:
+            return self._file(opened).seek(offset, whence)
+
     def pinned(self):
         """Hold the dump for the whole request (a read and its copy into the reply)."""
         return self._pool.use(self._slot)

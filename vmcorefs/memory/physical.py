@@ -53,9 +53,18 @@ class PhysicalMemory(AddressSpace):
     def next_present(self, addr: int, end: int) -> int:
         """The first address of ``[addr, end)`` that the metadata say is held, else ``end``
         (``addr`` itself when it is in a run yet did not read: a corrupt page)."""
-        for start, _ in self.present_runs(addr, end):
-            return start
-        return end
+        found = self.next_data(addr, end)
+        return end if found is None else found
+
+    def next_data(self, addr: int, end: int) -> int | None:
+        start, end = max(0, addr), min(end, self.size)
+        return self.source.next_data(start, end) if start < end else None
+
+    def next_hole(self, addr: int, end: int) -> int:
+        start, stop = max(0, addr), min(end, self.size)
+        if start >= stop:
+            return addr if addr < end else end  # past phys: nothing is held
+        return self.source.next_hole(start, stop)
 
     def fault(self, addr: int) -> FaultError:
         """Why the byte at ``addr`` is not held (the container says, and records a corrupt
@@ -100,6 +109,14 @@ class ZeroFilled(AddressSpace):
 
     def fault(self, addr: int) -> FaultError:
         return self.phys.fault(addr)
+
+    def next_data(self, addr: int, end: int) -> int | None:
+        """Where the dump holds data: a hole reads as zeros here, as a sparse file's does, so
+        ``cp --sparse`` of ``phys`` with ``--zero-fill`` keeps its holes."""
+        return self.phys.next_data(addr, end)
+
+    def next_hole(self, addr: int, end: int) -> int:
+        return self.phys.next_hole(addr, end)
 
     def held_bytes(self) -> int:
         return self.phys.held_bytes()

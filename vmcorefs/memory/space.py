@@ -44,6 +44,16 @@ class AddressSpace(ABC):
         :meth:`readinto` stopped. Subclasses ask the layer below."""
         return FaultError(self.name, addr)
 
+    def next_data(self, addr: int, end: int) -> int | None:
+        """The first address of ``[addr, end)`` that the dump's metadata say is held, else None
+        (``SEEK_DATA``; no page data are read). This default: every byte is."""
+        return addr if addr < end else None
+
+    def next_hole(self, addr: int, end: int) -> int:
+        """The first address of ``[addr, end)`` that the metadata say is not held, else
+        ``end`` (``SEEK_HOLE``). This default: none is."""
+        return end
+
     def read_exact(self, addr: int, size: int) -> bytes:
         """Exactly ``size`` bytes or :class:`FaultError` at the first absent address."""
         if size <= 0:

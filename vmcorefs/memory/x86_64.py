@@ -254,6 +254,64 @@ class X86_64Translator:
         """The physical address of ``vaddr``, or FaultError."""
         return self.translate_run(vaddr, 1)[0]
 
+    # -- what is mapped ----------------------------------------------------------------------
+    def mapped_pieces(self, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+        """``(vstart, vend, pstart)``: the mapped parts of ``[start, end)``, in address order,
+        each physically contiguous, from the page tables alone. An entry that is not present
+        is skipped whatever it spans (512 GiB at the top level), and so is the non-canonical
+        gap: a search across the whole address space visits only the tables that exist. Lazy."""
+        half = 1 << (self.va_bits - 1)
+        for lo, hi in ((0, half), (ADDRESS_SPACE_END - half, ADDRESS_SPACE_END)):
+            lo, hi = max(lo, start), min(hi, end)
+            if lo < hi:
+                yield from self._table_pieces(self.root, self.levels, lo, hi)
+
+    def _table_pieces(
+        self, table: int, level: int, pos: int, end: int
+    ) -> Iterator[tuple[int, int, int]]:
+        """The pieces of ``[pos, end)`` under the table at ``table`` of ``level`` (5: PGD of
+        5-level paging ... 2: PMD); recursion as deep as the tables (at most 4)."""
+        entries = self._table(table)
+        if entries is None:  # an absent or unreadable table maps nothing readable
+            return
+        shift = PAGE_SHIFT + 9 * (level - 1)
+        size = 1 << shift
+        while pos < end:  # bounded: one pass an entry, at most 512
+            entry = entries[(pos >> shift) & (PTRS_PER_TABLE - 1)]
+            stop = min(end, (pos | (size - 1)) + 1)
+            if not entry & _PAGE_PRESENT:
+                pass
+            elif entry & _PAGE_PSE:
+                if level in (3, 2):  # 1 GiB at PUD, 2 MiB at PMD (elsewhere PS is reserved)
+                    yield pos, stop, (entry & self.entry_mask & ~(size - 1)) + (pos & (size - 1))
+            elif level == 2:
+                yield from self._chunk_pieces(pos, stop)
+            else:
+                yield from self._table_pieces(entry & self.entry_mask, level - 1, pos, stop)
+            pos = stop
+
+    def _chunk_pieces(self, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
+        """The pieces of ``[pos, end)`` inside one 2 MiB chunk, from its cached translation
+        (the same one reads use): a run of contiguous frames is one piece."""
+        c = self.chunk(pos)
+        if isinstance(c, _Linear):
+            yield pos, end, c.pbase + (pos - c.vbase)
+            return
+        if isinstance(c, _Unmapped):
+            return
+        frames, run_ends = c.frames, c.run_ends
+        base = pos & ~(PMD_SIZE - 1)
+        i = (pos >> PAGE_SHIFT) & (PTRS_PER_TABLE - 1)
+        while pos < end:  # bounded: i grows every pass
+            if frames[i]:
+                stop = min(end, base + (run_ends[i] << PAGE_SHIFT))
+                yield pos, stop, (frames[i] & ~1) + (pos & (PAGE_SIZE - 1))
+                i = run_ends[i]
+                pos = stop
+            else:
+                i += 1
+                pos = base + (i << PAGE_SHIFT)
+
     def chunk_mapped(self, vaddr: int) -> bool:
         """Whether an entry above the last level maps the 2 MiB chunk holding ``vaddr`` (its
         pages may still be absent one by one): a scan skips an unmapped chunk in one step."""
@@ -291,26 +349,36 @@ class KernelVirtualMemory(AddressSpace):
 
     def present_runs(self, start: int, end: int) -> Iterator[tuple[int, int]]:
         """The runs of ``[start, end)`` whose bytes the dump holds (mapped, and held in
-        ``phys``), in order, touching runs merged: a scan reads only those. Lazy and bounded:
-        each step advances by a translated run, an unmapped 2 MiB chunk or an unmapped page
-        (meant for ranges of a few chunks, such as the kernel image's)."""
+        ``phys``), in order, touching runs merged: a scan reads only those. Lazy; the page
+        tables and the dump's metadata only (see :meth:`X86_64Translator.mapped_pieces`)."""
         lo, hi = max(0, start), min(end, ADDRESS_SPACE_END)
         return merge_runs(self._present_pieces(lo, hi), lo, hi)
 
     def _present_pieces(self, pos: int, end: int) -> Iterator[tuple[int, int]]:
-        translator = self.translator
-        while pos < end:
-            if not translator.chunk_mapped(pos):
-                pos = (pos | (PMD_SIZE - 1)) + 1
-                continue
-            try:
-                paddr, n = translator.translate_run(pos, end - pos)
-            except FaultError:
-                pos = (pos | (PAGE_SIZE - 1)) + 1
-                continue
-            for a, b in self.phys.present_runs(paddr, paddr + n):
-                yield pos + (a - paddr), pos + (b - paddr)
-            pos += n
+        for vstart, vend, pstart in self.translator.mapped_pieces(pos, end):
+            for a, b in self.phys.present_runs(pstart, pstart + (vend - vstart)):
+                yield vstart + (a - pstart), vstart + (b - pstart)
+
+    def next_data(self, addr: int, end: int) -> int | None:
+        """The first held byte of ``[addr, end)``: mapped pieces in order, each asked of
+        ``phys`` (whose containers answer from their index)."""
+        for vstart, vend, pstart in self.translator.mapped_pieces(max(0, addr), end):
+            found = self.phys.next_data(pstart, pstart + (vend - vstart))
+            if found is not None:
+                return vstart + (found - pstart)
+        return None
+
+    def next_hole(self, addr: int, end: int) -> int:
+        """The first byte of ``[addr, end)`` that is unmapped or not held, else ``end``."""
+        pos = addr = max(0, addr)
+        for vstart, vend, pstart in self.translator.mapped_pieces(addr, end):
+            if vstart > pos:  # unmapped between
+                return pos
+            hole = vstart + (self.phys.next_hole(pstart, pstart + (vend - vstart)) - pstart)
+            if hole < vend:
+                return hole
+            pos = vend
+        return min(pos, end)
 
     def _runs(self, addr: int, end: int) -> Iterator[tuple[int, int]]:
         """``(paddr, n)``: the mapped prefix of ``[addr, end)`` as physically contiguous runs
