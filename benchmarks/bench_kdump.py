@@ -241,10 +241,12 @@ def bench_tib(rounds: int) -> None:
             finally:
                 unmount(mnt)
                 proc.wait(timeout=30)
-        returns = []
+        returns, seeks = [], {}
         for _ in range(rounds):
-            with vmcorefs_mount([str(path)]) as (_mnt, took):
+            with vmcorefs_mount([str(path)]) as (mnt, took):
                 returns.append(took)
+                for name, took_each in seek_times(mnt).items():
+                    seeks.setdefault(name, []).extend(took_each)
         print(
             f"tib: 1 TiB of RAM (max_mapnr 2**28), file {st.st_size / MiB:.0f} MiB apparent, "
             f"{st.st_blocks * 512 / MiB:.0f} MiB on disk"
@@ -253,6 +255,39 @@ def bench_tib(rounds: int) -> None:
         print(f"  mount (-f, to mounted)  best {min(mounts):.3f} s, worst {max(mounts):.3f} s")
         print(f"  mount (command returns) best {min(returns):.3f} s, worst {max(returns):.3f} s")
         print(f"  daemon peak RSS         {max(rss) / MiB:.0f} MiB (VmHWM)")
+        for name, times in seeks.items():
+            print(
+                f"  lseek {name:<17} median {statistics.median(times) * 1e6:.0f} µs, "
+                f"max {max(times) * 1e6:.0f} µs ({len(times)} calls, target <= 1 ms each)"
+            )
+
+
+def seek_times(mnt: str, count: int = 200) -> dict[str, list[float]]:
+    """Seconds of each ``lseek(SEEK_DATA)``/``lseek(SEEK_HOLE)`` at random offsets of ``phys``
+    (1 TiB, a few thousand pages) and ``kvirt`` (from anywhere: the kernel image is all that
+    is mapped), on a fresh mount: the first calls load the index blocks and page tables."""
+    import errno
+    import random
+
+    rng = random.Random(3)
+    out: dict[str, list[float]] = {}
+    for name, size in (("phys", 1 << 40), ("kvirt", (1 << 63) - 1)):
+        fd = os.open(f"{mnt}/{name}", os.O_RDONLY)
+        try:
+            for whence, label in ((os.SEEK_DATA, "SEEK_DATA"), (os.SEEK_HOLE, "SEEK_HOLE")):
+                times = out.setdefault(f"{name} {label}", [])
+                for _ in range(count):
+                    offset = rng.randrange(size)
+                    t0 = time.perf_counter()
+                    try:
+                        os.lseek(fd, offset, whence)
+                    except OSError as exc:
+                        if exc.errno != errno.ENXIO:
+                            raise
+                    times.append(time.perf_counter() - t0)
+        finally:
+            os.close(fd)
+    return out
 
 
 def _vm_hwm(pid: int) -> int:

@@ -13,6 +13,7 @@ cache lookup, and the kernel image's fast path is the same mechanism, verified e
 
 from __future__ import annotations
 
+import bisect
 import struct
 from array import array
 from collections.abc import Iterator
@@ -155,6 +156,7 @@ class X86_64Translator:
             max(64, (budget * 3 // 4) // 20480 - RECENT_CHUNKS)
         )
         self._recent: dict[int, _Linear | _Table | _Unmapped] = {}
+        self._present: LockedLRU[int, tuple[int, ...]] = LockedLRU(budget // 4 // 8192)
 
     # -- walking ---------------------------------------------------------------------------
     def canonical(self, vaddr: int) -> bool:
@@ -274,21 +276,35 @@ class X86_64Translator:
         entries = self._table(table)
         if entries is None:  # an absent or unreadable table maps nothing readable
             return
+        present = self._present_entries(table, entries)
         shift = PAGE_SHIFT + 9 * (level - 1)
         size = 1 << shift
-        while pos < end:  # bounded: one pass an entry, at most 512
-            entry = entries[(pos >> shift) & (PTRS_PER_TABLE - 1)]
+        span_end = (pos | ((size << 9) - 1)) + 1  # the end of what this table maps
+        k = bisect.bisect_left(present, (pos >> shift) & (PTRS_PER_TABLE - 1))
+        while pos < end and k < len(present):  # bounded: one pass a present entry
+            index = present[k]
+            k += 1
+            pos = max(pos, span_end - ((PTRS_PER_TABLE - index) << shift))
+            if pos >= end:
+                return
+            entry = entries[index]
             stop = min(end, (pos | (size - 1)) + 1)
-            if not entry & _PAGE_PRESENT:
-                pass
-            elif entry & _PAGE_PSE:
+            if entry & _PAGE_PSE:
                 if level in (3, 2):  # 1 GiB at PUD, 2 MiB at PMD (elsewhere PS is reserved)
                     yield pos, stop, (entry & self.entry_mask & ~(size - 1)) + (pos & (size - 1))
             elif level == 2:
                 yield from self._chunk_pieces(pos, stop)
             else:
                 yield from self._table_pieces(entry & self.entry_mask, level - 1, pos, stop)
-            pos = stop
+
+    def _present_entries(self, table: int, entries: tuple[int, ...]) -> tuple[int, ...]:
+        """The indices of the present entries of the table page at ``table``, in order, kept
+        beside the entries: a search skips a run of absent entries in one step."""
+        found = self._present.get(table)
+        if found is None:
+            found = tuple(i for i, e in enumerate(entries) if e & _PAGE_PRESENT)
+            self._present.put(table, found)
+        return found
 
     def _chunk_pieces(self, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
         """The pieces of ``[pos, end)`` inside one 2 MiB chunk, from its cached translation
