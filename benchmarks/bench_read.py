@@ -33,6 +33,10 @@ as the scheduler places them, all on one CPU, the reader on one and the daemons 
   kernel image (every 8th absent page: each the first of its neighbourhood met), the first
   time and again, interleaved with 4 KiB reads of present pages read once before (cached): the
   median time of each kind in a round, as a ratio to the present reads'.
+- the transport's floor, each round: the do-nothing filesystem's 4 KiB and 1 MiB reads of a
+  file whose every read fails with EIO, against its own 4 KiB read; and, per kdump, the MiB/s
+  of a page-by-page walk were its EIO requests (one per absent page, each at that 1 MiB EIO
+  time) all it cost, against drgn: no filesystem over this FUSE path can do better.
 """
 
 from __future__ import annotations
@@ -212,6 +216,14 @@ class Image:
     walk_page: Row
     walk_seek: Row
     eio: dict[str, Row]
+    #: page by page, were the EIO requests all it cost (the do-nothing fs's EIO time)
+    walk_floor: Row = field(
+        default_factory=lambda: Row("  (page by page: its EIOs alone vs drgn)", "MiB/s", None)
+    )
+
+    def absent_pages(self) -> int:
+        """The EIO requests of a page-by-page walk: one per absent page."""
+        return sum((b - a) // PAGE for a, b in self.holes())
 
     def holes(self) -> list[tuple[int, int]]:
         """The absent runs of ``[start, end)``."""
@@ -393,6 +405,37 @@ def eio_latency(kvirt: str, image: Image, buf: mmap.mmap, stride: int) -> dict[s
     return {kind: statistics.median(ts) for kind, ts in times.items()}
 
 
+#: The do-nothing filesystem's failed reads against its own 4 KiB read: the transport's floor.
+NULL_EIO = {size: Row(f"  {size} EIO vs its 4 KiB read", "µs", None) for size in ("4 KiB", "1 MiB")}
+
+
+def null_eio(mnt: str, buf: mmap.mmap, count: int = 300) -> dict[str, float]:
+    """Median seconds of 4 KiB and 1 MiB reads of the do-nothing fs's ``absent`` file (each an
+    EIO) and of 4 KiB reads of its ``data``, interleaved."""
+    view = memoryview(buf)
+    fds = {name: os.open(f"{mnt}/{name}", os.O_RDONLY) for name in ("data", "absent")}
+    times: dict[str, list[float]] = defaultdict(list)
+    try:
+        for i in range(count):
+            for kind, name, size in (
+                ("present", "data", PAGE),
+                ("4 KiB", "absent", PAGE),
+                ("1 MiB", "absent", MiB),
+            ):
+                t0 = time.perf_counter()
+                try:
+                    os.preadv(fds[name], [view[:size]], i * PAGE)
+                except OSError as exc:
+                    if exc.errno != errno.EIO or name != "absent":
+                        raise
+                times[kind].append(time.perf_counter() - t0)
+    finally:
+        view.release()
+        for fd in fds.values():
+            os.close(fd)
+    return {kind: statistics.median(ts) for kind, ts in times.items()}
+
+
 class Drgn:
     """The drgn worker (``drgn_walk.py`` in ``python``), on ``cpus``; None where no drgn."""
 
@@ -435,9 +478,18 @@ def measure_images(
     buf = mmap.mmap(-1, max(i.end - i.start for i in images) + MiB)
     try:
         for _ in range(rounds):
+            with nullfs_mount(cpus=cpus) as null:
+                floor = null_eio(null, buf)
+            for kind, seconds in floor.items():
+                if kind != "present":
+                    NULL_EIO[kind].add(placement, seconds * 1e6, floor["present"] * 1e6)
             for image in images:
                 if "walk" in only:
                     walk_round(image, placement, cpus, drgn, buf, wrong)
+                    ref = image.walk_page.refs[placement]
+                    if ref:  # drgn's MiB/s this round
+                        eio_only = image.absent_pages() * floor["1 MiB"]
+                        image.walk_floor.add(placement, image.held / MiB / eio_only, ref[-1])
                 if "eio" in only:
                     with vmcorefs_mount([image.path], cpus=cpus) as (mnt, _):
                         medians = eio_latency(f"{mnt}/kvirt", image, buf, eio_stride)
@@ -546,9 +598,12 @@ def main() -> None:
         held = f"{image.held / MiB:.1f} of {(image.end - image.start) / MiB:.1f} MiB held"
         if "walk" in only:
             rows += [heading(f"walk _text.._end, {image.name} ({held})")]
-            rows += [image.walk_page, image.walk_seek]
+            rows += [image.walk_page, image.walk_floor, image.walk_seek]
     for image in images if "eio" in only else []:
         rows += [heading(f"EIO, {image.name}"), *image.eio.values()]
+    if images:
+        rows += [heading("EIO, the do-nothing filesystem (the transport's floor)")]
+        rows += list(NULL_EIO.values())
     if rows:
         print_table(rows, placements, args.rounds)
     reasons = defaultdict(list)

@@ -345,8 +345,13 @@ class DumpFile(ExactReads):
             self.changed = f"cannot stat the dump any more: {exc.strerror}"
         else:
             self._checked = monotonic()
+            known = self._identity
+            # Every write sets the ctime (which no one can set back): the same ctime and size
+            # are the same bytes. The fast path of every read; the full comparison otherwise.
+            if st.st_ctime_ns == known.ctime_ns and st.st_size == known.size:
+                return
             now = _identity(st)
-            if now == self._identity:
+            if now == known:
                 return
             if now.bytes_same(self._identity) and now.meta != self._identity.meta:
                 # A new ctime with a new link count, mode or owner: renamed over or unlinked,
