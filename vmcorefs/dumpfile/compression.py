@@ -161,10 +161,13 @@ def _load_snappy() -> Binding:
     import snappy
 
     def make(page_size: int) -> PageDecoder:
+        # The page size as a varint: data that start with it claim exactly one page.
+        prefix = _varint(page_size)
+
         def decode(data: bytes) -> bytes | None:
             # Raw snappy starts with the uncompressed length (a varint): check it before the
             # library allocates that much.
-            if _snappy_length(data) != page_size:
+            if not data.startswith(prefix) and _snappy_length(data) != page_size:
                 return None
             try:
                 out: bytes = snappy.uncompress(data)
@@ -310,6 +313,16 @@ def diagnose(flags: int, data: bytes, page_size: int) -> str | None:
         verb = "inflate" if bits == DUMP_DH_COMPRESSED_ZLIB else "decompress"
         return f"{name} data {verb} to {len(out):,} bytes"
     return None
+
+
+def _varint(value: int) -> bytes:
+    """``value`` as the shortest varint (7 bits a byte, low first, high bit: more follow)."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
 
 
 def _snappy_length(data: bytes) -> int | None:
