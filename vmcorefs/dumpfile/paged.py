@@ -64,14 +64,6 @@ class PageCache:
         self._lock = threading.Lock()
         self.resize(max_pages)
 
-    def _find(self, pfn: int) -> bytes | None:
-        """The cached page of ``pfn`` (a hit in main makes it the most recent). Under the lock."""
-        page = self._main.get(pfn)
-        if page is not None:
-            self._main.move_to_end(pfn)
-            return page
-        return self._probation.get(pfn)
-
     def get_many(self, first: int, count: int, *, upto_absent: bool = False) -> list[bytes | None]:
         """The cached page (or :data:`ABSENT`) of each frame ``first .. first+count-1``.
 
@@ -79,10 +71,18 @@ class PageCache:
         """
         out: list[bytes | None] = []
         append = out.append
-        with self._lock:
-            find = self._find
+        with self._lock:  # _find, inlined: this loop runs once a page of every read
+            main_get, touch, probation_get = (
+                self._main.get,
+                self._main.move_to_end,
+                self._probation.get,
+            )
             for pfn in range(first, first + count):
-                page = find(pfn)
+                page = main_get(pfn)
+                if page is None:
+                    page = probation_get(pfn)
+                else:
+                    touch(pfn)
                 append(page)
                 if upto_absent and page is not None and not page:
                     break
@@ -95,12 +95,20 @@ class PageCache:
         page then costs one lookup, not one per page of its size)."""
         out: list[bytes | None] = []
         append = out.append
-        with self._lock:
-            find = self._find
+        with self._lock:  # _find, inlined (as in get_many)
+            main_get, touch, probation_get = (
+                self._main.get,
+                self._main.move_to_end,
+                self._probation.get,
+            )
             for pfn in range(first, first + count):
-                page = find(pfn)
+                page = main_get(pfn)
                 if page is None:
-                    break
+                    page = probation_get(pfn)
+                    if page is None:
+                        break
+                else:
+                    touch(pfn)
                 append(page)
                 if not page:
                     break
