@@ -69,33 +69,24 @@ class PageCache:
 
         ``upto_absent``: the list ends just after the first cached :data:`ABSENT`.
         """
-        out: list[bytes | None] = []
-        append = out.append
-        with self._lock:  # _find, inlined: this loop runs once a page of every read
-            main_get, touch, probation_get = (
-                self._main.get,
-                self._main.move_to_end,
-                self._probation.get,
-            )
-            for pfn in range(first, first + count):
-                page = main_get(pfn)
-                if page is None:
-                    page = probation_get(pfn)
-                else:
-                    touch(pfn)
-                append(page)
-                if upto_absent and page is not None and not page:
-                    break
-        return out
+        return self._pages(first, count, upto_absent, upto_missing=False)
 
     def cached_prefix(self, first: int, count: int) -> list[bytes | None]:
         """The cached pages of frames ``first ..``, at most ``count``: up to the first frame not
         cached (excluded), or the first cached :data:`ABSENT` (included). A read looks no
         further before it knows that it must load a page (a read that starts at an absent
         page then costs one lookup, not one per page of its size)."""
+        return self._pages(first, count, True, upto_missing=True)
+
+    def _pages(
+        self, first: int, count: int, upto_absent: bool, *, upto_missing: bool
+    ) -> list[bytes | None]:
+        """Each frame's cached page (None: not cached) from ``first`` on, ending after the
+        first :data:`ABSENT` (``upto_absent``), before the first not cached (``upto_missing``).
+        A hit in main makes the page its most recent; one in probation moves nothing."""
         out: list[bytes | None] = []
         append = out.append
-        with self._lock:  # _find, inlined (as in get_many)
+        with self._lock:  # one loop step a page of every read: the lookups inlined
             main_get, touch, probation_get = (
                 self._main.get,
                 self._main.move_to_end,
@@ -105,12 +96,12 @@ class PageCache:
                 page = main_get(pfn)
                 if page is None:
                     page = probation_get(pfn)
-                    if page is None:
+                    if page is None and upto_missing:
                         break
                 else:
                     touch(pfn)
                 append(page)
-                if not page:
+                if upto_absent and page is not None and not page:
                     break
         return out
 
