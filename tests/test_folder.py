@@ -503,3 +503,16 @@ def test_the_mount_point_inside_the_folder_is_not_looked_at(tmp_path, monkeypatc
     tree = folder_tree(tmp_path, skip=(str(tmp_path / "mnt"),))
     assert names(tree) == {"2026"}
     assert str(tmp_path / "mnt") not in stats
+
+
+def test_lseek_answers_through_the_folder(tmp_path):
+    """A dump's files in a folder mount answer SEEK_DATA/SEEK_HOLE as the dump's own tree."""
+    fb.kdump(tmp_path / "vmcore-a", 1)
+    tree = folder_tree(tmp_path)
+    phys = tree.lookup("vmcore-a/phys")
+    size = phys.size()
+    assert phys.seek(PAGE + 5, os.SEEK_DATA) == PAGE + 5  # every frame is dumped
+    assert phys.seek(0, os.SEEK_HOLE) == size
+    assert phys.seek(size, os.SEEK_DATA) is None
+    readme = tree.lookup("vmcore-a/README")
+    assert readme.seek(3, os.SEEK_DATA) == 3 and readme.seek(3, os.SEEK_HOLE) == readme.size() > 3
