@@ -514,5 +514,8 @@ def test_lseek_answers_through_the_folder(tmp_path):
     assert phys.seek(PAGE + 5, os.SEEK_DATA) == PAGE + 5  # every frame is dumped
     assert phys.seek(0, os.SEEK_HOLE) == size
     assert phys.seek(size, os.SEEK_DATA) is None
+    index = tree.lookup("index")  # size 0 (as in /proc), data to the end of what it reads
+    text = read(tree, "index")
+    assert index.seek(0, os.SEEK_DATA) == 0 and index.seek(0, os.SEEK_HOLE) == len(text)
     readme = tree.lookup("vmcore-a/README")
     assert readme.seek(3, os.SEEK_DATA) == 3 and readme.seek(3, os.SEEK_HOLE) == readme.size() > 3

@@ -217,6 +217,13 @@ class IndexFile(File):
     def size(self) -> int:
         return 0
 
+    def seek(self, offset: int, whence: int) -> int | None:
+        """Data up to the end of what a read returns (not the size: 0)."""
+        end = len(self.content())
+        if not 0 <= offset < end:
+            return None
+        return offset if whence == os.SEEK_DATA else end
+
     def readinto(self, offset: int, buffer: memoryview) -> int:
         piece = self.content()[offset : offset + len(buffer)]
         buffer[: len(piece)] = piece
