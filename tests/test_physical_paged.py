@@ -124,7 +124,7 @@ def test_cache_size_bounds_the_pages_kept(dump):
     assert src.loaded == loaded
     phys.read(102 * PAGE, PAGE)  # the oldest: evicted
     assert src.loaded == loaded + 1
-    for _ in range(3):  # read again and again: in use, up to the whole cache
+    for _ in range(8):  # read again and again: in use, up to the whole cache
         assert phys.read(102 * PAGE, 398 * PAGE) == expected(pages, 102 * PAGE, 398 * PAGE)
         assert len(cache) <= 256
     assert len(cache) == 256
@@ -139,38 +139,47 @@ def test_zero_pages_share_one_object(dump):
     assert a is b
 
 
+def pages_of(pfns, tag=b"p"):
+    return [(pfn, tag + b"%d" % pfn) for pfn in pfns]
+
+
 def test_page_cache_keeps_pages_in_use_through_a_scan():
-    """2Q: a page loaded again after it left the probation FIFO is in use (main, an LRU); a
-    scan of pages met once passes through probation and leaves the pages in use in place."""
-    cache = PageCache(8)  # probation 2, main 6, 4 frame numbers remembered
-    assert (cache.probation_pages, cache.main_pages, cache.ghost_pages) == (2, 6, 4)
-    cache.put_many([(1, b"a"), (2, b"b"), (3, b"c")])  # 1 leaves probation, remembered
-    assert cache.get_many(1, 3) == [None, b"b", b"c"]
-    cache.put_many([(1, b"a")])  # loaded again: in use
-    cache.put_many([(pfn, b"h") for pfn in range(100, 105)])  # 100..102 leave probation
-    cache.put_many([(pfn, b"h") for pfn in range(100, 105)])  # 100..102 in use; 103, 104
-    # were hit while still in probation: one use, not two
-    cache.put_many([(pfn, b"s") for pfn in range(1000, 1100)])  # a scan of 100 pages
-    assert len(cache) == 6  # main: 1, 100, 101, 102; probation: the scan's last two
-    assert cache.get_many(1, 1) == [b"a"]  # the pages in use are still there
-    assert cache.get_many(100, 5) == [b"h"] * 3 + [None, None]
-    assert cache.get_many(1097, 3) == [None, b"s", b"s"]
-    assert cache.get_many(1098, 5, upto_absent=True) == [b"s", b"s", None, None, None]
+    """2Q: a page loaded again after it left the probation FIFO, while its frame is remembered,
+    is in use (main, an LRU); a scan of pages met once passes through probation and leaves the
+    pages in use in place; hits while in probation are one use."""
+    cache = PageCache(32)
+    probation, ghosts = cache.probation_pages, cache.ghost_pages
+    assert (probation, cache.main_pages, ghosts) == (8, 24, 4)
+    hot = range(100, 100 + ghosts)
+    cache.put_many(pages_of(hot))
+    cache.put_many(pages_of(hot))  # hit again while in probation: still one use
+    cache.put_many(pages_of(range(200, 200 + probation)))  # hot leave probation, remembered
+    assert cache.get_many(100, ghosts) == [None] * ghosts
+    cache.put_many(pages_of(hot))  # loaded again while remembered: in use
+    cache.put_many(pages_of(range(1000, 1100), b"s"))  # a scan of 100 pages
+    assert len(cache) == ghosts + probation
+    assert cache.get_many(100, ghosts) == [page for _, page in pages_of(hot)]
+    last = cache.get_many(1100 - probation - 1, probation + 1)
+    assert last == [None] + [page for _, page in pages_of(range(1100 - probation, 1100), b"s")]
+    assert cache.get_many(1099, 3, upto_absent=True) == [b"s1099", None, None]
 
 
 def test_page_cache_main_is_an_lru():
-    cache = PageCache(8)  # probation 2, main 6, 4 frame numbers remembered
+    cache = PageCache(32)  # probation 8, main 24, 4 frame numbers remembered
+    filler = iter(range(10_000, 20_000))
 
-    def twice(pfns, between):  # loaded, pushed out of probation, loaded again: in use
-        cache.put_many([(p, b"%d" % p) for p in pfns])
-        cache.put_many([(p, b"x") for p in between])
-        cache.put_many([(p, b"%d" % p) for p in pfns])
+    def twice(pfns):  # loaded, pushed out of probation, loaded again: in use
+        cache.put_many(pages_of(pfns))
+        cache.put_many(pages_of([next(filler) for _ in range(cache.probation_pages)]))
+        cache.put_many(pages_of(pfns))
 
-    twice([0, 1, 2, 3], [50, 51])
-    assert cache.get_many(0, 1) == [b"0"]  # 0 is now the most recent of main
-    twice([4, 5], [60, 61])  # main is full: 1, 2, 3, 0, 4, 5
-    twice([7], [70, 71])  # in use: main's least recent (1) goes
-    assert cache.get_many(0, 8) == [b"0", None, b"2", b"3", b"4", b"5", None, b"7"]
+    for group in range(0, cache.main_pages, cache.ghost_pages):
+        twice(range(group, group + cache.ghost_pages))
+    assert cache.get_many(0, 1) == [b"p0"]  # 0 is now the most recent of main
+    twice([500])  # main is full: its least recent (1) goes
+    assert cache.get_many(0, 3) == [b"p0", None, b"p2"]
+    assert cache.get_many(500, 1) == [b"p500"]
+    assert len(cache) <= 32
 
 
 def test_sequential_reads_load_the_next_range_ahead(dump):

@@ -126,13 +126,16 @@ class PageCache:
 
     def resize(self, max_pages: int) -> None:
         """Keep at most ``max_pages`` from now on (the oldest go first): a quarter of them, at
-        most :data:`PROBATION_PAGES`, for pages met once; the frame numbers of half as many
-        remembered (2Q's advice; ~100 bytes each)."""
+        most :data:`PROBATION_PAGES`, for pages met once; the frame numbers of an eighth as
+        many remembered (~100 bytes each): a page loaded again within that many other first
+        loads is in use. 2Q advises half; an eighth keeps a ``grep -r`` over ``sym/``, whose
+        names are not all in address order, from promoting ~7 MiB of pages it never reads
+        again (measured on the sample: 1,791 pages in main with half, 293 with an eighth)."""
         with self._lock:
             self.max_pages = max(2, max_pages)
             self.probation_pages = max(1, min(PROBATION_PAGES, self.max_pages // 4))
             self.main_pages = self.max_pages - self.probation_pages
-            self.ghost_pages = max(1, self.max_pages // 2)
+            self.ghost_pages = max(1, self.max_pages // 8)
             for segment, bound in (
                 (self._main, self.main_pages),
                 (self._probation, self.probation_pages),
