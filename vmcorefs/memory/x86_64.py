@@ -18,6 +18,7 @@ import struct
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import compress
 
 from ..dumpfile.source import merge_runs
 from ..errors import CorruptError, FaultError, Unavailable
@@ -302,7 +303,7 @@ class X86_64Translator:
         beside the entries: a search skips a run of absent entries in one step."""
         found = self._present.get(table)
         if found is None:
-            found = tuple(i for i, e in enumerate(entries) if e & _PAGE_PRESENT)
+            found = tuple(compress(range(PTRS_PER_TABLE), [e & _PAGE_PRESENT for e in entries]))
             self._present.put(table, found)
         return found
 
