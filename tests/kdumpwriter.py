@@ -36,9 +36,9 @@ def compress(codec: str, data: bytes) -> bytes:
 
         return lzo1x.compress(data)  # bare LZO1X, no header (as lzo1x_1_compress writes it)
     if codec == "snappy":
-        import snappy
+        import cramjam
 
-        return snappy.compress(data)  # raw snappy (length preamble, no framing)
+        return bytes(cramjam.snappy.compress_raw(data))  # raw snappy (length preamble, no framing)
     if codec == "zstd":
         import zstandard
 

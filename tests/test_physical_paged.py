@@ -23,14 +23,23 @@ class CountingSource(KdumpSource):
     def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
         self.loaded = 0
+        self.direct = 0  # of which decoded straight into the reader's buffer
         self.threads: set[str] = set()
         self._count_lock = threading.Lock()
 
     def load_pages(self, refs):
+        self._count(refs)
+        return super().load_pages(refs)
+
+    def load_pages_into(self, refs, dest):
+        self._count(refs)
+        self.direct += len(refs)
+        return super().load_pages_into(refs, dest)
+
+    def _count(self, refs) -> None:
         with self._count_lock:
             self.loaded += len(refs)
             self.threads.add(threading.current_thread().name)
-        return super().load_pages(refs)
 
 
 @pytest.fixture
@@ -100,16 +109,46 @@ def test_readinto_fills_the_buffer_and_nothing_past_the_count(dump):
                 assert bytes(buffer[:got]) == want, (zero_fill, addr, size)
 
 
+def scan(phys: PhysicalMemory, first: int, end: int, step: int = 16) -> bytes:
+    """Frames ``first .. end-1`` read in reads of ``step`` pages: small enough to be cached."""
+    assert step * PAGE < paged.DIRECT_MIN
+    starts = range(first, end, step)
+    return b"".join(phys.read(p * PAGE, (min(end, p + step) - p) * PAGE) for p in starts)
+
+
 def test_cached_pages_are_not_loaded_again(dump):
     src, pages = dump
     phys = fresh(src, cache_size_mib=4)
-    assert phys.read(0, 50 * PAGE) == expected(pages, 0, 50 * PAGE)
-    assert src.loaded == 50
+    assert phys.read(0, 30 * PAGE) == expected(pages, 0, 30 * PAGE)
+    assert src.loaded == 30
     assert phys.read(10 * PAGE, 20 * PAGE) == expected(pages, 10 * PAGE, 20 * PAGE)
-    assert src.loaded == 50
+    assert src.loaded == 30
     assert phys.read(100 * PAGE, PAGE) == b""
     assert phys.read(100 * PAGE, PAGE) == b""  # absence is cached too
-    assert src.loaded == 50
+    assert src.loaded == 30
+
+
+def test_large_reads_decode_into_the_buffer_and_cache_nothing(dump):
+    """A read of DIRECT_MIN or more from a page not cached decodes straight into the reader's
+    buffer (up to the first absent page) and keeps nothing; one whose first page is cached
+    goes through the cache; the head of a last partial page is cached (the kernel sends the
+    rest of a 1 MiB read into an unaligned buffer as a second small request)."""
+    src, pages = dump
+    phys = fresh(src, cache_size_mib=4)
+    big = paged.DIRECT_MIN // PAGE + 80
+    assert phys.read(0, big * PAGE) == expected(pages, 0, big * PAGE)  # stops at frame 100
+    assert (src.loaded, src.direct, len(src.pages.cache)) == (100, 100, 0)
+    assert phys.read(0, big * PAGE) == expected(pages, 0, big * PAGE)
+    assert (src.loaded, src.direct) == (200, 200)  # decoded again: nothing was kept
+    assert phys.read(PAGE, PAGE) == pages[1]  # a small read caches its page
+    assert phys.read(PAGE, big * PAGE) == expected(pages, PAGE, big * PAGE)
+    assert (src.loaded, src.direct) == (201 + 98, 200)  # through the cache: it starts there
+    assert len(src.pages.cache) == 100  # frames 1..99 and the absent 100
+    tail = 200 * PAGE + 48
+    assert phys.read(102 * PAGE, tail) == expected(pages, 102 * PAGE, tail)
+    loaded = src.loaded
+    assert phys.read(102 * PAGE + tail, 48) == expected(pages, 102 * PAGE + tail, 48)
+    assert src.loaded == loaded  # the last page, cached by the first request
 
 
 def test_cache_size_bounds_the_pages_kept(dump):
@@ -117,17 +156,20 @@ def test_cache_size_bounds_the_pages_kept(dump):
     phys = fresh(src, cache_size_mib=1)  # 256 pages: 64 for pages met once, 192 in use
     cache = src.pages.cache
     assert (cache.probation_pages, cache.main_pages) == (64, 192)
-    phys.read(102 * PAGE, 398 * PAGE)  # a scan: only the last 64 pages stay
+    scan(phys, 102, 500)  # a scan: only the last 64 pages stay
     assert len(cache) == 64
     loaded = src.loaded
     phys.read(499 * PAGE, PAGE)  # among the most recent: still cached
     assert src.loaded == loaded
     phys.read(102 * PAGE, PAGE)  # the oldest: evicted
     assert src.loaded == loaded + 1
-    for _ in range(8):  # read again and again: in use, up to the whole cache
-        assert phys.read(102 * PAGE, 398 * PAGE) == expected(pages, 102 * PAGE, 398 * PAGE)
+    for _ in range(8):  # a range read again and again within 96 loads: in use
+        assert scan(phys, 102, 192) == expected(pages, 102 * PAGE, 90 * PAGE)
         assert len(cache) <= 256
-    assert len(cache) == 256
+    loaded = src.loaded
+    assert scan(phys, 102, 192) == expected(pages, 102 * PAGE, 90 * PAGE)
+    assert src.loaded == loaded
+    assert len(cache) == 90  # the range, in use: the loads pushed the scan out of probation
 
 
 def test_zero_pages_share_one_object(dump):
@@ -255,7 +297,7 @@ def test_the_cache_size_is_set_by_phys_and_can_shrink(dump):
     src, pages = dump
     phys = fresh(src, cache_size_mib=4)  # 1024 pages: 256 in probation, 768 in main
     for _ in range(2):  # the second pass finds every page remembered: in use
-        phys.read(102 * PAGE, 398 * PAGE)
+        scan(phys, 102, 500)
     assert len(src.pages.cache) > 256
     PhysicalMemory(src, cache_size_mib=1)  # --cache-size 1: the oldest pages go now
     assert len(src.pages.cache) <= 256
@@ -341,3 +383,49 @@ def test_a_read_that_starts_at_an_absent_page_loads_nothing(dump, monkeypatch):
     assert asked == [1]  # the first time: one descriptor; then the cached absence
     assert phys.read(102 * PAGE, 8 * PAGE) == expected(pages, 102 * PAGE, 8 * PAGE)
     assert src.loaded > loaded
+
+
+@pytest.mark.parametrize("codec", ["zlib", "lzo", "snappy", "zstd"])
+def test_pages_loaded_into_a_buffer_are_the_pages_loaded(tmp_path, codec):
+    """``load_pages_into`` writes what ``load_pages`` returns, up to the first page that does
+    not load (corrupt data, a stored page of the wrong size, a descriptor past the file), and
+    says how many: for every codec, with raw, zero and incompressible pages among them."""
+    if codec == "lzo":
+        pytest.importorskip("lzo1x")
+    pages = {p: pattern_page(p) for p in range(64)}
+    pages[5] = bytes(PAGE)  # the shared zero page
+    pages[6] = bytes(range(256)) * 16
+    bad = {20: (0x4 if codec == "snappy" else 0x1, b"\x80\x20" + bytes(40)), 30: (0, b"x" * 100)}
+    spec = KdumpSpec(max_mapnr=64, pages=pages, compression=codec, stored=bad)
+    path = tmp_path / f"{codec}.kdump"
+    path.write_bytes(build_kdump(spec))
+    src = KdumpSource(DumpFile(str(path)))
+    refs = src.page_refs(0, 64)
+    listed = src.load_pages(refs)
+    assert [i for i, p in enumerate(listed) if p is None] == [20, 30]
+    for first, count in [(0, 64), (0, 20), (21, 43), (31, 33), (5, 2), (20, 1)]:
+        dest = bytearray(count * PAGE)
+        done = src.load_pages_into(refs[first : first + count], memoryview(dest))
+        want = listed[first : first + count]
+        assert done == (want.index(None) if None in want else count), (first, count)
+        assert bytes(dest[: done * PAGE]) == b"".join(want[:done]), (first, count)
+    src.close()
+
+
+def test_a_large_read_stops_at_a_corrupt_page_and_records_it(tmp_path):
+    pages = {p: pattern_page(p) for p in range(200)}
+    spec = KdumpSpec(max_mapnr=200, pages=pages, stored={90: (0x1, b"not zlib")})
+    path = tmp_path / "corrupt.kdump"
+    path.write_bytes(build_kdump(spec))
+    src = CountingSource(DumpFile(str(path)))
+    phys = PhysicalMemory(src)
+    buffer = bytearray(150 * PAGE)
+    assert phys.readinto(10 * PAGE, memoryview(buffer)) == 80 * PAGE
+    assert src.direct >= 80  # decoded straight into the buffer
+    assert bytes(buffer[: 80 * PAGE]) == expected(pages, 10 * PAGE, 80 * PAGE)
+    assert [f.address for f in src.damage.first()] == [90 * PAGE]
+    loaded = src.loaded
+    assert phys.read(90 * PAGE, 1 << 20) == b""  # known corrupt: nothing loaded for it
+    assert src.loaded == loaded
+    assert phys.read(91 * PAGE, 100 * PAGE) == expected(pages, 91 * PAGE, 100 * PAGE)
+    src.close()

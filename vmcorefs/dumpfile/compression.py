@@ -9,8 +9,8 @@ Which bindings decode in parallel (``benchmarks/bench_kdump.py --only codecs`` m
 zlib (CPython's module; isal's, used when installed, releases the GIL around inflate too),
 zstandard (one decompressor per thread: a ``ZstdDecompressor`` is not thread-safe) and
 lzallright (its pages are cheap, but decoded in the pool with read ahead sequential reads
-gained: DEVELOPERS.md) scale; cramjam's snappy releases it too but a 4 KiB page takes so little
-time that two threads gain nothing.
+gained: DEVELOPERS.md) scale; cramjam's snappy holds the GIL (two threads decode a page slower
+than one), so snappy pages are decoded by the reading thread, straight into its buffer.
 
 LZO is decoded by lzallright (wheels for every CPython and Linux we support; python-lzo has
 none and builds with a compiler and liblzo2's headers). It decodes makedumpfile's lzo1x_1
@@ -47,6 +47,9 @@ DUMP_DH_COMPRESSED = (
 
 #: A page decoder: the page, or None when the stored bytes are not exactly one page.
 PageDecoder = Callable[[bytes], bytes | None]
+#: A page decoder that writes the page into ``dest`` (one page long): whether the stored bytes
+#: were exactly one page (if not, ``dest`` holds garbage: the caller does not use it).
+PageDecoderInto = Callable[[bytes, memoryview], bool]
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,9 @@ class Binding:
     #: ``measure(data, page_size)``: decodes again for :func:`diagnose`, without the one-page
     #: shortcut: the output (at most a byte more than a page), or why it was refused unread.
     measure: Callable[[bytes, int], bytes | str]
+    #: ``make_into(page_size)``: a decoder that writes straight into the reader's buffer, for
+    #: bindings that can (None: :func:`page_decoder_into` copies what ``make`` returns).
+    make_into: Callable[[int], PageDecoderInto] | None = None
 
 
 @dataclass(frozen=True)
@@ -158,22 +164,40 @@ def _load_lzo() -> Binding:
 
 
 def _load_snappy() -> Binding:
-    import snappy
+    import cramjam
 
-    def make(page_size: int) -> PageDecoder:
+    # Attributes of the extension module (cramjam.snappy is no importable submodule).
+    snappy_error = cramjam.DecompressionError
+    decompress_raw = cramjam.snappy.decompress_raw
+    decompress_raw_into = cramjam.snappy.decompress_raw_into
+
+    def make_into(page_size: int) -> PageDecoderInto:
         # The page size as a varint: data that start with it claim exactly one page.
         prefix = _varint(page_size)
 
-        def decode(data: bytes) -> bytes | None:
-            # Raw snappy starts with the uncompressed length (a varint): check it before the
-            # library allocates that much.
+        def decode_into(data: bytes, dest: memoryview) -> bool:
+            # Raw snappy starts with the uncompressed length (a varint): data that claim more
+            # than ``dest`` raise before a byte is written, data that claim less come out short.
             if not data.startswith(prefix) and _snappy_length(data) != page_size:
-                return None
+                return False
             try:
-                out: bytes = snappy.uncompress(data)
-            except snappy.UncompressError:
-                return None
-            return out if len(out) == page_size else None
+                return bool(decompress_raw_into(data, dest) == page_size)
+            except snappy_error:
+                return False
+
+        return decode_into
+
+    def make(page_size: int) -> PageDecoder:
+        decode_into = make_into(page_size)
+        local = threading.local()
+
+        def decode(data: bytes) -> bytes | None:
+            # Decoded into a page of this thread's, then copied: the binding's own output (a
+            # buffer object around a fresh allocation a page) costs more than the copy.
+            page = getattr(local, "page", None)
+            if page is None:
+                page = local.page = memoryview(bytearray(page_size))
+            return bytes(page) if decode_into(data, page) else None
 
         return decode
 
@@ -183,10 +207,9 @@ def _load_snappy() -> Binding:
             return "snappy data without a valid length"
         if claimed != page_size:
             return f"snappy data claim {claimed:,} bytes"
-        out: bytes = snappy.uncompress(data)
-        return out
+        return bytes(decompress_raw(data))
 
-    return Binding(make, (snappy.UncompressError,), measure)
+    return Binding(make, (snappy_error,), measure, make_into)
 
 
 def _load_zstd() -> Binding:
@@ -225,7 +248,7 @@ def _load_zstd() -> Binding:
 CODECS: dict[int, Codec] = {
     DUMP_DH_COMPRESSED_ZLIB: Codec("zlib", None, True, _load_zlib),
     DUMP_DH_COMPRESSED_LZO: Codec("lzo", "lzallright", True, _load_lzo),
-    DUMP_DH_COMPRESSED_SNAPPY: Codec("snappy", "python-snappy", False, _load_snappy),
+    DUMP_DH_COMPRESSED_SNAPPY: Codec("snappy", "cramjam", False, _load_snappy),
     DUMP_DH_COMPRESSED_ZSTD: Codec("zstd", "zstandard", True, _load_zstd),
 }
 NAMES = {bit: codec.name for bit, codec in CODECS.items()}
@@ -278,6 +301,29 @@ def page_decoder(flags: int, page_size: int) -> PageDecoder:
         return require(bits).make(page_size)
     except DumpError:
         return lambda data: None
+
+
+def page_decoder_into(flags: int, page_size: int) -> PageDecoderInto:
+    """:func:`page_decoder`, writing the page into a buffer one page long: straight from the
+    codec where its binding can, else a copy of the page it returns."""
+    bits = flags & DUMP_DH_COMPRESSED
+    if bits and not flags & ~DUMP_DH_COMPRESSED and not bits & (bits - 1):
+        try:
+            make_into = require(bits).make_into
+        except DumpError:
+            make_into = None
+        if make_into is not None:
+            return make_into(page_size)
+    decode = page_decoder(flags, page_size)
+
+    def decode_into(data: bytes, dest: memoryview) -> bool:
+        page = decode(data)
+        if page is None:
+            return False
+        dest[:] = page
+        return True
+
+    return decode_into
 
 
 def decompress(flags: int, data: bytes, page_size: int) -> bytes | None:

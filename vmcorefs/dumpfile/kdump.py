@@ -334,6 +334,7 @@ class KdumpSource(PagedSource[PageDesc]):
         self._zero_page = ZERO_PAGES.get(bs) or bytes(bs)
         self._zero_offsets: set[int] = set()
         self._decoders: dict[int, compression.PageDecoder] = {}
+        self._decoders_into: dict[int, compression.PageDecoderInto] = {}
         self._zero_lock = threading.Lock()
         self._ranges: list[tuple[int, int]] | str | None = None  # or why they are unavailable
         self._ranges_lock = threading.Lock()
@@ -568,13 +569,38 @@ class KdumpSource(PagedSource[PageDesc]):
 
     def load_pages(self, refs: Sequence[PageDesc]) -> list[bytes | None]:
         """Read (one pread per run of nearby data) and decompress each referenced page."""
+        out: list[bytes | None] = [None] * len(refs)
+        spans, zeros = self._plan(refs)
+        for i in zeros:
+            out[i] = self._zero_page
+        for span in spans:
+            self._load_span(span, out)
+        return out
+
+    def load_pages_into(self, refs: Sequence[PageDesc], dest: memoryview) -> int:
+        ps = self.page_size
+        loaded = [False] * len(refs)
+        spans, zeros = self._plan(refs)
+        zero = self._zero_page
+        for i in zeros:
+            dest[i * ps : (i + 1) * ps] = zero
+            loaded[i] = True
+        for span in spans:
+            self._load_span_into(span, dest, loaded)
+        return loaded.index(False) if False in loaded else len(loaded)
+
+    def _plan(self, refs: Sequence[PageDesc]) -> tuple[list[_Span], list[int]]:
+        """The reads that load ``refs``: runs of nearby page data (one pread each), and the
+        indices of the pages known to be all zeros (stored once, read once). A page whose
+        descriptor points outside the page data is in neither: it is corrupt (or lost)."""
         ps = self.page_size
         fsize = self.file.size
-        out: list[bytes | None] = [None] * len(refs)
         data_start = self.layout.data_start
         zero_offsets = self._zero_offsets
-        span: list[tuple[int, int, int, int]] = []
-        span_start = span_end = 0
+        spans: list[_Span] = []
+        zeros: list[int] = []
+        pages: list[tuple[int, int, int, int]] = []
+        start = end = 0
         for i, ref in enumerate(refs):
             offset, size, flags, _ = ref
             # offset 0: a page lost from an incomplete dump (its descriptor was never written);
@@ -583,50 +609,89 @@ class KdumpSource(PagedSource[PageDesc]):
                 continue
             if offset in zero_offsets and not flags:
                 if size == ps:
-                    out[i] = self._zero_page
+                    zeros.append(i)
                 continue
-            if span and span_start <= offset <= span_end + SPAN_GAP:
-                end = offset + size
-                if end - span_start <= MAX_SPAN:
-                    span.append((i, offset, size, flags))
-                    if end > span_end:
-                        span_end = end
-                    continue
-            if span:
-                self._load_span(span, span_start, span_end, out)
-            span = [(i, offset, size, flags)]
-            span_start, span_end = offset, offset + size
-        if span:
-            self._load_span(span, span_start, span_end, out)
-        return out
+            if pages and start <= offset <= end + SPAN_GAP and offset + size - start <= MAX_SPAN:
+                pages.append((i, offset, size, flags))
+                end = max(end, offset + size)
+                continue
+            if pages:
+                spans.append(_Span(pages, start, end))
+            pages = [(i, offset, size, flags)]
+            start, end = offset, offset + size
+        if pages:
+            spans.append(_Span(pages, start, end))
+        return spans, zeros
 
-    def _load_span(
-        self, span: list[tuple[int, int, int, int]], start: int, end: int, out: list[bytes | None]
-    ) -> None:
+    def _decoder(self, flags: int) -> compression.PageDecoder:
+        decode = self._decoders.get(flags)
+        if decode is None:
+            decode = self._decoders[flags] = compression.page_decoder(flags, self.page_size)
+        return decode
+
+    def _decoder_into(self, flags: int) -> compression.PageDecoderInto:
+        decode = self._decoders_into.get(flags)
+        if decode is None:
+            decode = compression.page_decoder_into(flags, self.page_size)
+            self._decoders_into[flags] = decode
+        return decode
+
+    def _raw_page(self, stored: bytes, offset: int) -> bool:
+        """Whether the stored page ``stored`` (at ``offset``) is all zeros: remembered (a dump
+        stores the zero page once and points every zero page at it)."""
+        if stored != self._zero_page:
+            return False
+        if len(self._zero_offsets) < MAX_ZERO_OFFSETS:
+            with self._zero_lock:
+                self._zero_offsets.add(offset)
+        return True
+
+    def _load_span(self, span: _Span, out: list[bytes | None]) -> None:
         ps = self.page_size
         zero = self._zero_page
-        data = self.file.pread(start, end - start)
+        data = self.file.pread(span.start, span.end - span.start)
         decoders = self._decoders
-        for i, offset, size, flags in span:
-            rel = offset - start
+        for i, offset, size, flags in span.pages:
+            rel = offset - span.start
             stored = data[rel : rel + size]
             if len(stored) != size:
                 continue  # the file ends first
             if flags:  # a codec, or bits no codec has (corrupt: the decoder says None)
-                decode = decoders.get(flags)
-                if decode is None:
-                    decode = decoders[flags] = compression.page_decoder(flags, ps)
-                page = decode(stored)
+                page = (decoders.get(flags) or self._decoder(flags))(stored)
                 if page is None:
                     continue  # corrupt: fault() says why, and memory/ records it as damage
+                out[i] = zero if page == zero else page
             elif size == ps:
-                page = stored
-                if page == zero and len(self._zero_offsets) < MAX_ZERO_OFFSETS:
-                    with self._zero_lock:
-                        self._zero_offsets.add(offset)
-            else:
-                continue  # a raw page of the wrong size
-            out[i] = zero if page == zero else page
+                out[i] = zero if self._raw_page(stored, offset) else stored
+            # else: a raw page of the wrong size
+
+    def _load_span_into(self, span: _Span, dest: memoryview, loaded: list[bool]) -> None:
+        """:meth:`_load_span`, each page written into its place in ``dest``."""
+        ps = self.page_size
+        data = self.file.pread(span.start, span.end - span.start)
+        decoders = self._decoders_into
+        for i, offset, size, flags in span.pages:
+            rel = offset - span.start
+            stored = data[rel : rel + size]
+            if len(stored) != size:
+                continue  # the file ends first
+            if flags:
+                decode = decoders.get(flags) or self._decoder_into(flags)
+                loaded[i] = decode(stored, dest[i * ps : (i + 1) * ps])
+            elif size == ps:
+                dest[i * ps : (i + 1) * ps] = stored
+                loaded[i] = True
+                self._raw_page(stored, offset)
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Pages whose data lie close together in the file, read with one pread: ``(index in the
+    references, offset, size, flags)`` each, within ``[start, end)``."""
+
+    pages: list[tuple[int, int, int, int]]
+    start: int
+    end: int
 
 
 def open_kdump(file: ReadableFile, formats: Formats, *, split_part: bool) -> KdumpSource:

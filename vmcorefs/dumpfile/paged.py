@@ -2,9 +2,10 @@
 forms) and the one reader of their pages, with its cache.
 
 Finding a page (bitmap, descriptor) is cheap; loading it (read, decompress) is what costs. So
-:class:`PagedReader` keeps decoded pages in an LRU (``--cache-size`` MiB), decodes the pages of
+:class:`PagedReader` keeps decoded pages in a cache (``--cache-size`` MiB), decodes the pages of
 a large read in a thread pool when the codec releases the GIL, and loads the next range ahead
-of a sequential reader. Every read of a paged container goes through it.
+of a sequential reader; a large read that starts at a page not cached is decoded straight into
+the reader's buffer. Every read of a paged container goes through it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ DEFAULT_CACHE_BYTES = 64 << 20
 #: Pages met once wait in a FIFO of at most this many (2 MiB of 4 KiB pages): room for a
 #: 1 MiB read and the next one read ahead (see :class:`PageCache`).
 PROBATION_PAGES = 512
+#: A read at least this large, page aligned, whose first page is not cached, is decoded
+#: straight into the reader's buffer and not cached (:meth:`PagedReader._read_direct`).
+DIRECT_MIN = READAHEAD_MIN
 
 
 class PageCache:
@@ -185,6 +189,18 @@ class PagedSource(PhysicalSource, Generic[Ref]):
         """Each referenced page: exactly ``page_size`` bytes, or None when its data is corrupt
         or missing (never guessed); :meth:`PhysicalSource.fault` then says which and why."""
 
+    def load_pages_into(self, refs: Sequence[Ref], dest: memoryview) -> int:
+        """:meth:`load_pages` written into ``dest`` (a page each, in order): how many pages
+        from the first loaded. ``dest`` from there on holds garbage (a corrupt page decoded
+        as far as it went): the caller does not use it. A container overrides this when its
+        pages can be decoded straight into ``dest``."""
+        ps = self.page_size
+        for k, page in enumerate(self.load_pages(refs)):
+            if page is None:
+                return k
+            dest[k * ps : (k + 1) * ps] = page
+        return len(refs)
+
 
 def page_runs(
     start: int, end: int, page_size: int, frame_runs: Iterator[tuple[int, int]]
@@ -227,11 +243,36 @@ class PagedReader(Generic[Ref]):
     def readinto(self, addr: int, buffer: memoryview) -> int:
         """Copy the held bytes from ``addr`` into ``buffer``, page by page from the cache,
         stopping at the first page that is absent or whose data are corrupt; a large read that
-        continues the previous one starts loading the next (read ahead)."""
+        continues the previous one starts loading the next (read ahead). Past the count
+        returned, ``buffer`` may have been written (a corrupt page, decoded as far as it went).
+        """
         size = len(buffer)
         if addr < 0 or size <= 0 or addr >= self.end:
             return 0
         size = min(size, self.end - addr)
+        ps = self.page_size
+        pfn0 = addr // ps
+        rel = addr - pfn0 * ps
+        got = -1
+        if size >= DIRECT_MIN and not rel:
+            got = self._read_direct(pfn0, size // ps, buffer)
+            if got == size - size % ps and got < size:  # the last page's head: from the cache
+                got += self._read_cached(addr + got, buffer[got:size])
+        if got < 0:
+            got = self._read_cached(addr, buffer[:size])
+        if not got:
+            return 0  # an absent first byte: EIO, and nothing loaded or read ahead for it
+        if size >= READAHEAD_MIN and self.source().parallel_decompression:
+            self._readahead(addr, size)
+        else:
+            # Small reads move the sequential position too: the kernel splits a 1 MiB read
+            # into an unaligned buffer in two requests (1 MiB - 48 bytes, then 48 bytes).
+            self._last_end = addr + size
+        return got
+
+    def _read_cached(self, addr: int, buffer: memoryview) -> int:
+        """:meth:`readinto` through the cache: the pages missing are loaded and cached."""
+        size = len(buffer)
         ps = self.page_size
         pfn0 = addr // ps
         rel = addr - pfn0 * ps
@@ -244,15 +285,35 @@ class PagedReader(Generic[Ref]):
             buffer[got : got + take] = page if take == ps else memoryview(page)[rel : rel + take]
             got += take
             rel = 0
-        if not got:
-            return 0  # an absent first byte: EIO, and nothing loaded or read ahead for it
-        if size >= READAHEAD_MIN and self.source().parallel_decompression:
-            self._readahead(addr, size)
-        else:
-            # Small reads move the sequential position too: the kernel splits a 1 MiB read
-            # into an unaligned buffer in two requests (1 MiB - 48 bytes, then 48 bytes).
-            self._last_end = addr + size
         return got
+
+    def _read_direct(self, pfn0: int, count: int, buffer: memoryview) -> int:
+        """The pages of frames ``pfn0 ..`` (at most ``count``) decoded straight into
+        ``buffer``, none cached, when the first is not cached and no read ahead is loading
+        them: a read this large comes from a reader that goes on to what follows, and
+        caching its pages would cost a copy and a lookup each, and push out pages in use.
+        The pages held, in bytes; -1: read through the cache instead."""
+        if self.cache.cached_prefix(pfn0, 1):
+            return -1
+        ahead = self._ahead
+        if (
+            ahead
+            and ahead[0] < pfn0 + count
+            and pfn0 < ahead[1]
+            and not ahead[2].done()
+            and self._pool_pid == os.getpid()
+        ):
+            return -1  # read ahead is loading them: the cache path waits for it
+        if self._absent_here(pfn0):
+            return 0
+        refs = self.source().page_refs(pfn0, count)
+        held = refs.index(None) if None in refs else count
+        ps = self.page_size
+        loaded = self._load_into([r for r in refs[:held] if r is not None], buffer[: held * ps])
+        if loaded < held:  # in the dump, but not loadable: corrupt (or lost) data
+            self._unloaded(pfn0 + loaded, [None])
+            self.cache.put_many([(pfn0 + loaded, ABSENT)])
+        return loaded * ps
 
     def _held_pages(self, pfn0: int, count: int) -> list[bytes | None]:
         """The pages of frames ``pfn0 ..`` from the cache, the missing ones loaded, up to the
@@ -396,6 +457,31 @@ class PagedReader(Generic[Ref]):
         for f in futures:
             out.extend(f.result())
         return out
+
+    def _load_into(self, refs: list[Ref], dest: memoryview) -> int:
+        """:meth:`PagedSource.load_pages_into`, in the pool's threads when the codec allows
+        (as :meth:`_load`): how many pages from the first were loaded."""
+        paged = self.source()
+        n = len(refs)
+        chunks = min(self._workers, n // PARALLEL_MIN_PAGES)
+        if chunks < 2 or not paged.parallel_decompression:
+            return paged.load_pages_into(refs, dest)
+        step = -(-n // chunks)
+        ps = self.page_size
+        pool = self._get_pool()
+        starts = range(step, n, step)
+        futures = [
+            pool.submit(paged.load_pages_into, refs[s : s + step], dest[s * ps : (s + step) * ps])
+            for s in starts
+        ]
+        loaded = paged.load_pages_into(refs[:step], dest[: step * ps])
+        complete = loaded == step
+        for s, future in zip(starts, futures, strict=True):
+            done = future.result()  # every chunk waited for: each writes into dest
+            if complete:
+                loaded += done
+                complete = done == min(step, n - s)
+        return loaded
 
     def _get_pool(self) -> ThreadPoolExecutor:
         # A pool made before a fork (the CLI daemonising) has no threads in the child.

@@ -168,15 +168,34 @@ class SplitSource(PagedSource[tuple[KdumpSource, PageDesc]]):
 
     def load_pages(self, refs: Sequence[tuple[KdumpSource, PageDesc]]) -> list[bytes | None]:
         out: list[bytes | None] = []
-        i = 0
-        while i < len(refs):  # one load per run of references into the same part
-            part = refs[i][0]
-            j = i
-            while j < len(refs) and refs[j][0] is part:
-                j += 1
+        for part, i, j in _part_runs(refs):
             out.extend(part.load_pages([r[1] for r in refs[i:j]]))
-            i = j
         return out
+
+    def load_pages_into(
+        self, refs: Sequence[tuple[KdumpSource, PageDesc]], dest: memoryview
+    ) -> int:
+        ps = self.page_size
+        for part, i, j in _part_runs(refs):
+            done = part.load_pages_into([r[1] for r in refs[i:j]], dest[i * ps : j * ps])
+            if done < j - i:
+                return i + done
+        return len(refs)
+
+
+def _part_runs(
+    refs: Sequence[tuple[KdumpSource, PageDesc]],
+) -> Iterator[tuple[KdumpSource, int, int]]:
+    """``(part, i, j)``: the runs ``refs[i:j]`` of references into the same part, in order
+    (one load each)."""
+    i = 0
+    while i < len(refs):  # bounded: each pass consumes at least one reference
+        part = refs[i][0]
+        j = i + 1
+        while j < len(refs) and refs[j][0] is part:
+            j += 1
+        yield part, i, j
+        i = j
 
 
 def _identity(part: KdumpSource) -> dict[str, object]:
