@@ -16,7 +16,9 @@ as the scheduler places them, all on one CPU, the reader on one and the daemons 
   ``/phys`` (RAM but its last MiB) and of ``/kvirt`` (the same RAM through the direct map)
   against the pass-through filesystem (``passfs.py``: one ``pread`` of the dump file into
   libfuse's buffer a request) reading as many bytes; random 4 KiB ``/kvirt`` reads against the
-  do-nothing filesystem (``nullfs.py``); and, for scale, the pass-through against the do-nothing.
+  do-nothing filesystem (``nullfs.py``); and, for scale, the pass-through against the
+  do-nothing, sequential and random 4 KiB (its one ``pread`` a request and nothing else: the
+  floor of a random read that copies the dump's bytes).
 - walk: the kernel image (``_text`` to ``_end``) through ``/kvirt`` of each kdump (zlib, lzo
   of kaslr-256m; zlib, snappy, zstd of la57-nokaslr-384m) in 1 MiB reads into a page-aligned
   buffer, as a reader must: after a short read the next read starts where it stopped; after an
@@ -164,6 +166,9 @@ class ElfRows:
     passfs: Row = field(
         default_factory=lambda: Row("  (pass-through seq vs do-nothing)", "MiB/s", None)
     )
+    passfs_random: Row = field(
+        default_factory=lambda: Row("  (pass-through random 4 KiB vs do-nothing)", "op/s", None)
+    )
 
     def rows(self) -> list[Row]:
         return [
@@ -172,6 +177,7 @@ class ElfRows:
             self.kvirt,
             self.random,
             self.passfs,
+            self.passfs_random,
         ]
 
 
@@ -199,6 +205,10 @@ def measure_elf(
             ref = random_reads(zeros, [(0, length)], random_count, seed=r)
             ours = random_reads(kvirt, [(kbase, kbase + length)], random_count, seed=r)
             rows.random.add(placement, ours, ref)
+            # One pread into the reply and nothing else: the floor of a random read that
+            # copies the dump's bytes (the do-nothing filesystem copies a buffer in cache).
+            copied = random_reads(copy, [(0, length)], random_count, seed=r)
+            rows.passfs_random.add(placement, copied, ref)
 
 
 # -- walk and eio: the kdumps' kernel images ----------------------------------------------

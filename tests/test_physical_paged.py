@@ -385,6 +385,31 @@ def test_a_read_that_starts_at_an_absent_page_loads_nothing(dump, monkeypatch):
     assert src.loaded > loaded
 
 
+def test_a_cold_read_asks_for_each_descriptor_once(dump, monkeypatch):
+    """The first page's descriptor, looked up to know the read does not start at an absent
+    page, is not asked for again: a one-page read asks once, a larger one once more for the
+    rest (through the cache and straight into the buffer alike)."""
+    src, pages = dump
+    phys = fresh(src)
+    asked: list[tuple[int, int]] = []
+    real = src.page_refs
+
+    def counting(pfn: int, count: int):
+        asked.append((pfn, count))
+        return real(pfn, count)
+
+    monkeypatch.setattr(src, "page_refs", counting)
+    assert phys.read(7 * PAGE + 5, 100) == pages[7][5:105]
+    assert asked == [(7, 1)]
+    asked.clear()
+    assert phys.read(10 * PAGE, 8 * PAGE) == expected(pages, 10 * PAGE, 8 * PAGE)
+    assert asked == [(10, 1), (10, 8)]
+    asked.clear()
+    big = paged.DIRECT_MIN
+    assert phys.read(20 * PAGE, big) == expected(pages, 20 * PAGE, big)
+    assert asked == [(20, 1), (20, big // PAGE)]
+
+
 @pytest.mark.parametrize("codec", ["zlib", "lzo", "snappy", "zstd"])
 def test_pages_loaded_into_a_buffer_are_the_pages_loaded(tmp_path, codec):
     """``load_pages_into`` writes what ``load_pages`` returns, up to the first page that does

@@ -304,7 +304,7 @@ class PagedReader(Generic[Ref]):
             and self._pool_pid == os.getpid()
         ):
             return -1  # read ahead is loading them: the cache path waits for it
-        if self._absent_here(pfn0):
+        if self._first_ref(pfn0) is None:
             return 0
         refs = self.source().page_refs(pfn0, count)
         held = refs.index(None) if None in refs else count
@@ -322,7 +322,8 @@ class PagedReader(Generic[Ref]):
         k = len(cached)
         if k == count or (cached and not cached[-1]):
             return cached  # all cached, or up to a page known to be absent
-        if self._absent_here(pfn0 + k):
+        ref = self._first_ref(pfn0 + k)
+        if ref is None:
             cached.append(ABSENT)
             return cached
         pages, first, stop = self._lookup(pfn0, count)
@@ -341,7 +342,7 @@ class PagedReader(Generic[Ref]):
                     pass
                 pages, first, stop = self._lookup(pfn0, count)
             if first < stop:
-                self._fetch(pfn0, pages, first, stop)
+                self._fetch(pfn0, pages, first, stop, known=(pfn0 + k, ref))
         return pages
 
     def _lookup(self, pfn0: int, count: int) -> tuple[list[bytes | None], int, int]:
@@ -383,17 +384,29 @@ class PagedReader(Generic[Ref]):
             self._fetch(pfn0, pages, first, stop, parallel=False)
 
     def _fetch(
-        self, pfn0: int, pages: list[bytes | None], first: int, stop: int, parallel: bool = True
+        self,
+        pfn0: int,
+        pages: list[bytes | None],
+        first: int,
+        stop: int,
+        parallel: bool = True,
+        known: tuple[int, Ref] | None = None,
     ) -> None:
-        """Fill the missing ``pages[first:stop]`` from the source and cache them."""
+        """Fill the missing ``pages[first:stop]`` from the source and cache them; ``known``:
+        a frame and its reference, already looked up (not asked for again)."""
         last = stop - 1
         while pages[last] is not None:
             last -= 1
         source = self.source()
-        if last > first and self._absent_here(pfn0 + first):
+        if known is not None and known[0] != pfn0 + first:
+            known = None  # another thread cached that page meanwhile
+        if last > first and known is None and self._first_ref(pfn0 + first) is None:
             pages[first] = ABSENT  # the read ends there: nothing after it is looked up
             return
-        refs = source.page_refs(pfn0 + first, last - first + 1)
+        if known is not None and last == first:
+            refs: list[Ref | None] = [known[1]]
+        else:
+            refs = source.page_refs(pfn0 + first, last - first + 1)
         held_refs = [r for r in refs if r is not None]
         if len(held_refs) == len(refs) and pages[first : last + 1].count(None) == len(refs):
             # A cold run (the common large read): every page missing, every page in the dump.
@@ -427,13 +440,14 @@ class PagedReader(Generic[Ref]):
         if fetched:
             self.cache.put_many(fetched)
 
-    def _absent_here(self, pfn: int) -> bool:
-        """Whether frame ``pfn`` is not in the dump (then cached as :data:`ABSENT`): asked of
-        the first page a read must load, before the descriptors of the rest of its size."""
-        if self.source().page_refs(pfn, 1)[0] is not None:
-            return False
-        self.cache.put_many([(pfn, ABSENT)])
-        return True
+    def _first_ref(self, pfn: int) -> Ref | None:
+        """The reference of frame ``pfn``; None when it is not in the dump (then cached as
+        :data:`ABSENT`): asked of the first page a read must load, before the descriptors of
+        the rest of its size."""
+        ref = self.source().page_refs(pfn, 1)[0]
+        if ref is None:
+            self.cache.put_many([(pfn, ABSENT)])
+        return ref
 
     def _unloaded(self, pfn0: int, loaded: list[bytes | None]) -> None:
         """Pages the dump references but that did not load (``None`` in ``loaded``, frames from
