@@ -646,16 +646,21 @@ class KdumpSource(PagedSource[PageDesc]):
                 self._zero_offsets.add(offset)
         return True
 
-    def _load_span(self, span: _Span, out: list[bytes | None]) -> None:
-        ps = self.page_size
-        zero = self._zero_page
+    def _stored(self, span: _Span) -> Iterator[tuple[int, int, int, int, bytes]]:
+        """``(index, offset, size, flags, stored bytes)`` of each page of ``span``, read with
+        one pread; a page whose data the file ends before is left out (it does not load)."""
         data = self.file.pread(span.start, span.end - span.start)
-        decoders = self._decoders
         for i, offset, size, flags in span.pages:
             rel = offset - span.start
             stored = data[rel : rel + size]
-            if len(stored) != size:
-                continue  # the file ends first
+            if len(stored) == size:
+                yield i, offset, size, flags, stored
+
+    def _load_span(self, span: _Span, out: list[bytes | None]) -> None:
+        ps = self.page_size
+        zero = self._zero_page
+        decoders = self._decoders
+        for i, offset, size, flags, stored in self._stored(span):
             if flags:  # a codec, or bits no codec has (corrupt: the decoder says None)
                 page = (decoders.get(flags) or self._decoder(flags))(stored)
                 if page is None:
@@ -668,13 +673,8 @@ class KdumpSource(PagedSource[PageDesc]):
     def _load_span_into(self, span: _Span, dest: memoryview, loaded: list[bool]) -> None:
         """:meth:`_load_span`, each page written into its place in ``dest``."""
         ps = self.page_size
-        data = self.file.pread(span.start, span.end - span.start)
         decoders = self._decoders_into
-        for i, offset, size, flags in span.pages:
-            rel = offset - span.start
-            stored = data[rel : rel + size]
-            if len(stored) != size:
-                continue  # the file ends first
+        for i, offset, size, flags, stored in self._stored(span):
             if flags:
                 decode = decoders.get(flags) or self._decoder_into(flags)
                 loaded[i] = decode(stored, dest[i * ps : (i + 1) * ps])
