@@ -281,18 +281,6 @@ def test_read_ahead_follows_requests_split_by_the_kernel(dump):
     assert src.pages._ahead is not None and src.pages._ahead[0] == (pos - 48) // PAGE
 
 
-def test_no_read_ahead_for_cheap_codecs(tmp_path):
-    pages = {p: pattern_page(p) for p in range(200)}
-    path = tmp_path / "snappy.kdump"
-    path.write_bytes(build_kdump(KdumpSpec(max_mapnr=200, pages=pages, compression="snappy")))
-    src = KdumpSource(DumpFile(str(path)))
-    phys = PhysicalMemory(src)
-    for i in range(4):
-        assert phys.read(i * 40 * PAGE, 40 * PAGE) == expected(pages, i * 40 * PAGE, 40 * PAGE)
-    assert src.pages._ahead is None
-    src.close()
-
-
 def test_the_cache_size_is_set_by_phys_and_can_shrink(dump):
     src, pages = dump
     phys = fresh(src, cache_size_mib=4)  # 1024 pages: 256 in probation, 768 in main
@@ -339,21 +327,25 @@ def test_a_dropped_dump_frees_its_pages_at_once(tmp_path):
         gc.enable()
 
 
-def test_lzo_pages_load_in_parallel_and_ahead(tmp_path, monkeypatch):
-    """lzallright releases the GIL: lzo dumps use the pool and read ahead as zlib's do."""
+@pytest.mark.parametrize(
+    "codec, pooled", [("zlib", True), ("lzo", False), ("snappy", False), ("zstd", False)]
+)
+def test_only_zlib_pages_load_in_the_pool_and_ahead(tmp_path, monkeypatch, codec, pooled):
+    """zlib's pages cost enough to decode in the pool and ahead of a sequential reader; lzo's,
+    zstd's and snappy's are cheap: the reading thread decodes them, and nothing reads ahead."""
     pages = {p: pattern_page(p) for p in range(400)}
-    path = tmp_path / "lzo.kdump"
-    path.write_bytes(build_kdump(KdumpSpec(max_mapnr=400, pages=pages, compression="lzo")))
+    path = tmp_path / f"{codec}.kdump"
+    path.write_bytes(build_kdump(KdumpSpec(max_mapnr=400, pages=pages, compression=codec)))
     src = CountingSource(DumpFile(str(path)))
     monkeypatch.setattr(paged, "PARALLEL_MIN_PAGES", 4)
     phys = PhysicalMemory(src)
     monkeypatch.setattr(src.pages, "_workers", 3)
     assert phys.read(0, 200 * PAGE) == expected(pages, 0, 200 * PAGE)
-    assert any(name.startswith("vmcorefs-pages") for name in src.threads)
     for i in range(3):
         pos = (200 + i * 40) * PAGE
         assert phys.read(pos, 40 * PAGE) == expected(pages, pos, 40 * PAGE)
-    assert src.pages._ahead is not None
+    assert any(name.startswith("vmcorefs-pages") for name in src.threads) == pooled
+    assert (src.pages._ahead is not None) == pooled
     src.close()
 
 

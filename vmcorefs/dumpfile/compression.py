@@ -5,12 +5,12 @@ stored raw when compressing would not make it smaller. A page that does not deco
 exactly one page is corrupt: it reads as absent, never as a guess. The output is capped at one
 page whatever the stream claims, so a corrupt (or hostile) page cannot exhaust memory.
 
-Which bindings decode in parallel (``benchmarks/bench_kdump.py --only codecs`` measures it):
-zlib (CPython's module; isal's, used when installed, releases the GIL around inflate too),
-zstandard (one decompressor per thread: a ``ZstdDecompressor`` is not thread-safe) and
-lzallright (its pages are cheap, but decoded in the pool with read ahead sequential reads
-gained: DEVELOPERS.md) scale; cramjam's snappy holds the GIL (two threads decode a page slower
-than one), so snappy pages are decoded by the reading thread, straight into its buffer.
+Which pages are decoded in a thread pool, with read ahead (``compression.PARALLEL``): zlib's
+(CPython's module, and isal's, used when installed, release the GIL around inflate). zstandard
+(one decompressor per thread: a ``ZstdDecompressor`` is not thread-safe) and lzallright release
+it too, but their pages are cheap: since a large read decodes straight into the reader's buffer,
+the reading thread alone reads faster (DEVELOPERS.md); cramjam's snappy holds the GIL (two
+threads decode a page slower than one). Those three are decoded by the reading thread.
 
 LZO is decoded by lzallright (wheels for every CPython and Linux we support; python-lzo has
 none and builds with a compiler and liblzo2's headers). It decodes makedumpfile's lzo1x_1
@@ -247,9 +247,9 @@ def _load_zstd() -> Binding:
 #: The codecs, by their bit in ``page_desc.flags`` and ``disk_dump_header.status``.
 CODECS: dict[int, Codec] = {
     DUMP_DH_COMPRESSED_ZLIB: Codec("zlib", None, True, _load_zlib),
-    DUMP_DH_COMPRESSED_LZO: Codec("lzo", "lzallright", True, _load_lzo),
+    DUMP_DH_COMPRESSED_LZO: Codec("lzo", "lzallright", False, _load_lzo),
     DUMP_DH_COMPRESSED_SNAPPY: Codec("snappy", "cramjam", False, _load_snappy),
-    DUMP_DH_COMPRESSED_ZSTD: Codec("zstd", "zstandard", True, _load_zstd),
+    DUMP_DH_COMPRESSED_ZSTD: Codec("zstd", "zstandard", False, _load_zstd),
 }
 NAMES = {bit: codec.name for bit, codec in CODECS.items()}
 #: Codecs whose pages decompress in parallel in threads (see the module docstring).
