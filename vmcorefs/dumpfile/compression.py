@@ -290,26 +290,31 @@ def require(bit: int, path: str = "dump") -> Binding:
 def page_decoder(flags: int, page_size: int) -> PageDecoder:
     """The decoder of pages stored with ``flags`` (made once, called per page): the page, or
     None when the stored bytes are not exactly one page (:func:`diagnose` then says why)."""
-    if flags & ~DUMP_DH_COMPRESSED:  # a bit no codec has: never served as a raw page
-        return lambda data: None
-    bits = flags & DUMP_DH_COMPRESSED
-    if not bits:
+    if not flags:
         return lambda data: bytes(data) if len(data) == page_size else None
-    if bits & (bits - 1):  # more than one compression bit: corrupt descriptor
-        return lambda data: None
+    bit = _codec_bit(flags)
     try:
-        return require(bits).make(page_size)
+        return (lambda data: None) if bit is None else require(bit).make(page_size)
     except DumpError:
         return lambda data: None
+
+
+def _codec_bit(flags: int) -> int | None:
+    """The one codec bit of ``flags``; None when they name no codec, several (a corrupt
+    descriptor) or a bit no codec has (never served as a raw page)."""
+    bits = flags & DUMP_DH_COMPRESSED
+    if flags & ~DUMP_DH_COMPRESSED or not bits or bits & (bits - 1):
+        return None
+    return bits
 
 
 def page_decoder_into(flags: int, page_size: int) -> PageDecoderInto:
     """:func:`page_decoder`, writing the page into a buffer one page long: straight from the
     codec where its binding can, else a copy of the page it returns."""
-    bits = flags & DUMP_DH_COMPRESSED
-    if bits and not flags & ~DUMP_DH_COMPRESSED and not bits & (bits - 1):
+    bit = _codec_bit(flags)
+    if bit is not None:
         try:
-            make_into = require(bits).make_into
+            make_into = require(bit).make_into
         except DumpError:
             make_into = None
         if make_into is not None:

@@ -17,7 +17,7 @@ from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from ..errors import VmcorefsError
 from .source import PhysicalSource
@@ -309,7 +309,7 @@ class PagedReader(Generic[Ref]):
         refs = self.source().page_refs(pfn0, count)
         held = refs.index(None) if None in refs else count
         ps = self.page_size
-        loaded = self._load_into([r for r in refs[:held] if r is not None], buffer[: held * ps])
+        loaded = self._load_into(cast("list[Ref]", refs[:held]), buffer[: held * ps])
         if loaded < held:  # in the dump, but not loadable: corrupt (or lost) data
             self._unloaded(pfn0 + loaded, [None])
             self.cache.put_many([(pfn0 + loaded, ABSENT)])
@@ -458,13 +458,20 @@ class PagedReader(Generic[Ref]):
             if page is None:
                 self.source().fault((pfn0 + k) * ps)
 
+    def _chunk_step(self, n: int) -> int:
+        """Pages per chunk when ``n`` pages are loaded in the pool's threads as well as this
+        one; 0 when this thread loads them all (a codec that holds the GIL, too few pages)."""
+        chunks = min(self._workers, n // PARALLEL_MIN_PAGES)
+        if chunks < 2 or not self.source().parallel_decompression:
+            return 0
+        return -(-n // chunks)
+
     def _load(self, refs: list[Ref], parallel: bool = True) -> list[bytes | None]:
         paged = self.source()
         n = len(refs)
-        chunks = min(self._workers, n // PARALLEL_MIN_PAGES)
-        if chunks < 2 or not parallel or not paged.parallel_decompression:
+        step = self._chunk_step(n) if parallel else 0
+        if not step:
             return paged.load_pages(refs)
-        step = -(-n // chunks)
         pool = self._get_pool()
         futures = [pool.submit(paged.load_pages, refs[s : s + step]) for s in range(step, n, step)]
         out = paged.load_pages(refs[:step])  # this thread takes the first chunk itself
@@ -477,10 +484,9 @@ class PagedReader(Generic[Ref]):
         (as :meth:`_load`): how many pages from the first were loaded."""
         paged = self.source()
         n = len(refs)
-        chunks = min(self._workers, n // PARALLEL_MIN_PAGES)
-        if chunks < 2 or not paged.parallel_decompression:
+        step = self._chunk_step(n)
+        if not step:
             return paged.load_pages_into(refs, dest)
-        step = -(-n // chunks)
         ps = self.page_size
         pool = self._get_pool()
         starts = range(step, n, step)
