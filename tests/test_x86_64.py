@@ -306,3 +306,62 @@ def test_runs_of_a_page_table_match_page_by_page_translation(tmp_path):
     for first in range(512):
         count = rng.choice([1, 3, 40, 512])
         assert dump.kvirt.read(chunk + first * PAGE, count * PAGE) == expected(first, count)
+
+
+def test_runs_ignore_flag_bits_and_what_absent_entries_hold(tmp_path):
+    """Entries whose bits outside the frame differ along a run (accessed, dirty, NX, keys, the
+    encryption bit) still form one run; a not-present entry is absent whatever it holds (a
+    swap entry, or bits that would continue the run before it). Reads, ``present_runs`` and
+    ``next_data``/``next_hole`` from every page agree with the entries read one by one."""
+    import random
+
+    rng = random.Random(29)
+    sme = 1 << 47
+    mem = PhysImage()
+    pt = PageTables(mem, levels=4, table_base=0x40_0000, sme_mask=sme)
+    base = 0x80_0000
+    mem.write(base, pattern(base, 512 * PAGE))
+    chunk = VMALLOC + 8 * MiB
+    pt.map(chunk, base)  # allocates the page table; every entry is rewritten below
+    table = pt.table_for(chunk, 3)
+    frames: dict[int, int] = {}
+    frame = 0
+    for i in range(512):
+        roll = rng.random()
+        if roll < 0.2:  # not present: garbage, often the very entry that would continue
+            follows = base + ((frame + 1) % 512) * PAGE
+            pt.put(table, i, (follows | 0x62) if roll < 0.1 else rng.getrandbits(64) & ~1)
+            continue
+        frame = rng.randrange(512) if roll < 0.3 else (frame + 1) % 512
+        frames[i] = base + frame * PAGE
+        noise = rng.getrandbits(12) | (rng.getrandbits(5) << 59) | rng.choice([0, sme])
+        pt.put(table, i, frames[i] | noise | 1)
+    dump = make_dump(tmp_path, pt, mem, [(0, 16 * MiB)], extra={"NUMBER(sme_mask)": str(sme)})
+    kv = dump.kvirt
+
+    def expected(first: int, count: int) -> bytes:
+        out = b""
+        for i in range(first, min(512, first + count)):
+            if i not in frames:
+                break
+            out += pattern(frames[i], PAGE)
+        return out
+
+    for first in range(512):
+        count = rng.choice([1, 3, 40, 512])
+        assert kv.read(chunk + first * PAGE, count * PAGE) == expected(first, count)
+    held = sorted(frames)
+    runs = []
+    for i in held:
+        if runs and runs[-1][1] == chunk + i * PAGE:
+            runs[-1][1] += PAGE
+        else:
+            runs.append([chunk + i * PAGE, chunk + (i + 1) * PAGE])
+    assert [list(r) for r in kv.present_runs(chunk, chunk + 2 * MiB)] == runs
+    for i in range(512):
+        at = chunk + i * PAGE + 8
+        later = [j for j in held if j >= i]
+        want = None if not later else max(at, chunk + later[0] * PAGE)
+        assert kv.next_data(at, chunk + 2 * MiB) == want
+        hole = next((j for j in range(i, 512) if j not in frames), 512)
+        assert kv.next_hole(at, chunk + 2 * MiB) == max(at, chunk + hole * PAGE)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import struct
-from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import compress
@@ -85,27 +84,66 @@ class _Linear:
     pbase: int
 
 
+#: Per table page, as one little-endian integer of 512 64-bit words: each word 1 (its bit 0,
+#: _PAGE_PRESENT), and each word PAGE_SIZE. With them a table's 512 entries are masked and
+#: compared at once (big-integer operations) rather than in a loop of 512 Python steps: a cold
+#: chunk is one of those per 4 KiB-mapped 2 MiB, and the first ``lseek`` or read there pays it.
+_EVERY_ENTRY = int.from_bytes(_ENTRY.pack(1) * PTRS_PER_TABLE, "little")
+_PAGE_EVERY_ENTRY = int.from_bytes(_ENTRY.pack(PAGE_SIZE) * PTRS_PER_TABLE, "little")
+#: bytes.translate tables: a byte to its bit 0; a byte to 1 when it is not 0.
+_LOW_BIT = bytes(b & 1 for b in range(256))
+_NONZERO = bytes(min(b, 1) for b in range(256))
+
+
+def table_entry(raw: bytes, index: int) -> int:
+    """Entry ``index`` of the table page ``raw``."""
+    return int(_ENTRY.unpack_from(raw, index * 8)[0])
+
+
+def present_indices(raw: bytes) -> tuple[int, ...]:
+    """The indices of the present entries of the table page ``raw``, in order (byte 0 of a
+    little-endian entry holds _PAGE_PRESENT)."""
+    return tuple(compress(range(PTRS_PER_TABLE), raw[::8].translate(_LOW_BIT)))
+
+
 @dataclass(frozen=True)
 class _Table:
     """A chunk mapped by a last-level page table: its 512 entries, already masked (0 = absent,
-    else the frame's address with bit 0 set), and for each entry the index just past the run of
-    physically contiguous present pages that starts there (``run_ends``): a 1 MiB read of
-    4 KiB-mapped memory then translates in one step, not one per page."""
+    else the frame's address with bit 0 set), and ``breaks``: a byte per entry, 1 where the
+    run of physically contiguous present pages through that entry ends (the next entry does
+    not map the next frame), else 0. :meth:`run_end` then finds where a run ends in one
+    ``bytes.index``: a 1 MiB read of 4 KiB-mapped memory translates in one step, not one per
+    page."""
 
     frames: tuple[int, ...]
-    run_ends: array[int]
+    breaks: bytes
 
     @classmethod
-    def of(cls, frames: tuple[int, ...]) -> _Table:
-        ends = array("H", [PTRS_PER_TABLE]) * PTRS_PER_TABLE
-        # Backwards: entry i continues the run of i + 1 when i + 1 maps the next frame (an
-        # absent entry is 0, never a frame's address with bit 0 set).
-        for i in range(PTRS_PER_TABLE - 2, -1, -1):
-            if frames[i] and frames[i + 1] == frames[i] + PAGE_SIZE:
-                ends[i] = ends[i + 1]
-            else:
-                ends[i] = i + 1
-        return cls(frames, ends)
+    def of(cls, raw: bytes, entry_mask: int) -> _Table:
+        """The chunk mapped by the table page ``raw``; ``entry_mask``: :data:`PTE_PFN_MASK`
+        less the encryption bit."""
+        entries = int.from_bytes(raw, "little")
+        present = entries & _EVERY_ENTRY
+        # (present << 64) - present: all 64 bits of each present entry's word (the words
+        # hold 0 or 1, so no borrow crosses a word); bit 0 kept by the mask as the marker.
+        every_mask = (entry_mask | _PAGE_PRESENT) * _EVERY_ENTRY
+        frames = entries & every_mask & ((present << 64) - present)
+        # Word i of ``differ`` is 0 exactly when entry i + 1 maps the frame after entry i's,
+        # both present: a present frame + PAGE_SIZE is odd and below 2**53 (no carry out of
+        # its word); an absent one gives PAGE_SIZE, which is even and never equals a masked
+        # entry (0, or odd). Entry 511 compares with the 0 shifted in: always a break.
+        differ = (frames >> 64) ^ (frames + _PAGE_EVERY_ENTRY)
+        # Fold each word's bits into its low byte (each step only reads bits of the same word
+        # into the ones kept), then keep the low bytes: 0 = continues, else a break.
+        differ |= differ >> 32
+        differ |= differ >> 16
+        differ |= differ >> 8
+        breaks = differ.to_bytes(PAGE_SIZE, "little")[::8].translate(_NONZERO)
+        return cls(_TABLE.unpack(frames.to_bytes(PAGE_SIZE, "little")), breaks)
+
+    def run_end(self, index: int) -> int:
+        """The index just past the run of contiguous present pages through ``index``."""
+        return self.breaks.index(1, index) + 1
 
 
 @dataclass(frozen=True)
@@ -150,9 +188,9 @@ class X86_64Translator:
         sme_mask = vmcoreinfo.single_bit("sme_mask", zero=True) or 0
         self.entry_mask = PTE_PFN_MASK & ~sme_mask
         # Budget: a quarter of the cache for table pages, the rest for chunk translations
-        # (a _Table chunk holds 512 ints: about 20 KiB of Python objects).
+        # (a table page is 4 KiB of bytes; a _Table chunk holds 512 ints: about 20 KiB).
         budget = max(1, cache_size_mib) << 20
-        self._tables: LockedLRU[int, tuple[int, ...] | None] = LockedLRU(budget // 4 // 8192)
+        self._tables: LockedLRU[int, bytes | None] = LockedLRU(budget // 4 // 8192)
         self._chunks: LockedLRU[int, _Linear | _Table | _Unmapped] = LockedLRU(
             max(64, (budget * 3 // 4) // 20480 - RECENT_CHUNKS)
         )
@@ -163,14 +201,12 @@ class X86_64Translator:
     def canonical(self, vaddr: int) -> bool:
         return canonical(vaddr, self.va_bits)
 
-    def _table(self, paddr: int) -> tuple[int, ...] | None:
-        """The 512 raw entries of the table page at ``paddr``, or None when it is absent."""
+    def _table(self, paddr: int) -> bytes | None:
+        """The table page at ``paddr`` (512 raw entries), or None when it is absent."""
 
-        def load() -> tuple[int, ...] | None:
+        def load() -> bytes | None:
             data = self.phys.read(paddr, PAGE_SIZE)
-            if len(data) != PAGE_SIZE:
-                return None
-            return _TABLE.unpack(data)
+            return data if len(data) == PAGE_SIZE else None
 
         return self._tables.get_or_compute(paddr, load)
 
@@ -187,7 +223,7 @@ class X86_64Translator:
             name = names[level]
             if entries is None:
                 return self._table_fault(f"{name} table page", table)
-            entry = entries[(vaddr >> shift) & (PTRS_PER_TABLE - 1)]
+            entry = table_entry(entries, (vaddr >> shift) & (PTRS_PER_TABLE - 1))
             if not entry & _PAGE_PRESENT:
                 return _Unmapped(f"{name} entry not present")
             if entry & _PAGE_PSE:
@@ -204,9 +240,7 @@ class X86_64Translator:
         entries = self._table(table)
         if entries is None:
             return self._table_fault("page table page", table)
-        mask = self.entry_mask
-        frames = tuple((e & mask) | 1 if e & _PAGE_PRESENT else 0 for e in entries)
-        return _Table.of(frames)
+        return _Table.of(entries, self.entry_mask)
 
     def _table_fault(self, what: str, paddr: int) -> _Unmapped:
         """A table page that did not read: absent from the dump, or corrupt (then say why)."""
@@ -250,7 +284,7 @@ class X86_64Translator:
             raise FaultError("kvirt", vaddr, "PTE not present")
         offset = vaddr & (PAGE_SIZE - 1)
         # The pages from i to the end of its run are physically contiguous.
-        n = ((c.run_ends[i] - i) << PAGE_SHIFT) - offset
+        n = ((c.breaks.index(1, i) + 1 - i) << PAGE_SHIFT) - offset  # c.run_end(i), inline
         return (frame & ~1) + offset, min(n, limit)
 
     def translate(self, vaddr: int) -> int:
@@ -288,7 +322,7 @@ class X86_64Translator:
             pos = max(pos, span_end - ((PTRS_PER_TABLE - index) << shift))
             if pos >= end:
                 return
-            entry = entries[index]
+            entry = table_entry(entries, index)
             stop = min(end, (pos | (size - 1)) + 1)
             if entry & _PAGE_PSE:
                 if level in (3, 2):  # 1 GiB at PUD, 2 MiB at PMD (elsewhere PS is reserved)
@@ -298,12 +332,12 @@ class X86_64Translator:
             else:
                 yield from self._table_pieces(entry & self.entry_mask, level - 1, pos, stop)
 
-    def _present_entries(self, table: int, entries: tuple[int, ...]) -> tuple[int, ...]:
+    def _present_entries(self, table: int, entries: bytes) -> tuple[int, ...]:
         """The indices of the present entries of the table page at ``table``, in order, kept
         beside the entries: a search skips a run of absent entries in one step."""
         found = self._present.get(table)
         if found is None:
-            found = tuple(compress(range(PTRS_PER_TABLE), [e & _PAGE_PRESENT for e in entries]))
+            found = present_indices(entries)
             self._present.put(table, found)
         return found
 
@@ -316,14 +350,15 @@ class X86_64Translator:
             return
         if isinstance(c, _Unmapped):
             return
-        frames, run_ends = c.frames, c.run_ends
+        frames = c.frames
         base = pos & ~(PMD_SIZE - 1)
         i = (pos >> PAGE_SHIFT) & (PTRS_PER_TABLE - 1)
         while pos < end:  # bounded: i grows every pass
             if frames[i]:
-                stop = min(end, base + (run_ends[i] << PAGE_SHIFT))
+                run_end = c.run_end(i)
+                stop = min(end, base + (run_end << PAGE_SHIFT))
                 yield pos, stop, (frames[i] & ~1) + (pos & (PAGE_SIZE - 1))
-                i = run_ends[i]
+                i = run_end
                 pos = stop
             else:
                 i += 1
