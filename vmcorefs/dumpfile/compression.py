@@ -68,6 +68,10 @@ class Binding:
     #: ``make_into(page_size)``: a decoder that writes straight into the reader's buffer, for
     #: bindings that can (None: :func:`page_decoder_into` copies what ``make`` returns).
     make_into: Callable[[int], PageDecoderInto] | None = None
+    #: Decodes the codec's empty stream (b""): :func:`require` calls it once, at open, so that
+    #: the binding's one-time set-up (ISA-L's tables, zstd's first context: 50-200 µs) is not
+    #: paid by the first page read (a first ``lseek`` on ``kvirt`` reads its table pages).
+    warm: Callable[[], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,11 @@ class Codec:
 
 
 inflate_module: ModuleType = zlib
+#: The empty streams of each codec (what its compressor makes of b""), for Binding.warm.
+_ZLIB_EMPTY = b"x\x9c\x03\x00\x00\x00\x00\x01"
+_LZO_EMPTY = b"\x11\x00\x00"  # the end-of-stream marker alone
+_SNAPPY_EMPTY = b"\x00"  # raw snappy: the length 0 as a varint
+_ZSTD_EMPTY = b"\x28\xb5\x2f\xfd\x20\x00\x01\x00\x00"  # one frame, one empty last block
 try:  # ISA-L inflates the same zlib streams faster, checksum checked alike (DEVELOPERS.md)
     from isal import isal_zlib
 
@@ -118,7 +127,7 @@ def _load_zlib() -> Binding:
             return "zlib data stop before their end of stream (cut short)"
         return out
 
-    return Binding(make, bad, measure)
+    return Binding(make, bad, measure, warm=lambda: inflate_module.decompress(_ZLIB_EMPTY))
 
 
 def lzallright_overreads(version: str) -> bool:
@@ -160,7 +169,7 @@ def _load_lzo() -> Binding:
 
         return decode
 
-    return Binding(make, (LZOError,), measure)
+    return Binding(make, (LZOError,), measure, warm=lambda: lzo_decompress(_LZO_EMPTY, 1))
 
 
 def _load_snappy() -> Binding:
@@ -209,7 +218,9 @@ def _load_snappy() -> Binding:
             return f"snappy data claim {claimed:,} bytes"
         return bytes(decompress_raw(data))
 
-    return Binding(make, (snappy_error,), measure, make_into)
+    return Binding(
+        make, (snappy_error,), measure, make_into, warm=lambda: decompress_raw(_SNAPPY_EMPTY)
+    )
 
 
 def _load_zstd() -> Binding:
@@ -241,7 +252,12 @@ def _load_zstd() -> Binding:
         out: bytes = zstandard.ZstdDecompressor().decompress(data, max_output_size=page_size)
         return out
 
-    return Binding(make, (zstandard.ZstdError,), measure)
+    return Binding(
+        make,
+        (zstandard.ZstdError,),
+        measure,
+        warm=lambda: zstandard.ZstdDecompressor().decompress(_ZSTD_EMPTY),
+    )
 
 
 #: The codecs, by their bit in ``page_desc.flags`` and ``disk_dump_header.status``.
@@ -278,12 +294,18 @@ def require(bit: int, path: str = "dump") -> Binding:
         if bit not in _bindings:
             codec = CODECS[bit]
             try:
-                _bindings[bit] = codec.load()
+                binding = codec.load()
             except ImportError:
                 raise DumpError(
                     path,
                     f"{codec.name}-compressed pages need the Python package {codec.package}",
                 ) from None
+            if binding.warm is not None:
+                try:
+                    binding.warm()
+                except binding.errors:  # pragma: no cover - a binding that refuses b"": no harm
+                    pass
+            _bindings[bit] = binding
         return _bindings[bit]
 
 
