@@ -19,10 +19,13 @@ asked to end does not wait for them.
 from __future__ import annotations
 
 import bisect
+import struct
 import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
+from itertools import accumulate, repeat
+from typing import Literal
 
 from ..errors import Unavailable, check_stop
 from .source import ReadableFile
@@ -47,6 +50,9 @@ _ONES_BLOCK = b"\xff" * BLOCK
 _ZERO_SUB = bytes(SUB)
 _ONES_SUB = b"\xff" * SUB
 _SUB_MASK = (1 << (SUB * 8)) - 1
+#: A block as its subs (a bytes object each): their counts are then taken in C-level loops.
+_SUBS = struct.Struct(f"{SUB}s" * (BLOCK // SUB))
+_LITTLE: Literal["little"] = "little"
 
 
 class ScanLimit(Unavailable):
@@ -226,12 +232,14 @@ class Bitmap:
                 return kept
         start = block * BLOCK
         data = self._read(start, min(self.nbytes, start + BLOCK)).ljust(BLOCK, b"\0")
-        subs = array("H", bytes(2 * (BLOCK // SUB)))  # at most 32768: fits 16 bits
-        total = 0
-        if data != _ZERO_BLOCK:
-            for k in range(BLOCK // SUB):
-                subs[k] = total
-                total += int.from_bytes(data[k * SUB : (k + 1) * SUB], "little").bit_count()
+        # Set bits before each sub: at most 32768, 16 bits.
+        if data == _ZERO_BLOCK:
+            subs = array("H", bytes(2 * (BLOCK // SUB)))
+        else:
+            words = map(int.from_bytes, _SUBS.unpack(data), repeat(_LITTLE))
+            counts = map(int.bit_count, words)
+            subs = array("H", accumulate(counts, initial=0))
+            del subs[-1]
         kept = (data, subs)
         with self._kept_lock:
             self._kept[block] = kept
