@@ -222,3 +222,17 @@ def test_paths_with_control_characters_stay_one_line(tmp_path, capsys, good_core
     os.mkdir(tmp_path / "mnt")
     code, err = run_main(capsys, dump, str(tmp_path / "mnt"))
     assert (code, err) == (1, f"vmcorefs: {tmp_path}/dump\\xff\\x09: no such file\n")
+
+
+def test_the_dump_is_warmed_before_it_is_mounted(tmp_path, capsys, monkeypatch, good_core):
+    """``Dump.warm`` runs before ``mount`` gets the tree (in the process that then serves)."""
+    import vmcorefs.fuse
+    from vmcorefs.kernel.dump import Dump
+
+    events = []
+    monkeypatch.setattr(Dump, "warm", lambda self: events.append("warm"))
+    monkeypatch.setattr(vmcorefs.fuse, "mount", lambda tree, *a, **k: events.append("mount"))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    assert run_main(capsys, good_core, str(mnt)) == (0, "")
+    assert events == ["warm", "mount"]

@@ -97,3 +97,38 @@ def test_the_image_scan_starts_below_the_lowest_data_symbol():
     )
     scan = kernel_image(FakeKvirt(BASE, b""), vi)
     assert (scan.start, scan.first) == (0xFFFFFFFF81000000, 0xFFFFFFFF82400010)
+
+
+def _reads_to_translate_stext(path, warm: bool) -> list[int]:
+    """The physical reads (table pages) that translating ``_stext`` costs after opening."""
+    with open_dump(str(path)) as dump:
+        if warm:
+            dump.warm()
+        reads: list[int] = []
+        real_read = dump.phys.read
+
+        def counting_read(paddr: int, size: int) -> bytes:
+            reads.append(paddr)
+            return real_read(paddr, size)
+
+        dump.phys.read = counting_read
+        dump.kvirt.translate(fz.STEXT)
+        return reads
+
+
+def test_warm_loads_the_tables_to_the_image_start(tmp_path):
+    """After ``warm`` (what the CLI calls before mounting) the image start translates without
+    reading a table page; a dump whose root table is absent warms without an error."""
+    raw, _ = fz.elf_seed()
+    path = tmp_path / "vmcore"
+    path.write_bytes(raw)
+    assert len(_reads_to_translate_stext(path, warm=False)) >= 3  # root, PUD, PMD at least
+    assert _reads_to_translate_stext(path, warm=True) == []
+    rootless = tmp_path / "rootless"
+    root = b"SYMBOL(init_top_pgt)=ffffffff80100000"
+    assert root in raw
+    rootless.write_bytes(raw.replace(root, b"SYMBOL(init_top_pgt)=ffffffff9f100000"))
+    with open_dump(str(rootless)) as dump:
+        assert dump.phys.read(dump.kvirt.translator.root, 8) == b""  # not in the dump
+        dump.warm()
+        assert dump.kvirt.read(fz.STEXT, 8) == b""

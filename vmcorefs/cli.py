@@ -222,6 +222,7 @@ def run(argv: list[str]) -> int:
     # A file shorter than its headers say still mounts (what it holds is exact), with a word.
     for cut in dump.source.truncations():
         say(f"{cut.path}: warning: {cut.warning()}")
+    dump.warm()
     from .fuse import mount
     from .tree import build_tree
 
