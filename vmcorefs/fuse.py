@@ -310,7 +310,9 @@ class VmcoreOperations(mfusepy.Operations):
 
     def read(self, path: str, size: int, offset: int, fi, buf: memoryview | None = None):
         """The bytes at ``offset``; with ``buf`` (libfuse's reply buffer, see
-        :class:`_ReplyFUSE`) they are copied there instead and the count is returned."""
+        :class:`_ReplyFUSE`) they are copied there instead and the count is returned, and
+        absent memory is ``-EIO`` returned, not raised (the reply as libfuse takes it: an
+        exception raised and caught twice costs ~1 µs of a ~35 µs EIO, issue 17)."""
         try:
             node = self._handle(path, fi.fh)
             if type(node) is not WindowFile:
@@ -331,6 +333,8 @@ class VmcoreOperations(mfusepy.Operations):
             if log.isEnabledFor(logging.DEBUG):
                 with node.pinned():
                     log.debug("%s: %s", self._what(path, fi.fh, offset, size), node.fault(offset))
+            if buf is not None:
+                return -errno.EIO
             raise _fail(errno.EIO)
         except FuseOSError:
             raise
