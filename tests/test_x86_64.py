@@ -294,6 +294,13 @@ def test_runs_of_a_page_table_match_page_by_page_translation(tmp_path):
         frames[i] = base + frame * PAGE
         pt.map(chunk + i * PAGE, frames[i])
     dump = make_dump(tmp_path, pt, mem, [(0, 16 * MiB)])
+    check_reads_from_every_page(dump.kvirt, chunk, frames, rng)
+
+
+def check_reads_from_every_page(kv, chunk: int, frames: dict[int, int], rng) -> None:
+    """Reads of 1, 3, 40 or 512 pages from each page of the 2 MiB ``chunk`` (entry ``i``
+    maps ``frames[i]``, absent where missing) equal the pages read one by one, stopping at
+    the first absent one."""
 
     def expected(first: int, count: int) -> bytes:
         out = b""
@@ -305,7 +312,7 @@ def test_runs_of_a_page_table_match_page_by_page_translation(tmp_path):
 
     for first in range(512):
         count = rng.choice([1, 3, 40, 512])
-        assert dump.kvirt.read(chunk + first * PAGE, count * PAGE) == expected(first, count)
+        assert kv.read(chunk + first * PAGE, count * PAGE) == expected(first, count)
 
 
 def test_runs_ignore_flag_bits_and_what_absent_entries_hold(tmp_path):
@@ -338,18 +345,7 @@ def test_runs_ignore_flag_bits_and_what_absent_entries_hold(tmp_path):
         pt.put(table, i, frames[i] | noise | 1)
     dump = make_dump(tmp_path, pt, mem, [(0, 16 * MiB)], extra={"NUMBER(sme_mask)": str(sme)})
     kv = dump.kvirt
-
-    def expected(first: int, count: int) -> bytes:
-        out = b""
-        for i in range(first, min(512, first + count)):
-            if i not in frames:
-                break
-            out += pattern(frames[i], PAGE)
-        return out
-
-    for first in range(512):
-        count = rng.choice([1, 3, 40, 512])
-        assert kv.read(chunk + first * PAGE, count * PAGE) == expected(first, count)
+    check_reads_from_every_page(kv, chunk, frames, rng)
     held = sorted(frames)
     runs = []
     for i in held:
