@@ -87,12 +87,13 @@ class Codec:
     load: Callable[[], Binding]
 
 
-inflate_module: ModuleType = zlib
 #: The empty streams of each codec (what its compressor makes of b""), for Binding.warm.
 _ZLIB_EMPTY = b"x\x9c\x03\x00\x00\x00\x00\x01"
 _LZO_EMPTY = b"\x11\x00\x00"  # the end-of-stream marker alone
 _SNAPPY_EMPTY = b"\x00"  # raw snappy: the length 0 as a varint
 _ZSTD_EMPTY = b"\x28\xb5\x2f\xfd\x20\x00\x01\x00\x00"  # one frame, one empty last block
+
+inflate_module: ModuleType = zlib
 try:  # ISA-L inflates the same zlib streams faster, checksum checked alike (DEVELOPERS.md)
     from isal import isal_zlib
 

@@ -284,7 +284,7 @@ class X86_64Translator:
             raise FaultError("kvirt", vaddr, "PTE not present")
         offset = vaddr & (PAGE_SIZE - 1)
         # The pages from i to the end of its run are physically contiguous.
-        n = ((c.breaks.index(1, i) + 1 - i) << PAGE_SHIFT) - offset  # c.run_end(i), inline
+        n = ((c.run_end(i) - i) << PAGE_SHIFT) - offset
         return (frame & ~1) + offset, min(n, limit)
 
     def translate(self, vaddr: int) -> int:
